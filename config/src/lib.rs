@@ -1,0 +1,400 @@
+//! `airlock-config`: the typed configuration of the appliance (`/etc/airlock/airlockd.toml`).
+//!
+//! Invariant: a [`Config`] value is always valid. Parsing rejects unknown keys, wrong types and
+//! impossible values with a [`ConfigError`] that names the key, the line and what is allowed;
+//! nothing downstream re-checks what the types already guarantee.
+//!
+//! Later issues add their sections here; every section has defaults, so an empty file is a
+//! valid configuration.
+#![deny(missing_docs)]
+
+mod units;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+pub use units::{ByteSize, HumanDuration};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where state lives.
+    pub paths: Paths,
+    /// Bundle import limits and disk reserve.
+    pub bundles: Bundles,
+    /// The offline time model.
+    pub time: TimeConfig,
+    /// Who must approve a model version before it may serve.
+    pub approval: Approval,
+}
+
+/// `[paths]`: directories and files the daemon owns.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Everything that changes at run time: sled state, model store, staging, TLS material,
+    /// the current trust root.
+    pub data_dir: PathBuf,
+    /// The initial trust root shipped with the image, copied to `data_dir` on first start.
+    pub initial_trust_root: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            data_dir: PathBuf::from("/var/lib/airlock"),
+            initial_trust_root: PathBuf::from("/usr/share/airlock/trust/root.json"),
+        }
+    }
+}
+
+/// `[bundles]`: the limits every bundle is read under (see `docs/bundle-format.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bundles {
+    /// Largest accepted `manifest.json`.
+    pub max_manifest_size: ByteSize,
+    /// Largest accepted `signatures.json`.
+    pub max_signatures_size: ByteSize,
+    /// Most payload files in one bundle.
+    pub max_entries: u32,
+    /// Largest single payload file.
+    pub max_file_size: ByteSize,
+    /// Largest sum of payload file sizes.
+    pub max_total_size: ByteSize,
+    /// Largest zstd window (log2 of bytes) the decoder will allocate; bounds memory.
+    pub max_zstd_window_log: u32,
+    /// Free space that must remain on the data filesystem after an import.
+    pub reserve_free_space: ByteSize,
+}
+
+impl Default for Bundles {
+    fn default() -> Self {
+        Bundles {
+            max_manifest_size: ByteSize(1 << 20),
+            max_signatures_size: ByteSize(256 << 10),
+            max_entries: 4096,
+            max_file_size: ByteSize(64 << 30),
+            max_total_size: ByteSize(128 << 30),
+            max_zstd_window_log: 25,
+            reserve_free_space: ByteSize(1 << 30),
+        }
+    }
+}
+
+/// How expiry dates (bundles, trust root) are enforced. An explicit mode, never a silent skip.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiryEnforcement {
+    /// Anything past its expiry is refused.
+    Strict,
+    /// Refused only once past expiry plus the grace window; inside the window, a warning.
+    Grace,
+    /// Never refused for expiry; every expired item is logged as a warning and audited.
+    Warn,
+}
+
+/// `[time]`: the offline time model (see `docs/security.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// How expiry is enforced.
+    pub enforcement: ExpiryEnforcement,
+    /// The grace window used by `enforcement = "grace"`.
+    pub grace: HumanDuration,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            enforcement: ExpiryEnforcement::Grace,
+            grace: HumanDuration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The approval mode: people, or (development only) nobody.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalMode {
+    /// `approval.approvers` distinct people, none of them the importer, must approve.
+    Approvers,
+    /// Validated versions are approved automatically. For development and unattended labs only;
+    /// every automatic approval is audited as such.
+    UnattendedDev,
+}
+
+/// `[approval]`: the policy a validated version must meet before it may be promoted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Approval {
+    /// Which policy applies.
+    pub mode: ApprovalMode,
+    /// Number of distinct approvers (mode `approvers`, default 1): at least 1.
+    pub approvers: Option<u32>,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Approval {
+            mode: ApprovalMode::Approvers,
+            approvers: None,
+        }
+    }
+}
+
+impl Approval {
+    /// How many distinct approvers a version needs: 0 only in `unattended-dev` mode.
+    pub fn required_approvers(&self) -> u32 {
+        match self.mode {
+            ApprovalMode::Approvers => self.approvers.unwrap_or(1),
+            ApprovalMode::UnattendedDev => 0,
+        }
+    }
+}
+
+/// A configuration error: which key, where, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{location}: {message}")]
+pub struct ConfigError {
+    /// The dotted key path (`time.enforcement`), or empty for a syntax error.
+    pub key: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What was wrong and what is allowed.
+    pub message: String,
+    origin: String,
+    location: String,
+}
+
+impl ConfigError {
+    fn new(origin: Option<&Path>, key: String, line: Option<usize>, message: String) -> Self {
+        let origin = origin.map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        let location = match (&line, key.is_empty()) {
+            (Some(l), false) => format!("line {l}, key `{key}`"),
+            (Some(l), true) => format!("line {l}"),
+            (None, false) => format!("key `{key}`"),
+            (None, true) => "configuration".to_string(),
+        };
+        ConfigError {
+            key,
+            line,
+            message,
+            origin,
+            location,
+        }
+    }
+}
+
+/// Errors from [`load`]: the file could not be read, or its content is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading the file failed.
+    #[error("cannot read configuration {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The content is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Parses and validates a configuration from TOML text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_origin(text, None)
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(parse_with_origin(&text, Some(path))?)
+}
+
+fn parse_with_origin(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| line_of(text, s.start));
+        ConfigError::new(origin, key, line, inner.message().trim().to_string())
+    })?;
+    config.validate().map_err(|(key, message)| {
+        let line = line_of_key(text, &key);
+        ConfigError::new(origin, key, line, message)
+    })?;
+    Ok(config)
+}
+
+impl Config {
+    /// Cross-field rules that a single field's type cannot express.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |k: &str, m: String| Err((k.to_string(), m));
+        match (self.approval.mode, self.approval.approvers) {
+            (ApprovalMode::Approvers, Some(0)) => {
+                return fail(
+                    "approval.approvers",
+                    "0 would approve automatically; that needs mode = \"unattended-dev\" \
+                     (allowed: 1 or more with mode = \"approvers\")"
+                        .into(),
+                )
+            }
+            (ApprovalMode::UnattendedDev, Some(n)) if n != 0 => {
+                return fail(
+                    "approval.approvers",
+                    format!(
+                        "mode = \"unattended-dev\" approves automatically, so approvers must be 0 \
+                         or absent (got {n})"
+                    ),
+                )
+            }
+            _ => {}
+        }
+        let b = &self.bundles;
+        if !(10..=31).contains(&b.max_zstd_window_log) {
+            return fail(
+                "bundles.max_zstd_window_log",
+                format!("{} is out of range (allowed: 10 to 31)", b.max_zstd_window_log),
+            );
+        }
+        if b.max_entries == 0 {
+            return fail("bundles.max_entries", "must be at least 1".into());
+        }
+        if b.max_file_size.0 > b.max_total_size.0 {
+            return fail(
+                "bundles.max_file_size",
+                format!(
+                    "{} is larger than bundles.max_total_size ({})",
+                    b.max_file_size, b.max_total_size
+                ),
+            );
+        }
+        for (k, v) in [
+            ("bundles.max_manifest_size", b.max_manifest_size),
+            ("bundles.max_signatures_size", b.max_signatures_size),
+            ("bundles.max_file_size", b.max_file_size),
+            ("bundles.max_total_size", b.max_total_size),
+        ] {
+            if v.0 == 0 {
+                return fail(k, "must be larger than 0".into());
+            }
+        }
+        if !self.paths.data_dir.is_absolute() {
+            return fail(
+                "paths.data_dir",
+                format!(
+                    "{} is relative (allowed: an absolute path)",
+                    self.paths.data_dir.display()
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Finds the line that sets `section.key` (best effort; `None` when the key is a default).
+fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(parse("").expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse("[time]\nenforcement = \"strict\"\ngrase = \"1d\"\n").expect_err("invalid");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unknown field `grase`"), "{e}");
+        assert!(e.message.contains("grace"), "says what is allowed: {e}");
+    }
+
+    #[test]
+    fn unknown_section_is_refused() {
+        let e = parse("[tiem]\n").expect_err("invalid");
+        assert!(e.message.contains("unknown field `tiem`"), "{e}");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("[bundles]\nmax_entries = \"many\"\n").expect_err("invalid");
+        assert_eq!(e.key, "bundles.max_entries");
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().contains("bundles.max_entries"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_the_choices() {
+        let e = parse("[time]\nenforcement = \"lax\"\n").expect_err("invalid");
+        assert_eq!(e.key, "time.enforcement");
+        assert!(e.message.contains("strict"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_name_the_key_and_line() {
+        let e = parse("[approval]\nmode = \"approvers\"\napprovers = 0\n").expect_err("invalid");
+        assert_eq!(e.key, "approval.approvers");
+        assert_eq!(e.line, Some(3));
+        let e = parse("[bundles]\nmax_zstd_window_log = 40\n").expect_err("invalid");
+        assert_eq!(e.key, "bundles.max_zstd_window_log");
+        assert!(e.message.contains("10 to 31"), "{e}");
+        let e = parse("[paths]\ndata_dir = \"var/lib\"\n").expect_err("invalid");
+        assert_eq!(e.key, "paths.data_dir");
+        let e = parse("[bundles]\nmax_file_size = \"2 parsecs\"\n").expect_err("invalid");
+        assert_eq!(e.key, "bundles.max_file_size");
+        assert!(e.message.contains("GiB"), "{e}");
+    }
+
+    #[test]
+    fn units_parse() {
+        let c = parse(
+            "[bundles]\nmax_file_size = \"2GiB\"\nmax_total_size = 4294967296\n\
+             [time]\nenforcement = \"strict\"\ngrace = \"36h\"\n\
+             [approval]\nmode = \"unattended-dev\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.bundles.max_file_size, ByteSize(2 << 30));
+        assert_eq!(c.time.grace, HumanDuration::from_secs(36 * 3600));
+        assert_eq!(c.approval.mode, ApprovalMode::UnattendedDev);
+        assert_eq!(c.approval.required_approvers(), 0, "unattended mode has no approvers");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = parse("[time\n").expect_err("invalid");
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+}

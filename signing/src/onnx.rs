@@ -1,0 +1,347 @@
+//! Reading a model's I/O contract from an `.onnx` file, and building small ONNX models (the
+//! demo model and test fixtures).
+//!
+//! The message types below are the subset of `onnx.proto` (ONNX IR, proto2 wire format) that
+//! airlock needs, written as `prost` derives with the field numbers of the official schema;
+//! `prost` skips every field not declared here. Weights (`TensorProto.raw_data`) decode as
+//! `Bytes` slices of the input buffer, so a large embedded-weights model is not copied.
+//! Invariant: graph inputs that are initializers are weights, not part of the contract.
+
+use std::collections::BTreeSet;
+
+use prost::bytes::Bytes;
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Contract, DType, Dim, TensorSpec};
+
+#[allow(missing_docs)]
+pub mod proto {
+    //! `onnx.proto` messages (subset; field numbers as in onnx/onnx.proto).
+    use prost::bytes::Bytes;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+        #[prost(message, repeated, tag = "8")]
+        pub opset_import: Vec<OperatorSetIdProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OperatorSetIdProto {
+        #[prost(string, tag = "1")]
+        pub domain: String,
+        #[prost(int64, tag = "2")]
+        pub version: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(float, tag = "2")]
+        pub f: f32,
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        /// AttributeType: FLOAT = 1, INT = 2.
+        #[prost(int32, tag = "20")]
+        pub r#type: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "bytes", tag = "9")]
+        pub raw_data: Bytes,
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        /// DataLocation: DEFAULT = 0, EXTERNAL = 1.
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+    }
+
+    /// `TypeProto`'s `value` oneof, with each alternative as its own optional field.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TypeTensor>,
+        #[prost(message, optional, tag = "4")]
+        pub sequence_type: Option<Opaque>,
+        #[prost(message, optional, tag = "5")]
+        pub map_type: Option<Opaque>,
+        #[prost(message, optional, tag = "8")]
+        pub sparse_tensor_type: Option<Opaque>,
+        #[prost(message, optional, tag = "9")]
+        pub optional_type: Option<Opaque>,
+    }
+
+    /// A message whose content airlock does not need.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Opaque {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeTensor {
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        #[prost(message, repeated, tag = "1")]
+        pub dim: Vec<Dimension>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dimension {
+        #[prost(int64, optional, tag = "1")]
+        pub dim_value: Option<i64>,
+        #[prost(string, optional, tag = "2")]
+        pub dim_param: Option<String>,
+    }
+}
+
+use proto::*;
+
+/// What `bundle create` learns from an `.onnx` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The I/O contract.
+    pub contract: Contract,
+    /// Relative locations of external-data files the graph references.
+    pub external_data: BTreeSet<String>,
+}
+
+fn spec_of(what: &str, v: &ValueInfoProto) -> Result<TensorSpec> {
+    let bad = |m: String| Error::Input(format!("model {what} {:?}: {m}", v.name));
+    let t = v.r#type.as_ref().ok_or_else(|| bad("has no type".into()))?;
+    let tt = t.tensor_type.as_ref().ok_or_else(|| {
+        bad("is not a dense tensor (sequence, map, optional and sparse values are not served)".into())
+    })?;
+    let dtype = DType::from_onnx(tt.elem_type)
+        .ok_or_else(|| bad(format!("element type {} is not supported", tt.elem_type)))?;
+    let shape = tt.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match (d.dim_value, &d.dim_param) {
+                (Some(n), _) if n >= 0 => Dim::Fixed(n as u64),
+                (_, Some(p)) if !p.is_empty() => Dim::Named(p.clone()),
+                _ => Dim::Any(()),
+            })
+            .collect()
+    });
+    Ok(TensorSpec {
+        name: v.name.clone(),
+        dtype,
+        shape,
+    })
+}
+
+/// Decodes an `.onnx` file and reads its contract and external-data references.
+pub fn read_model_info(bytes: Vec<u8>) -> Result<ModelInfo> {
+    let model = ModelProto::decode(Bytes::from(bytes))
+        .map_err(|e| Error::Input(format!("not an ONNX model (protobuf decode failed: {e})")))?;
+    let graph = model.graph.ok_or_else(|| Error::Input("ONNX model has no graph".into()))?;
+    let weights: BTreeSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|v| !weights.contains(v.name.as_str()))
+        .map(|v| spec_of("input", v))
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = graph.output.iter().map(|v| spec_of("output", v)).collect::<Result<Vec<_>>>()?;
+    if inputs.is_empty() || outputs.is_empty() {
+        return Err(Error::Input("ONNX graph needs at least one input and one output".into()));
+    }
+    let mut external_data = BTreeSet::new();
+    for t in &graph.initializer {
+        if t.data_location == 1 {
+            let loc = t
+                .external_data
+                .iter()
+                .find(|e| e.key == "location")
+                .ok_or_else(|| Error::Input(format!("initializer {:?} is external but has no location", t.name)))?;
+            external_data.insert(loc.value.clone());
+        }
+    }
+    Ok(ModelInfo {
+        contract: Contract { inputs, outputs },
+        external_data,
+    })
+}
+
+/// A float32 tensor initializer with inline data.
+pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: 1,
+        name: name.into(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+        ..Default::default()
+    }
+}
+
+/// A float32 tensor value description with the given dims (`None` = named dynamic dim).
+pub fn f32_value(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeTensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| match d {
+                            Ok(n) => Dimension { dim_value: Some(*n), dim_param: None },
+                            Err(p) => Dimension { dim_value: None, dim_param: Some((*p).into()) },
+                        })
+                        .collect(),
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The demo model: a linear classifier `y = softmax(x · W + b)` over 4 features and 3 classes,
+/// with a dynamic batch dimension. Runs on any ONNX Runtime (opset 13).
+pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {
+    let node = |op: &str, i: &[&str], o: &str, attrs: Vec<AttributeProto>| NodeProto {
+        input: i.iter().map(|s| s.to_string()).collect(),
+        output: vec![o.into()],
+        name: format!("{op}_0"),
+        op_type: op.into(),
+        attribute: attrs,
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        producer_name: "airlock".into(),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(GraphProto {
+            name: "linear_classifier".into(),
+            node: vec![
+                node("Gemm", &["x", "W", "b"], "logits", vec![]),
+                node(
+                    "Softmax",
+                    &["logits"],
+                    "y",
+                    vec![AttributeProto { name: "axis".into(), i: 1, r#type: 2, ..Default::default() }],
+                ),
+            ],
+            initializer: vec![f32_tensor("W", &[4, 3], weights), f32_tensor("b", &[3], bias)],
+            input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
+            output: vec![f32_value("y", &[Err("batch"), Ok(3)])],
+        }),
+    };
+    model.encode_to_vec()
+}
+
+/// Evaluates [`linear_classifier`] in plain Rust (to write golden vectors the model must match).
+pub fn linear_classifier_eval(weights: &[f32; 12], bias: &[f32; 3], x: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / 4 * 3);
+    for row in x.chunks(4) {
+        let logits: Vec<f32> = (0..3)
+            .map(|c| bias[c] + (0..4).map(|k| row[k] * weights[k * 3 + c]).sum::<f32>())
+            .collect();
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        out.extend(exps.iter().map(|e| e / sum));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_of_the_demo_model() {
+        let bytes = linear_classifier(&[0.5; 12], &[0.1, 0.2, 0.3]);
+        let info = read_model_info(bytes).expect("parse");
+        assert_eq!(info.contract.inputs.len(), 1, "initializers W and b are not inputs");
+        assert_eq!(info.contract.inputs[0].describe(), "float32[batch, 4]");
+        assert_eq!(info.contract.outputs[0].describe(), "float32[batch, 3]");
+        assert!(info.external_data.is_empty());
+    }
+
+    #[test]
+    fn external_data_is_found_and_garbage_refused() {
+        let mut g = GraphProto {
+            input: vec![f32_value("x", &[Ok(1)])],
+            output: vec![f32_value("y", &[Ok(1)])],
+            ..Default::default()
+        };
+        g.initializer.push(TensorProto {
+            name: "w".into(),
+            data_location: 1,
+            external_data: vec![StringStringEntryProto { key: "location".into(), value: "weights.bin".into() }],
+            ..Default::default()
+        });
+        let m = ModelProto { graph: Some(g), ..Default::default() };
+        let info = read_model_info(m.encode_to_vec()).expect("parse");
+        assert!(info.external_data.contains("weights.bin"));
+        assert!(read_model_info(b"\xff\xff\xff garbage".to_vec()).is_err());
+    }
+
+    #[test]
+    fn evaluation_is_a_distribution() {
+        let y = linear_classifier_eval(&[0.5; 12], &[0.1, 0.2, 0.3], &[1.0, 2.0, 3.0, 4.0]);
+        assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}

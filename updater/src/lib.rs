@@ -1,1 +1,190 @@
-//! placeholder
+//! `airlock-updater`: what happens to a bundle on the appliance — importing a verified stream
+//! into staging and the content-addressed store, the lifecycle registry in sled (states,
+//! approvals, anti-rollback floor, time floor, audit chain), and finding bundles on media.
+//!
+//! API boundary: no ONNX Runtime and no HTTP here; validation is the [`validate::Validator`]
+//! trait that the daemon implements. Invariant: an import either ends with a complete store
+//! directory and a `staged` registry record, or leaves nothing but an audit record.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod error;
+pub mod media;
+pub mod registry;
+pub mod store;
+pub mod validate;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use airlock_config::Config;
+use airlock_signing::{ExpiryCheck, Limits, ReadError, SignaturePolicy, TrustRoot, VerifiedManifest};
+use semver::Version;
+use time::OffsetDateTime;
+
+pub use error::{Error, Result};
+pub use registry::{Actor, ApprovalPolicy, Registry, VersionState};
+pub use store::Layout;
+pub use validate::{StagedModel, ValidationReport, Validator};
+
+use audit::AuditEntry;
+use store::StagingSink;
+
+/// A completed import.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The verified manifest.
+    pub verified: VerifiedManifest,
+    /// Its store directory.
+    pub dir: PathBuf,
+}
+
+/// The appliance side of bundles, over one data directory.
+pub struct Updater {
+    layout: Layout,
+    registry: Registry,
+    limits: Limits,
+    time: airlock_config::TimeConfig,
+    reserve: u64,
+}
+
+impl Updater {
+    /// Opens the data directory: creates the layout, opens the registry, removes what an
+    /// interrupted import left, and abandons promotions a crash interrupted.
+    pub fn open(config: &Config) -> Result<Self> {
+        let layout = Layout::new(&config.paths.data_dir);
+        layout.create()?;
+        let registry = Registry::open(&layout.state(), ApprovalPolicy::from(&config.approval))?;
+        let now = registry.trusted_now(OffsetDateTime::now_utc())?;
+        for p in layout.clean_leftovers(&registry)? {
+            tracing::warn!(path = %p.display(), "removed an incomplete import left by an interruption");
+        }
+        for m in registry.recover_interrupted(now)? {
+            tracing::warn!(model = %m, "abandoned a promotion interrupted by a restart; the previous version stays active");
+        }
+        Ok(Updater {
+            layout,
+            registry,
+            limits: Limits::from(&config.bundles),
+            time: config.time.clone(),
+            reserve: config.bundles.reserve_free_space.0,
+        })
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The data layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The limits bundles are read under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Trusted now: the later of the system clock and the persisted floor.
+    pub fn now(&self) -> Result<OffsetDateTime> {
+        self.registry.trusted_now(OffsetDateTime::now_utc())
+    }
+
+    /// The expiry check imports run under.
+    pub fn expiry_check(&self) -> Result<ExpiryCheck> {
+        Ok(ExpiryCheck { now: self.now()?, enforcement: self.time.enforcement, grace: self.time.grace.get() })
+    }
+
+    /// Installs `initial` as the current trust root if there is none yet (first start).
+    pub fn install_initial_trust_root(&self, initial: &Path) -> Result<()> {
+        let dest = self.layout.trust_root();
+        if dest.exists() {
+            return Ok(());
+        }
+        let bytes = std::fs::read(initial).map_err(Error::io(format!("cannot read the initial trust root {}", initial.display())))?;
+        TrustRoot::from_json(&bytes)?;
+        airlock_signing::writer::write_atomically(&dest, |w| {
+            std::io::Write::write_all(w, &bytes)?;
+            Ok(())
+        })?;
+        store::fsync_dir(dest.parent().unwrap_or(self.layout.root()))
+    }
+
+    /// The current trust root.
+    pub fn trust_root(&self) -> Result<TrustRoot> {
+        Ok(TrustRoot::read(&self.layout.trust_root())?)
+    }
+
+    /// Imports a bundle stream: verify, stage, store, record. On any refusal nothing stays
+    /// behind but an `import_refused` audit record naming the error kind.
+    pub fn import(&self, input: impl Read, source: &str, actor: &Actor) -> Result<Imported> {
+        let mut seen = None;
+        let result = self.import_inner(input, source, actor, &mut seen);
+        if let Err(e) = &result {
+            let now = self.now().unwrap_or_else(|_| OffsetDateTime::now_utc());
+            let (model, version) = seen.unzip();
+            self.registry.audit_only(
+                now,
+                &[AuditEntry {
+                    actor: actor.to_string(),
+                    action: "import_refused".into(),
+                    model,
+                    version,
+                    detail: serde_json::json!({ "error": e.kind(), "message": e.to_string(), "source": source }),
+                }],
+            )?;
+        }
+        result
+    }
+
+    fn import_inner(&self, input: impl Read, source: &str, actor: &Actor, seen: &mut Option<(String, String)>) -> Result<Imported> {
+        let root = self.trust_root()?;
+        let policy = SignaturePolicy::TrustRoot { root: &root, expiry: self.expiry_check()? };
+        let mut sink = StagingSink::new(&self.layout, &self.registry, self.reserve);
+        let read = airlock_signing::read_bundle(input, &policy, &self.limits, &mut sink);
+        *seen = sink.seen.clone();
+        let verified = match read {
+            Ok(v) => v,
+            Err(ReadError::Bundle(e)) => return Err(e.into()),
+            Err(ReadError::Sink(e)) => return Err(e),
+        };
+        let dir = sink.commit(&verified)?;
+        if let Err(e) = self.registry.record_import(self.now()?, &verified, source, actor) {
+            // The store directory is ours (just renamed); without a record it must not stay.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        for w in &verified.warnings {
+            tracing::warn!(model = %verified.manifest.model.name, warning = %w, "bundle accepted with an expiry warning");
+        }
+        Ok(Imported { verified, dir })
+    }
+
+    /// Imports a bundle file (opened read-only).
+    pub fn import_file(&self, path: &Path, actor: &Actor) -> Result<Imported> {
+        let f = std::fs::File::open(path).map_err(Error::io(format!("cannot open {}", path.display())))?;
+        self.import(std::io::BufReader::with_capacity(1 << 20, f), &path.display().to_string(), actor)
+    }
+
+    /// The stored manifest of a version.
+    pub fn stored_manifest(&self, model: &str, version: &Version) -> Result<(airlock_signing::Manifest, PathBuf)> {
+        let rec = self.registry.model(model)?.ok_or_else(|| Error::UnknownModel(model.into()))?;
+        let v = rec.versions.get(version).ok_or(Error::UnknownVersion { model: model.into(), version: version.to_string() })?;
+        let dir = self.layout.stored(&v.manifest_digest);
+        let bytes = std::fs::read(dir.join("manifest.json")).map_err(Error::io(format!("cannot read the stored manifest of {model} {version}")))?;
+        // The store is written only after verification; re-check the content address anyway.
+        if airlock_signing::Sha256Digest::of(&bytes).to_hex() != v.manifest_digest {
+            return Err(Error::Database(format!("stored manifest of {model} {version} does not match its digest")));
+        }
+        Ok((airlock_signing::Manifest::from_json(&bytes)?, dir))
+    }
+
+    /// Validates a staged version with `validator` and records the result.
+    pub fn validate(&self, model: &str, version: &Version, validator: &dyn Validator, actor: &Actor) -> Result<(ValidationReport, VersionState)> {
+        let (manifest, dir) = self.stored_manifest(model, version)?;
+        let report = validator.validate(&StagedModel { manifest: &manifest, dir: &dir });
+        let state = self.registry.record_validation(self.now()?, model, version, &report, actor)?;
+        Ok((report, state))
+    }
+}

@@ -1,0 +1,671 @@
+//! The lifecycle registry in `sled`: per model, its versions and their states, the persisted
+//! promotion intent, the anti-rollback high-water mark, approvals, the audit chain and the time floor.
+//!
+//! State machine (each arrow one method, each call one sled transaction over the `models`,
+//! `audit` and `meta` trees, flushed before it returns):
+//!
+//! ```text
+//! staged ─validate─▶ validated ─approve×N─▶ approved ─begin/complete_promotion─▶ active ─▶ retired
+//!    └────────────▶ validation_failed          │                                   ▲        │
+//!  staged|validated|validation_failed|approved ─reject─▶ rejected        rollback ─┘◀───────┘
+//! ```
+//!
+//! Invariant: only the transitions above are possible; at most one version of a model is
+//! `active`; a `retired` version becomes `active` again only if it was approved on this
+//! appliance; a crash leaves every record as it was before or after a step, never between.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
+use time::OffsetDateTime;
+
+use airlock_signing::clock::rfc3339;
+use airlock_signing::VerifiedManifest;
+
+use crate::audit::{self, AuditEntry, AuditRecord, ChainHead};
+use crate::error::{Error, Result};
+use crate::validate::ValidationReport;
+
+/// A version's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// Verified and in the store; not yet validated.
+    Staged,
+    /// Passed validation on this machine.
+    Validated,
+    /// Failed validation.
+    ValidationFailed,
+    /// Approved per the policy; may be promoted.
+    Approved,
+    /// Rejected by a person.
+    Rejected,
+    /// Serving.
+    Active,
+    /// Served before; may be rolled back to.
+    Retired,
+}
+
+impl fmt::Display for VersionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VersionState::Staged => "staged",
+            VersionState::Validated => "validated",
+            VersionState::ValidationFailed => "validation_failed",
+            VersionState::Approved => "approved",
+            VersionState::Rejected => "rejected",
+            VersionState::Active => "active",
+            VersionState::Retired => "retired",
+        })
+    }
+}
+
+/// Who did something: a local user, a token, the daemon itself, or a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Actor(String);
+
+impl Actor {
+    /// Validates an identity string (`uid:1000(alice)`, `token:ops-1`, `airlockd`, ...).
+    pub fn new(name: &str) -> Result<Self> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+            return Err(Error::InvalidActor(name.chars().take(128).collect()));
+        }
+        Ok(Actor(name.to_string()))
+    }
+    /// The daemon acting on its own (recovery, validation runs).
+    pub fn system() -> Self {
+        Actor("airlockd".into())
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The approval policy a validated version must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalPolicy {
+    /// This many distinct people, none of them the importer (at least 1).
+    Approvers(u32),
+    /// Approved automatically when validation passes. Development and unattended labs only.
+    UnattendedDev,
+}
+
+impl From<&airlock_config::Approval> for ApprovalPolicy {
+    fn from(a: &airlock_config::Approval) -> Self {
+        match a.mode {
+            airlock_config::ApprovalMode::Approvers => ApprovalPolicy::Approvers(a.required_approvers().max(1)),
+            airlock_config::ApprovalMode::UnattendedDev => ApprovalPolicy::UnattendedDev,
+        }
+    }
+}
+
+/// One approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Who approved.
+    pub by: Actor,
+    /// When.
+    pub at: String,
+    /// Optional comment.
+    pub comment: Option<String>,
+}
+
+/// One version of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version.
+    pub version: Version,
+    /// Its state.
+    pub state: VersionState,
+    /// SHA-256 of the manifest: the store directory's name.
+    pub manifest_digest: String,
+    /// Declared payload size.
+    pub payload_size: u64,
+    /// Bundle signers (key ids).
+    pub signers: Vec<String>,
+    /// Who imported it.
+    pub imported_by: Actor,
+    /// When.
+    pub imported_at: String,
+    /// From where (a path on the appliance, `upload`, ...).
+    pub source: String,
+    /// Approvals so far.
+    pub approvals: Vec<ApprovalRecord>,
+    /// Whether it reached `approved` on this appliance (the condition for rollback).
+    pub approved_here: bool,
+    /// The last validation report.
+    pub validation: Option<ValidationReport>,
+    /// When it last changed state.
+    pub changed_at: String,
+}
+
+/// A promotion in progress, persisted before the switch so that a crash can be resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// The active version when the promotion began.
+    pub from: Option<Version>,
+    /// The version being promoted.
+    pub to: Version,
+    /// Who asked.
+    pub by: Actor,
+    /// When.
+    pub started_at: String,
+}
+
+/// A model and all its versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The model's name.
+    pub name: String,
+    /// The highest version ever imported here (anti-rollback floor).
+    pub highest_seen: Version,
+    /// The serving version.
+    pub active: Option<Version>,
+    /// A promotion that began and has not completed.
+    pub promoting: Option<Promotion>,
+    /// Versions by number.
+    pub versions: BTreeMap<Version, VersionRecord>,
+}
+
+impl ModelRecord {
+    fn version_mut(&mut self, v: &Version) -> Result<&mut VersionRecord> {
+        let name = self.name.clone();
+        self.versions.get_mut(v).ok_or(Error::UnknownVersion {
+            model: name,
+            version: v.to_string(),
+        })
+    }
+
+    fn no_promotion(&self) -> Result<()> {
+        match &self.promoting {
+            Some(p) => Err(Error::Conflict {
+                model: self.name.clone(),
+                reason: format!("a promotion to {} is in progress", p.to),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn illegal(m: &ModelRecord, v: &VersionRecord, action: &str) -> Error {
+    Error::IllegalTransition {
+        model: m.name.clone(),
+        version: v.version.to_string(),
+        state: v.state,
+        action: action.to_string(),
+    }
+}
+
+const META_HEAD: &[u8] = b"audit_head";
+const META_FLOOR: &[u8] = b"time_floor";
+
+/// The registry over one sled database.
+pub struct Registry {
+    db: sled::Db,
+    models: sled::Tree,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    policy: ApprovalPolicy,
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn json<T: Serialize>(v: &T) -> TxResult<Vec<u8>> {
+    serde_json::to_vec(v).or_else(|e| abort(Error::Database(e.to_string())))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| Error::Database(format!("corrupt record: {e}")))
+}
+
+/// What a transaction step produces: a changed model (if any) and audit entries.
+struct Step<T> {
+    value: T,
+    model: Option<ModelRecord>,
+    audit: Vec<AuditEntry>,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry at `path`.
+    pub fn open(path: &Path, policy: ApprovalPolicy) -> Result<Self> {
+        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        Ok(Registry {
+            models: db.open_tree("models")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            db,
+            policy,
+        })
+    }
+
+    /// The approval policy in force.
+    pub fn policy(&self) -> ApprovalPolicy {
+        self.policy
+    }
+
+    /// The persisted time floor: the latest trusted time seen (Unix seconds).
+    pub fn time_floor(&self) -> Result<i64> {
+        Ok(self
+            .meta
+            .get(META_FLOOR)?
+            .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0))
+    }
+
+    /// "Now" for expiry checks: the later of the system clock and the floor. Raises the floor to
+    /// the system clock when the clock is ahead by more than a minute (one write per minute at most).
+    pub fn trusted_now(&self, system: OffsetDateTime) -> Result<OffsetDateTime> {
+        let floor = self.time_floor()?;
+        let sys = system.unix_timestamp();
+        if sys > floor + 60 {
+            self.meta.fetch_and_update(META_FLOOR, |old| {
+                let cur = old.map(|v| i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))).unwrap_or(0);
+                Some(cur.max(sys).to_be_bytes().to_vec())
+            })?;
+            self.db.flush()?;
+            return Ok(system);
+        }
+        Ok(OffsetDateTime::from_unix_timestamp(floor.max(sys)).unwrap_or(system))
+    }
+
+    /// Runs `f` on the model's record inside one transaction with the audit append.
+    fn step<T>(
+        &self,
+        model: &str,
+        now: OffsetDateTime,
+        floor: Option<OffsetDateTime>,
+        f: impl Fn(Option<ModelRecord>) -> Result<Step<T>>,
+    ) -> Result<T> {
+        let time = rfc3339(now);
+        let floor_raise = floor.map_or(now, |f| f.max(now)).unix_timestamp();
+        let res = (&self.models, &self.audit, &self.meta).transaction(
+            |(models, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                let current = match models.get(model.as_bytes())? {
+                    Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
+                    None => None,
+                };
+                let step = f(current).or_else(abort)?;
+                if let Some(m) = &step.model {
+                    models.insert(model.as_bytes(), json(m)?)?;
+                }
+                append(audit, meta, &time, &step.audit)?;
+                raise_floor(meta, floor_raise)?;
+                Ok(step.value)
+            },
+        );
+        let value = unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok(value)
+    }
+
+    /// Appends audit entries that change no model (refused imports, recovery notes).
+    pub fn audit_only(&self, now: OffsetDateTime, entries: &[AuditEntry]) -> Result<()> {
+        let time = rfc3339(now);
+        let res = (&self.audit, &self.meta).transaction(|(audit, meta): &(TransactionalTree, TransactionalTree)| {
+            append(audit, meta, &time, entries)
+        });
+        unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The highest version of `model` ever seen here.
+    pub fn highest_seen(&self, model: &str) -> Result<Option<Version>> {
+        Ok(self.model(model)?.map(|m| m.highest_seen))
+    }
+
+    /// One model.
+    pub fn model(&self, name: &str) -> Result<Option<ModelRecord>> {
+        self.models.get(name.as_bytes())?.map(|b| parse(&b)).transpose()
+    }
+
+    /// All models, by name.
+    pub fn models(&self) -> Result<Vec<ModelRecord>> {
+        self.models.iter().values().map(|v| parse(&v?)).collect()
+    }
+
+    /// Records a verified, stored bundle as a `staged` version; raises the anti-rollback floor
+    /// and the time floor (to the bundle's signed issue time) in the same transaction.
+    pub fn record_import(&self, now: OffsetDateTime, v: &VerifiedManifest, source: &str, actor: &Actor) -> Result<()> {
+        let m = &v.manifest;
+        let name = m.model.name.as_str();
+        // The bundle's signed issue time is trusted time: the floor never goes below it.
+        self.step(name, now, Some(m.issued_at), |cur| {
+            let mut rec = cur.unwrap_or(ModelRecord {
+                name: name.to_string(),
+                highest_seen: Version::new(0, 0, 0),
+                active: None,
+                promoting: None,
+                versions: BTreeMap::new(),
+            });
+            // Anti-rollback, re-checked inside the transaction (the importer checked it first).
+            if !rec.versions.is_empty() && m.model.version <= rec.highest_seen {
+                return Err(Error::AntiRollback {
+                    model: name.into(),
+                    version: m.model.version.to_string(),
+                    highest: rec.highest_seen.to_string(),
+                });
+            }
+            rec.highest_seen = m.model.version.clone();
+            rec.versions.insert(
+                m.model.version.clone(),
+                VersionRecord {
+                    version: m.model.version.clone(),
+                    state: VersionState::Staged,
+                    manifest_digest: v.digest.to_hex(),
+                    payload_size: m.payload_size(),
+                    signers: v.signers.iter().map(|k| k.to_string()).collect(),
+                    imported_by: actor.clone(),
+                    imported_at: rfc3339(now),
+                    source: source.to_string(),
+                    approvals: vec![],
+                    approved_here: false,
+                    validation: None,
+                    changed_at: rfc3339(now),
+                },
+            );
+            Ok(Step {
+                value: (),
+                model: Some(rec),
+                audit: vec![AuditEntry {
+                    actor: actor.to_string(),
+                    action: "import".into(),
+                    model: Some(name.into()),
+                    version: Some(m.model.version.to_string()),
+                    detail: serde_json::json!({
+                        "to": "staged",
+                        "manifest_sha256": v.digest.to_hex(),
+                        "signers": v.signers.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                        "source": source,
+                        "warnings": v.warnings,
+                    }),
+                }],
+            })
+        })
+    }
+
+    /// Records a validation result: `staged` → `validated` or `validation_failed`; under the
+    /// unattended-dev policy a pass is also an (audited) automatic approval.
+    pub fn record_validation(&self, now: OffsetDateTime, model: &str, version: &Version, report: &ValidationReport, actor: &Actor) -> Result<VersionState> {
+        let policy = self.policy;
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            let v = rec.version_mut(version)?;
+            if v.state != VersionState::Staged {
+                let v = v.clone();
+                return Err(illegal(&rec, &v, "record a validation (only staged versions are validated)"));
+            }
+            v.state = if report.passed { VersionState::Validated } else { VersionState::ValidationFailed };
+            v.validation = Some(report.clone());
+            v.changed_at = rfc3339(now);
+            let mut audit = vec![entry(actor, "validate", model, version, serde_json::json!({
+                "to": v.state,
+                "passed": report.passed,
+                "report_sha256": report.digest(),
+                "engine": report.engine,
+            }))];
+            if report.passed && policy == ApprovalPolicy::UnattendedDev {
+                v.state = VersionState::Approved;
+                v.approved_here = true;
+                v.approvals.push(ApprovalRecord { by: Actor("policy:unattended-dev".into()), at: rfc3339(now), comment: None });
+                audit.push(entry(&Actor("policy:unattended-dev".into()), "approve", model, version, serde_json::json!({
+                    "to": "approved", "automatic": true,
+                })));
+            }
+            let state = v.state;
+            Ok(Step { value: state, model: Some(rec), audit })
+        })
+    }
+
+    /// Records one approval; the version becomes `approved` when the policy's count is reached.
+    pub fn approve(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor, comment: Option<&str>) -> Result<VersionState> {
+        let policy = self.policy;
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            let v = rec.version_mut(version)?;
+            if v.state != VersionState::Validated {
+                let v = v.clone();
+                return Err(illegal(&rec, &v, "approve (only validated versions can be approved)"));
+            }
+            // Four eyes: whoever brought the bundle in cannot also vouch for it.
+            if &v.imported_by == actor {
+                return Err(Error::SelfApproval { actor: actor.to_string(), model: model.into(), version: version.to_string() });
+            }
+            if v.approvals.iter().any(|a| &a.by == actor) {
+                return Err(Error::DuplicateApproval { actor: actor.to_string(), model: model.into(), version: version.to_string() });
+            }
+            v.approvals.push(ApprovalRecord { by: actor.clone(), at: rfc3339(now), comment: comment.map(str::to_string) });
+            let required = match policy {
+                ApprovalPolicy::Approvers(n) => n as usize,
+                ApprovalPolicy::UnattendedDev => 0,
+            };
+            if v.approvals.len() >= required {
+                v.state = VersionState::Approved;
+                v.approved_here = true;
+                v.changed_at = rfc3339(now);
+            }
+            let detail = serde_json::json!({
+                "to": v.state,
+                "approvals": v.approvals.len(),
+                "required": required,
+                "comment": comment,
+            });
+            let state = v.state;
+            Ok(Step { value: state, model: Some(rec), audit: vec![entry(actor, "approve", model, version, detail)] })
+        })
+    }
+
+    /// Rejects a version that is not serving and never served.
+    pub fn reject(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor, reason: Option<&str>) -> Result<()> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            if rec.promoting.as_ref().is_some_and(|p| &p.to == version) {
+                return Err(Error::Conflict { model: model.into(), reason: format!("{version} is being promoted") });
+            }
+            let v = rec.version_mut(version)?;
+            if !matches!(v.state, VersionState::Staged | VersionState::Validated | VersionState::ValidationFailed | VersionState::Approved) {
+                let v = v.clone();
+                return Err(illegal(&rec, &v, "reject"));
+            }
+            let from = v.state;
+            v.state = VersionState::Rejected;
+            v.changed_at = rfc3339(now);
+            let detail = serde_json::json!({ "from": from, "to": "rejected", "reason": reason });
+            Ok(Step { value: (), model: Some(rec), audit: vec![entry(actor, "reject", model, version, detail)] })
+        })
+    }
+
+    /// Persists the intent to promote `version` (which must be `approved`). The serving switch
+    /// happens after this returns; [`Registry::complete_promotion`] records it.
+    pub fn begin_promotion(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor) -> Result<Promotion> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            rec.no_promotion()?;
+            let v = rec.version_mut(version)?.clone();
+            if v.state != VersionState::Approved {
+                return Err(illegal(&rec, &v, "promote (only approved versions can be promoted)"));
+            }
+            let p = Promotion { from: rec.active.clone(), to: version.clone(), by: actor.clone(), started_at: rfc3339(now) };
+            rec.promoting = Some(p.clone());
+            let detail = serde_json::json!({ "from": p.from.as_ref().map(|v| v.to_string()), "to": version.to_string() });
+            Ok(Step { value: p, model: Some(rec), audit: vec![entry(actor, "promote_begin", model, version, detail)] })
+        })
+    }
+
+    /// Completes the persisted promotion: the new version is `active`, the old one `retired`.
+    pub fn complete_promotion(&self, now: OffsetDateTime, model: &str, actor: &Actor) -> Result<Version> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            let p = rec.promoting.take().ok_or_else(|| Error::Conflict { model: model.into(), reason: "no promotion in progress".into() })?;
+            if let Some(old) = &p.from {
+                let o = rec.version_mut(old)?;
+                o.state = VersionState::Retired;
+                o.changed_at = rfc3339(now);
+            }
+            let n = rec.version_mut(&p.to)?;
+            n.state = VersionState::Active;
+            n.changed_at = rfc3339(now);
+            rec.active = Some(p.to.clone());
+            let detail = serde_json::json!({ "from": p.from.as_ref().map(|v| v.to_string()), "to": p.to.to_string(), "state": "active" });
+            let to = p.to.clone();
+            Ok(Step { value: to, model: Some(rec), audit: vec![entry(actor, "promote", model, &p.to, detail)] })
+        })
+    }
+
+    /// Abandons the persisted promotion: everything stays as before it began.
+    pub fn abort_promotion(&self, now: OffsetDateTime, model: &str, actor: &Actor, reason: &str) -> Result<()> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            let p = rec.promoting.take().ok_or_else(|| Error::Conflict { model: model.into(), reason: "no promotion in progress".into() })?;
+            let detail = serde_json::json!({ "reason": reason, "active": p.from.as_ref().map(|v| v.to_string()) });
+            Ok(Step { value: (), model: Some(rec), audit: vec![entry(actor, "promote_aborted", model, &p.to, detail)] })
+        })
+    }
+
+    /// Switches back to a `retired` version that was approved here (default: the most recently
+    /// retired one); the current active version becomes `retired`. One transaction.
+    pub fn rollback(&self, now: OffsetDateTime, model: &str, to: Option<&Version>, actor: &Actor) -> Result<Version> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            rec.no_promotion()?;
+            let target = match to {
+                Some(v) => v.clone(),
+                None => rec
+                    .versions
+                    .values()
+                    .filter(|v| v.state == VersionState::Retired && v.approved_here)
+                    .max_by(|a, b| a.changed_at.cmp(&b.changed_at).then(a.version.cmp(&b.version)))
+                    .map(|v| v.version.clone())
+                    .ok_or_else(|| Error::Conflict { model: model.into(), reason: "no retired version to roll back to".into() })?,
+            };
+            let t = rec.version_mut(&target)?.clone();
+            // Anti-rollback: only a version this appliance approved before may serve again.
+            if t.state != VersionState::Retired || !t.approved_here {
+                return Err(illegal(&rec, &t, "roll back to it (only retired versions approved on this appliance)"));
+            }
+            let from = rec.active.clone();
+            if let Some(old) = &from {
+                let o = rec.version_mut(old)?;
+                o.state = VersionState::Retired;
+                o.changed_at = rfc3339(now);
+            }
+            let t = rec.version_mut(&target)?;
+            t.state = VersionState::Active;
+            t.changed_at = rfc3339(now);
+            rec.active = Some(target.clone());
+            let detail = serde_json::json!({ "from": from.map(|v| v.to_string()), "to": target.to_string() });
+            Ok(Step { value: target.clone(), model: Some(rec), audit: vec![entry(actor, "rollback", model, &target, detail)] })
+        })
+    }
+
+    /// After a crash: every promotion that began and did not complete is abandoned, so the
+    /// version that was active before it stays active. Returns the affected models.
+    pub fn recover_interrupted(&self, now: OffsetDateTime) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for m in self.models()? {
+            if m.promoting.is_some() {
+                self.abort_promotion(now, &m.name, &Actor::system(), "interrupted by a restart")?;
+                out.push(m.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Audit records from `from` (at most `limit`).
+    pub fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.audit
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|kv| parse(&kv?.1))
+            .collect()
+    }
+
+    /// Verifies the whole audit chain against its head; returns the number of records.
+    pub fn verify_audit(&self) -> Result<u64> {
+        let head = self.head()?;
+        let records = self
+            .audit
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8])), v.to_vec())))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        audit::verify_chain(records, head)
+    }
+
+    fn head(&self) -> Result<ChainHead> {
+        Ok(match self.meta.get(META_HEAD)? {
+            Some(b) => parse(&b)?,
+            None => ChainHead::EMPTY,
+        })
+    }
+
+    /// Direct access to the audit tree, for tamper tests and forensic tools.
+    #[doc(hidden)]
+    pub fn audit_tree(&self) -> &sled::Tree {
+        &self.audit
+    }
+
+    /// Flushes everything to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn entry(actor: &Actor, action: &str, model: &str, version: &Version, detail: serde_json::Value) -> AuditEntry {
+    AuditEntry {
+        actor: actor.to_string(),
+        action: action.into(),
+        model: Some(model.into()),
+        version: Some(version.to_string()),
+        detail,
+    }
+}
+
+fn append(audit: &TransactionalTree, meta: &TransactionalTree, time: &str, entries: &[AuditEntry]) -> TxResult<()> {
+    let mut head: ChainHead = match meta.get(META_HEAD)? {
+        Some(b) => parse(&b).or_else(abort)?,
+        None => ChainHead::EMPTY,
+    };
+    for e in entries {
+        let (bytes, next) = audit::link(head, time.to_string(), e).or_else(abort)?;
+        audit.insert(&head.count.to_be_bytes(), bytes)?;
+        head = next;
+    }
+    meta.insert(META_HEAD, json(&head)?)?;
+    Ok(())
+}
+
+fn raise_floor(meta: &TransactionalTree, t: i64) -> TxResult<()> {
+    let cur = meta
+        .get(META_FLOOR)?
+        .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0);
+    if t > cur {
+        meta.insert(META_FLOOR, &t.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+fn unwrap_tx<T>(r: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}

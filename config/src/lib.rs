@@ -12,11 +12,11 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where state lives.
@@ -30,7 +30,7 @@ pub struct Config {
 }
 
 /// `[paths]`: directories and files the daemon owns.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Paths {
     /// Everything that changes at run time: sled state, model store, staging, TLS material,
@@ -50,7 +50,7 @@ impl Default for Paths {
 }
 
 /// `[bundles]`: the limits every bundle is read under (see `docs/bundle-format.md`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Bundles {
     /// Largest accepted `manifest.json`.
@@ -84,7 +84,7 @@ impl Default for Bundles {
 }
 
 /// How expiry dates (bundles, trust root) are enforced. An explicit mode, never a silent skip.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpiryEnforcement {
     /// Anything past its expiry is refused.
@@ -96,7 +96,7 @@ pub enum ExpiryEnforcement {
 }
 
 /// `[time]`: the offline time model (see `docs/security.md`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeConfig {
     /// How expiry is enforced.
@@ -115,7 +115,7 @@ impl Default for TimeConfig {
 }
 
 /// The approval mode: people, or (development only) nobody.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApprovalMode {
     /// `approval.approvers` distinct people, none of them the importer, must approve.
@@ -126,12 +126,13 @@ pub enum ApprovalMode {
 }
 
 /// `[approval]`: the policy a validated version must meet before it may be promoted.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Approval {
     /// Which policy applies.
     pub mode: ApprovalMode,
     /// Number of distinct approvers (mode `approvers`, default 1): at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub approvers: Option<u32>,
 }
 
@@ -201,6 +202,13 @@ pub enum LoadError {
     /// The content is invalid.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+}
+
+impl Config {
+    /// The configuration as TOML (every key, defaults included): what `--print-config` shows.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
 }
 
 /// Parses and validates a configuration from TOML text.
@@ -390,6 +398,14 @@ mod tests {
         assert_eq!(c.time.grace, HumanDuration::from_secs(36 * 3600));
         assert_eq!(c.approval.mode, ApprovalMode::UnattendedDev);
         assert_eq!(c.approval.required_approvers(), 0, "unattended mode has no approvers");
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let mut c = parse("[approval]\nmode = \"unattended-dev\"\n").expect("valid");
+        c.bundles.max_file_size = ByteSize(3 << 30);
+        assert_eq!(parse(&c.to_toml()).expect("round trip"), c);
+        assert_eq!(parse(&Config::default().to_toml()).expect("defaults"), Config::default());
     }
 
     #[test]

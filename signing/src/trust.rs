@@ -142,6 +142,15 @@ pub fn canonical_json(v: &Value) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// How a signature by a revoked key is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revoked {
+    /// The whole set is refused: a revoked key was used (bundles, approvals, current roots).
+    Refuse,
+    /// Skipped: a rotation's own check, where the keys it retires legitimately sign it.
+    Ignore,
+}
+
 /// The outcome of counting signatures against a role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdMet {
@@ -212,6 +221,17 @@ impl RootBody {
         bytes: &[u8],
         signatures: &[Signature],
     ) -> Result<ThresholdMet> {
+        self.count(role, context, bytes, signatures, Revoked::Refuse)
+    }
+
+    fn count(
+        &self,
+        role: Role,
+        context: SigningContext,
+        bytes: &[u8],
+        signatures: &[Signature],
+        revoked: Revoked,
+    ) -> Result<ThresholdMet> {
         let rk = self
             .roles
             .get(&role)
@@ -221,7 +241,10 @@ impl RootBody {
         let mut bad = None;
         for s in signatures {
             if self.revoked.contains(&s.keyid) {
-                return Err(Error::RevokedKey { keyid: s.keyid });
+                match revoked {
+                    Revoked::Refuse => return Err(Error::RevokedKey { keyid: s.keyid }),
+                    Revoked::Ignore => continue,
+                }
             }
             let key = match self.keys.get(&s.keyid) {
                 Some(k) if rk.keyids.contains(&s.keyid) => k,
@@ -336,7 +359,9 @@ impl TrustRoot {
         self.count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)
             .map_err(|e| Error::RotationRefused(format!("not signed by the current root's root keys: {e}")))?;
         // Rule 3: the candidate's own root role vouches for itself.
-        new.count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)
+        // The outgoing root keys sign too, and a rotation that replaces them revokes them: here
+        // (and only here) their signatures are not held against the candidate.
+        new.count(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures, Revoked::Ignore)
             .map_err(|e| Error::RotationRefused(format!("not signed by the new root's own root keys: {e}")))?;
         // Rule 4: a new root must be current.
         check.check(&format!("trust root version {}", new.version), new.expires)?;

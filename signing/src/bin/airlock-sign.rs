@@ -121,12 +121,15 @@ enum TrustCmd {
 
 #[derive(Args)]
 struct ExpiryArgs {
-    /// Expiry enforcement: strict, grace or warn.
-    #[arg(long, default_value = "strict")]
-    enforcement: String,
-    /// Grace window for --enforcement grace (e.g. `7d`).
-    #[arg(long, default_value = "0s")]
-    grace: String,
+    /// The appliance's airlockd.toml: verify under its `[bundles]` limits and `[time]` policy.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Expiry enforcement: strict, grace or warn (default: the config's, else strict).
+    #[arg(long)]
+    enforcement: Option<String>,
+    /// Grace window for --enforcement grace (e.g. `7d`; default: the config's, else 0s).
+    #[arg(long)]
+    grace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -537,13 +540,28 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
         }
         BundleCmd::Verify { bundle, trust, expiry, json } => {
             let root = TrustRoot::read(&trust).map_err(refusal)?;
-            let enforcement = match expiry.enforcement.as_str() {
-                "strict" => ExpiryEnforcement::Strict,
-                "grace" => ExpiryEnforcement::Grace,
-                "warn" => ExpiryEnforcement::Warn,
-                o => bail!("--enforcement {o:?}: allowed are strict, grace, warn"),
+            let config = match &expiry.config {
+                Some(p) => airlock_config::load(p)?,
+                None => airlock_config::Config {
+                    time: airlock_config::TimeConfig {
+                        enforcement: ExpiryEnforcement::Strict,
+                        grace: airlock_config::HumanDuration::from_secs(0),
+                    },
+                    ..Default::default()
+                },
             };
-            let grace: airlock_config::HumanDuration = expiry.grace.parse().map_err(|e: String| anyhow!(e))?;
+            let limits = Limits::from(&config.bundles);
+            let enforcement = match expiry.enforcement.as_deref() {
+                None => config.time.enforcement,
+                Some("strict") => ExpiryEnforcement::Strict,
+                Some("grace") => ExpiryEnforcement::Grace,
+                Some("warn") => ExpiryEnforcement::Warn,
+                Some(o) => bail!("--enforcement {o:?}: allowed are strict, grace, warn"),
+            };
+            let grace = match &expiry.grace {
+                Some(g) => g.parse().map_err(|e: String| anyhow!(e))?,
+                None => config.time.grace,
+            };
             let policy = SignaturePolicy::TrustRoot {
                 root: &root,
                 expiry: ExpiryCheck { now: OffsetDateTime::now_utc(), enforcement, grace: grace.get() },

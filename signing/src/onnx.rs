@@ -306,6 +306,23 @@ pub fn linear_classifier_eval(weights: &[f32; 12], bias: &[f32; 3], x: &[f32]) -
     out
 }
 
+/// Weights of the demo classifier.
+pub const DEMO_WEIGHTS: [f32; 12] = [0.9, -0.4, 0.1, -0.3, 0.8, 0.2, 0.5, 0.1, -0.7, -0.2, 0.3, 0.6];
+/// Bias of the demo classifier.
+pub const DEMO_BIAS: [f32; 3] = [0.05, -0.1, 0.02];
+/// The demo's golden input: two rows of four features.
+pub const DEMO_INPUT: [f32; 8] = [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3];
+
+/// The demo model and its golden vector as files: (`model.onnx`, input `x.npy`, expected `y.npy`).
+pub fn demo_files() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let model = linear_classifier(&DEMO_WEIGHTS, &DEMO_BIAS);
+    let expected = linear_classifier_eval(&DEMO_WEIGHTS, &DEMO_BIAS, &DEMO_INPUT);
+    let x = crate::npy::encode(DType::Float32, 0, &[2, 4], &f32s(&DEMO_INPUT)).unwrap_or_default();
+    let y = crate::npy::encode(DType::Float32, 0, &[2, 3], &f32s(&expected)).unwrap_or_default();
+    (model, x, y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use airlock_signing::manifest::{
     BundlePath, Contract, DType, Dim, ExecutionProvider, FileEntry, FileRole, GoldenVector, Hardware, Manifest, ModelId,
     ModelName, TensorSpec, FORMAT_VERSION,
 };
-use airlock_signing::npy;
 use airlock_signing::onnx;
 use airlock_signing::reader::SignatureFile;
 use airlock_signing::trust::{sign_root, Role, RootBuilder, TrustRootFile};
@@ -68,11 +67,6 @@ pub fn to_json(f: &TrustRootFile) -> Vec<u8> {
     serde_json::to_vec_pretty(f).expect("json")
 }
 
-/// Weights of the demo classifier.
-pub const WEIGHTS: [f32; 12] = [0.9, -0.4, 0.1, -0.3, 0.8, 0.2, 0.5, 0.1, -0.7, -0.2, 0.3, 0.6];
-/// Bias of the demo classifier.
-pub const BIAS: [f32; 3] = [0.05, -0.1, 0.02];
-
 /// One payload file of a fixture.
 #[derive(Clone)]
 pub struct PayloadFile {
@@ -93,29 +87,13 @@ pub struct Fixture {
     pub files: Vec<PayloadFile>,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// The demo model's input rows for the golden vector.
-pub const DEMO_INPUT: [f32; 8] = [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3];
-
 /// The demo payload: model + one golden vector (batch of 2), with its expected outputs.
 pub fn demo_files() -> Vec<PayloadFile> {
-    let model = onnx::linear_classifier(&WEIGHTS, &BIAS);
-    let expected = onnx::linear_classifier_eval(&WEIGHTS, &BIAS, &DEMO_INPUT);
+    let (model, x, y) = onnx::demo_files();
     vec![
         PayloadFile { path: "model/model.onnx".into(), data: model, role: FileRole::Model },
-        PayloadFile {
-            path: "vectors/case-1/in0.npy".into(),
-            data: npy::encode(DType::Float32, 0, &[2, 4], &f32_bytes(&DEMO_INPUT)).expect("npy"),
-            role: FileRole::Vector,
-        },
-        PayloadFile {
-            path: "vectors/case-1/out0.npy".into(),
-            data: npy::encode(DType::Float32, 0, &[2, 3], &f32_bytes(&expected)).expect("npy"),
-            role: FileRole::Vector,
-        },
+        PayloadFile { path: "vectors/case-1/in0.npy".into(), data: x, role: FileRole::Vector },
+        PayloadFile { path: "vectors/case-1/out0.npy".into(), data: y, role: FileRole::Vector },
     ]
 }
 

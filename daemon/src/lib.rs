@@ -1,0 +1,150 @@
+//! `airlockd`, the appliance daemon. At this stage a skeleton: it loads and validates the
+//! configuration, opens the data directory through `airlock-updater` (recovering from any
+//! interrupted import or promotion), and in `--dev` mode bootstraps a development appliance by
+//! taking the demo model through the real bundle pipeline. Serving (issue 3), the admin API and
+//! `airlockctl` (issue 4) and systemd/D-Bus integration (issue 5) build on this.
+//!
+//! Invariant: `main.rs` stays thin; everything here is reachable from [`run`].
+#![deny(missing_docs)]
+
+pub mod dev;
+
+use std::path::PathBuf;
+
+use airlock_config::Config;
+use airlock_updater::Updater;
+use anyhow::Context;
+use clap::Parser;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "airlockd", version, about = "The airlock appliance daemon")]
+pub struct Args {
+    /// Production configuration file.
+    #[arg(long, conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Development mode: embedded defaults, data under ./airlock-dev, a generated development
+    /// trust root, and the demo model imported, validated and promoted through the real pipeline.
+    #[arg(long)]
+    pub dev: bool,
+    /// Listen address (dev default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Validate a configuration file and exit (0 valid, 2 invalid).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "dev"])]
+    pub check_config: Option<PathBuf>,
+    /// Print the effective configuration (with every default) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Bootstrap (in --dev) or open the state, report, and exit instead of waiting for a signal.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Errors that mean "the configuration is wrong" (exit 2) rather than "running failed" (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigInvalid(String);
+
+/// The exit code for an error returned by [`run`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigInvalid>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Logs go to stderr (journald picks them up under systemd); `AIRLOCK_LOG` sets the filter.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    airlock_config::load(path).map_err(|e| match e {
+        airlock_config::LoadError::Invalid(c) => anyhow::Error::new(ConfigInvalid(c.to_string())),
+        io => anyhow::Error::new(ConfigInvalid(io.to_string())),
+    })
+}
+
+/// Runs the daemon with parsed arguments.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.check_config {
+        let c = load(path)?;
+        if args.print_config {
+            print!("{}", c.to_toml());
+        }
+        println!("{}: valid", path.display());
+        return Ok(());
+    }
+    let (config, dev) = match (&args.config, args.dev) {
+        (Some(path), false) => (load(path)?, false),
+        (None, true) => (dev::config()?, true),
+        _ => return Err(ConfigInvalid("give --config FILE (production) or --dev".into()).into()),
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let updater = Updater::open(&config).context("cannot open the data directory")?;
+    if dev {
+        dev::bootstrap(&updater, &config).context("development bootstrap failed")?;
+    } else {
+        updater
+            .install_initial_trust_root(&config.paths.initial_trust_root)
+            .context("cannot install the initial trust root")?;
+    }
+    report(&updater)?;
+    let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
+    tracing::info!(
+        %listen,
+        "ready: state open (the inference server arrives with the serving issue; nothing listens yet)"
+    );
+    if args.once {
+        return Ok(());
+    }
+    wait_for_stop()?;
+    tracing::info!("stopping");
+    updater.registry().flush()?;
+    Ok(())
+}
+
+/// Logs one line per model: what is active and what awaits approval.
+fn report(updater: &Updater) -> anyhow::Result<()> {
+    for m in updater.registry().models()? {
+        let waiting = m
+            .versions
+            .values()
+            .filter(|v| v.state == airlock_updater::VersionState::Validated)
+            .count();
+        tracing::info!(
+            model = %m.name,
+            active = %m.active.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+            versions = m.versions.len(),
+            awaiting_approval = waiting,
+            "model"
+        );
+    }
+    let n = updater.registry().verify_audit().context("the audit chain does not verify")?;
+    tracing::info!(records = n, "audit chain verified");
+    Ok(())
+}
+
+fn wait_for_stop() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+    let sig = set.wait()?;
+    tracing::info!(signal = %sig, "signal received");
+    Ok(())
+}

@@ -171,7 +171,9 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(origin: Option<&Path>, key: String, line: Option<usize>, message: String) -> Self {
-        let origin = origin.map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        let origin = origin
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default();
         let location = match (&line, key.is_empty()) {
             (Some(l), false) => format!("line {l}, key `{key}`"),
             (Some(l), true) => format!("line {l}"),
@@ -269,7 +271,10 @@ impl Config {
         if !(10..=31).contains(&b.max_zstd_window_log) {
             return fail(
                 "bundles.max_zstd_window_log",
-                format!("{} is out of range (allowed: 10 to 31)", b.max_zstd_window_log),
+                format!(
+                    "{} is out of range (allowed: 10 to 31)",
+                    b.max_zstd_window_log
+                ),
             );
         }
         if b.max_entries == 0 {
@@ -397,7 +402,11 @@ mod tests {
         assert_eq!(c.bundles.max_file_size, ByteSize(2 << 30));
         assert_eq!(c.time.grace, HumanDuration::from_secs(36 * 3600));
         assert_eq!(c.approval.mode, ApprovalMode::UnattendedDev);
-        assert_eq!(c.approval.required_approvers(), 0, "unattended mode has no approvers");
+        assert_eq!(
+            c.approval.required_approvers(),
+            0,
+            "unattended mode has no approvers"
+        );
     }
 
     #[test]
@@ -405,7 +414,10 @@ mod tests {
         let mut c = parse("[approval]\nmode = \"unattended-dev\"\n").expect("valid");
         c.bundles.max_file_size = ByteSize(3 << 30);
         assert_eq!(parse(&c.to_toml()).expect("round trip"), c);
-        assert_eq!(parse(&Config::default().to_toml()).expect("defaults"), Config::default());
+        assert_eq!(
+            parse(&Config::default().to_toml()).expect("defaults"),
+            Config::default()
+        );
     }
 
     #[test]

@@ -51,8 +51,12 @@ fn dev_trust(dir: &Path, root_path: &Path) -> anyhow::Result<PrivateKey> {
     let bundle_key = key(&dir.join("dev-bundle.key"))?;
     if !root_path.exists() {
         let mut b = RootBuilder::new(OffsetDateTime::now_utc() + time::Duration::days(3650));
-        b.add_key(Role::Root, root_key.public()).add_key(Role::Bundle, bundle_key.public());
-        let mut f = TrustRootFile { signed: b.finish()?, signatures: vec![] };
+        b.add_key(Role::Root, root_key.public())
+            .add_key(Role::Bundle, bundle_key.public());
+        let mut f = TrustRootFile {
+            signed: b.finish()?,
+            signatures: vec![],
+        };
         sign_root(&mut f, &root_key)?;
         let bytes = serde_json::to_vec_pretty(&f)?;
         airlock_signing::writer::write_atomically(root_path, |w| {
@@ -88,7 +92,12 @@ fn demo_bundle(dir: &Path, key: &PrivateKey) -> anyhow::Result<PathBuf> {
         rtol: 1e-4,
         atol: 1e-5,
     };
-    let p = plan(&src.join("model.onnx"), &[], Some(&src.join("vectors")), &opts)?;
+    let p = plan(
+        &src.join("model.onnx"),
+        &[],
+        Some(&src.join("vectors")),
+        &opts,
+    )?;
     let dest = dir.join(p.manifest.bundle_file_name());
     write_plan(&p, std::slice::from_ref(key), &dest, 3)?;
     Ok(dest)
@@ -103,7 +112,9 @@ pub fn bootstrap(updater: &Updater, config: &Config) -> anyhow::Result<()> {
     let me = Actor::new("airlockd --dev")?;
     let reg = updater.registry();
     let state = |u: &Updater| -> anyhow::Result<Option<VersionState>> {
-        Ok(u.registry().model(DEMO_MODEL)?.and_then(|m| m.versions.get(&version).map(|v| v.state)))
+        Ok(u.registry()
+            .model(DEMO_MODEL)?
+            .and_then(|m| m.versions.get(&version).map(|v| v.state)))
     };
     if state(updater)?.is_none() {
         let bundle = demo_bundle(&dev_dir, &bundle_key)?;
@@ -111,14 +122,19 @@ pub fn bootstrap(updater: &Updater, config: &Config) -> anyhow::Result<()> {
         tracing::info!(model = DEMO_MODEL, version = DEMO_VERSION, digest = %imported.verified.digest, "demo bundle imported");
     }
     if state(updater)? == Some(VersionState::Staged) {
-        let (report, st) = updater.validate(DEMO_MODEL, &version, &ContractValidator, &Actor::system())?;
+        let (report, st) =
+            updater.validate(DEMO_MODEL, &version, &ContractValidator, &Actor::system())?;
         tracing::info!(passed = report.passed, engine = %report.engine, state = %st, "demo model validated");
     }
     if state(updater)? == Some(VersionState::Approved) {
         let now = updater.now()?;
         reg.begin_promotion(now, DEMO_MODEL, &version, &me)?;
         reg.complete_promotion(now, DEMO_MODEL, &me)?;
-        tracing::info!(model = DEMO_MODEL, version = DEMO_VERSION, "demo model promoted");
+        tracing::info!(
+            model = DEMO_MODEL,
+            version = DEMO_VERSION,
+            "demo model promoted"
+        );
     }
     match state(updater)? {
         Some(VersionState::Active) => Ok(()),

@@ -60,7 +60,8 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -103,7 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("cannot install the initial trust root")?;
     }
     report(&updater)?;
-    let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
     tracing::info!(
         %listen,
         "ready: state open (the inference server arrives with the serving issue; nothing listens yet)"
@@ -133,7 +137,10 @@ fn report(updater: &Updater) -> anyhow::Result<()> {
             "model"
         );
     }
-    let n = updater.registry().verify_audit().context("the audit chain does not verify")?;
+    let n = updater
+        .registry()
+        .verify_audit()
+        .context("the audit chain does not verify")?;
     tracing::info!(records = n, "audit chain verified");
     Ok(())
 }

@@ -23,7 +23,8 @@ pub struct ExpiryCheck {
 
 /// Formats a time as RFC 3339 (UTC).
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 impl ExpiryCheck {
@@ -50,13 +51,22 @@ impl ExpiryCheck {
             ExpiryEnforcement::Strict => Err(expired()),
             ExpiryEnforcement::Grace => {
                 let grace = time::Duration::try_from(self.grace).unwrap_or(time::Duration::MAX);
-                if expires.checked_add(grace).is_some_and(|end| end >= self.now) {
-                    Ok(Some(format!("{} (accepted inside the grace window)", expired())))
+                if expires
+                    .checked_add(grace)
+                    .is_some_and(|end| end >= self.now)
+                {
+                    Ok(Some(format!(
+                        "{} (accepted inside the grace window)",
+                        expired()
+                    )))
                 } else {
                     Err(expired())
                 }
             }
-            ExpiryEnforcement::Warn => Ok(Some(format!("{} (accepted: enforcement is warn)", expired()))),
+            ExpiryEnforcement::Warn => Ok(Some(format!(
+                "{} (accepted: enforcement is warn)",
+                expired()
+            ))),
         }
     }
 }

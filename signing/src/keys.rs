@@ -94,8 +94,9 @@ impl Serialize for Sha256Digest {
 impl<'de> Deserialize<'de> for Sha256Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Sha256Digest::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not 64 lowercase hex digits")))
+        Sha256Digest::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("{s:?} is not 64 lowercase hex digits"))
+        })
     }
 }
 
@@ -172,8 +173,9 @@ impl Serialize for PublicKey {
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        PublicKey::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("not a valid Ed25519 public key (64 hex digits)"))
+        PublicKey::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom("not a valid Ed25519 public key (64 hex digits)")
+        })
     }
 }
 
@@ -279,7 +281,9 @@ impl PrivateKey {
             public_key: self.public(),
             private_key: Zeroizing::new(hex::encode(self.0.to_bytes())),
         };
-        let text = Zeroizing::new(serde_json::to_string_pretty(&body).map_err(std::io::Error::other)? + "\n");
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&body).map_err(std::io::Error::other)? + "\n",
+        );
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -300,14 +304,20 @@ impl PrivateKey {
             reason: "not an airlock private key file (expected the JSON that `airlock-sign keygen` writes)".into(),
         })?;
         if file.kind != PRIVATE_TYPE {
-            return Err(key_err(path, &format!("type is {:?}, expected {PRIVATE_TYPE:?}", file.kind)));
+            return Err(key_err(
+                path,
+                &format!("type is {:?}, expected {PRIVATE_TYPE:?}", file.kind),
+            ));
         }
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(file.private_key.as_bytes(), seed.as_mut())
             .map_err(|_| key_err(path, &"private_key is not 64 hex digits"))?;
         let key = PrivateKey(SigningKey::from_bytes(&seed));
         if key.public() != file.public_key || key.key_id() != file.keyid {
-            return Err(key_err(path, &"public_key or keyid does not match the private key"));
+            return Err(key_err(
+                path,
+                &"public_key or keyid does not match the private key",
+            ));
         }
         Ok(key)
     }
@@ -370,7 +380,10 @@ mod tests {
         let k = PrivateKey::generate().expect("random");
         k.write_new(&p).expect("write");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
         assert!(k.write_new(&p).is_err(), "refuses to overwrite");
         let back = PrivateKey::read(&p).expect("read");
         assert_eq!(back.key_id(), k.key_id());

@@ -21,5 +21,7 @@ pub use clock::ExpiryCheck;
 pub use error::{Error, Result};
 pub use keys::{KeyId, PrivateKey, PublicKey, Sha256Digest, Signature, SigningContext};
 pub use manifest::{BundlePath, Limits, Manifest, ModelName};
-pub use reader::{read_bundle, verify_bundle, PayloadSink, ReadError, SignaturePolicy, VerifiedManifest};
+pub use reader::{
+    read_bundle, verify_bundle, PayloadSink, ReadError, SignaturePolicy, VerifiedManifest,
+};
 pub use trust::{Role, TrustRoot};

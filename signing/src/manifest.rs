@@ -60,11 +60,12 @@ impl BundlePath {
             if c[0] == b'.' {
                 return Err(invalid("a component starts with `.`"));
             }
-            if let Some(b) = c
-                .iter()
-                .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b':')))
-            {
-                return Err(invalid(&format!("byte {b:#04x} is not allowed (allowed: A-Z a-z 0-9 . _ - + :)")));
+            if let Some(b) = c.iter().find(|b| {
+                !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b':'))
+            }) {
+                return Err(invalid(&format!(
+                    "byte {b:#04x} is not allowed (allowed: A-Z a-z 0-9 . _ - + :)"
+                )));
             }
         }
         let s = String::from_utf8(raw.to_vec()).map_err(|_| invalid("not UTF-8"))?;
@@ -112,10 +113,13 @@ pub struct ModelName(String);
 impl ModelName {
     /// Validates a model name.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let ok_first = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let ok_rest = s
+        let ok_first = s
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok_rest = s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
         if s.len() > 64 || !ok_first || !ok_rest {
             return Err(format!(
                 "invalid model name {s:?}: 1 to 64 characters of a-z 0-9 . _ -, starting with a letter or digit"
@@ -257,7 +261,10 @@ impl TensorSpec {
             Some(s) => format!(
                 "{}[{}]",
                 self.dtype,
-                s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                s.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             None => format!("{}[*]", self.dtype),
         }
@@ -432,7 +439,10 @@ impl Manifest {
 
     /// Sum of payload sizes.
     pub fn payload_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).fold(0u64, u64::saturating_add)
+        self.files
+            .iter()
+            .map(|f| f.size)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// The entry for `path`.
@@ -445,7 +455,10 @@ impl Manifest {
         let bad = |m: String| Err(Error::InvalidManifest(m));
         // The format is versioned so that a future reader can refuse what it does not know.
         if self.format != FORMAT_VERSION {
-            return bad(format!("format {} is not supported (this reader knows {FORMAT_VERSION})", self.format));
+            return bad(format!(
+                "format {} is not supported (this reader knows {FORMAT_VERSION})",
+                self.format
+            ));
         }
         // Limits bound the work before a single payload byte is read.
         if self.files.len() > limits.max_entries as usize {
@@ -477,9 +490,18 @@ impl Manifest {
         // Every reference resolves to a listed file of the right role.
         let role_of = |p: &BundlePath| self.file(p).map(|f| f.role);
         if role_of(&self.model_file) != Some(FileRole::Model) {
-            return bad(format!("model_file {} is not listed as a file with role model", self.model_file));
+            return bad(format!(
+                "model_file {} is not listed as a file with role model",
+                self.model_file
+            ));
         }
-        if self.files.iter().filter(|f| f.role == FileRole::Model).count() != 1 {
+        if self
+            .files
+            .iter()
+            .filter(|f| f.role == FileRole::Model)
+            .count()
+            != 1
+        {
             return bad("exactly one file must have role model".into());
         }
         if self.contract.inputs.is_empty() || self.contract.outputs.is_empty() {
@@ -491,21 +513,33 @@ impl Manifest {
                 return bad(format!("vector {:?} is listed twice", v.name));
             }
             if !(v.rtol.is_finite() && v.rtol >= 0.0 && v.atol.is_finite() && v.atol >= 0.0) {
-                return bad(format!("vector {:?}: rtol and atol must be finite and not negative", v.name));
+                return bad(format!(
+                    "vector {:?}: rtol and atol must be finite and not negative",
+                    v.name
+                ));
             }
             for (t, p) in v.inputs.iter().chain(&v.expected) {
                 if role_of(p) != Some(FileRole::Vector) {
-                    return bad(format!("vector {:?}: {t} refers to {p}, which is not a vector file", v.name));
+                    return bad(format!(
+                        "vector {:?}: {t} refers to {p}, which is not a vector file",
+                        v.name
+                    ));
                 }
             }
             for t in v.inputs.keys() {
                 if !self.contract.inputs.iter().any(|s| &s.name == t) {
-                    return bad(format!("vector {:?}: {t:?} is not an input of the model", v.name));
+                    return bad(format!(
+                        "vector {:?}: {t:?} is not an input of the model",
+                        v.name
+                    ));
                 }
             }
             for t in v.expected.keys() {
                 if !self.contract.outputs.iter().any(|s| &s.name == t) {
-                    return bad(format!("vector {:?}: {t:?} is not an output of the model", v.name));
+                    return bad(format!(
+                        "vector {:?}: {t:?} is not an output of the model",
+                        v.name
+                    ));
                 }
             }
             if v.expected.is_empty() {
@@ -525,17 +559,52 @@ mod tests {
 
     #[test]
     fn path_rules_name_the_attack() {
-        assert!(matches!(BundlePath::parse(b"/etc/passwd"), Err(Error::AbsolutePath { .. })));
-        assert!(matches!(BundlePath::parse(b"a/../../x"), Err(Error::PathTraversal { .. })));
-        assert!(matches!(BundlePath::parse(b"..\\x"), Err(Error::PathTraversal { .. })));
-        assert!(matches!(BundlePath::parse(b"a\0b"), Err(Error::NulInPath { .. })));
-        assert!(matches!(BundlePath::parse(b"a//b"), Err(Error::InvalidPath { .. })));
-        assert!(matches!(BundlePath::parse(b"a/.hidden"), Err(Error::InvalidPath { .. })));
-        assert!(matches!(BundlePath::parse(b"a/"), Err(Error::InvalidPath { .. })));
-        assert!(matches!(BundlePath::parse(b"manifest.json"), Err(Error::InvalidPath { .. })));
-        assert!(matches!(BundlePath::parse("é".as_bytes()), Err(Error::InvalidPath { .. })));
-        assert!(matches!(BundlePath::parse(&[b'a'; 101]), Err(Error::InvalidPath { .. })));
-        assert_eq!(BundlePath::parse(b"vectors/c1/in-0.npy").expect("ok").as_str(), "vectors/c1/in-0.npy");
+        assert!(matches!(
+            BundlePath::parse(b"/etc/passwd"),
+            Err(Error::AbsolutePath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"a/../../x"),
+            Err(Error::PathTraversal { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"..\\x"),
+            Err(Error::PathTraversal { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"a\0b"),
+            Err(Error::NulInPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"a//b"),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"a/.hidden"),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"a/"),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(b"manifest.json"),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse("é".as_bytes()),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert!(matches!(
+            BundlePath::parse(&[b'a'; 101]),
+            Err(Error::InvalidPath { .. })
+        ));
+        assert_eq!(
+            BundlePath::parse(b"vectors/c1/in-0.npy")
+                .expect("ok")
+                .as_str(),
+            "vectors/c1/in-0.npy"
+        );
     }
 
     #[test]
@@ -549,7 +618,13 @@ mod tests {
     #[test]
     fn dims_round_trip() {
         let s: Vec<Dim> = serde_json::from_str(r#"[3, "batch", null]"#).expect("dims");
-        assert_eq!(s, vec![Dim::Fixed(3), Dim::Named("batch".into()), Dim::Any(())]);
-        assert_eq!(serde_json::to_string(&s).expect("json"), r#"[3,"batch",null]"#);
+        assert_eq!(
+            s,
+            vec![Dim::Fixed(3), Dim::Named("batch".into()), Dim::Any(())]
+        );
+        assert_eq!(
+            serde_json::to_string(&s).expect("json"),
+            r#"[3,"batch",null]"#
+        );
     }
 }

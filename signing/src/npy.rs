@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::manifest::{Dim, DType, TensorSpec};
+use crate::manifest::{DType, Dim, TensorSpec};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 /// Headers larger than this are refused (NumPy itself writes a few hundred bytes).
@@ -73,13 +73,18 @@ pub fn parse_header(what: &str, bytes: &[u8]) -> Result<NpyHeader> {
     if len > MAX_HEADER || bytes.len() < start + len {
         return Err(err(what, "header is truncated or too large"));
     }
-    let text = std::str::from_utf8(&bytes[start..start + len]).map_err(|_| err(what, "header is not text"))?;
+    let text = std::str::from_utf8(&bytes[start..start + len])
+        .map_err(|_| err(what, "header is not text"))?;
     let descr = dict_value(text, "descr").ok_or_else(|| err(what, "no 'descr'"))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(text, "fortran_order").ok_or_else(|| err(what, "no 'fortran_order'"))?;
+    let fortran =
+        dict_value(text, "fortran_order").ok_or_else(|| err(what, "no 'fortran_order'"))?;
     let shape_text = dict_value(text, "shape").ok_or_else(|| err(what, "no 'shape'"))?;
     if fortran != "False" {
-        return Err(err(what, "Fortran-order arrays are not accepted (save with numpy.ascontiguousarray)"));
+        return Err(err(
+            what,
+            "Fortran-order arrays are not accepted (save with numpy.ascontiguousarray)",
+        ));
     }
     let (dtype, string_width) = parse_descr(descr).ok_or_else(|| {
         err(what, format!("dtype {descr:?} is not supported (little-endian bool, ints, floats or unicode strings)"))
@@ -92,7 +97,10 @@ pub fn parse_header(what: &str, bytes: &[u8]) -> Result<NpyHeader> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u64>().map_err(|_| err(what, format!("bad dimension {s:?}"))))
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| err(what, format!("bad dimension {s:?}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(NpyHeader {
         dtype,
@@ -107,7 +115,10 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let pos = text
         .find(&format!("'{key}'"))
         .or_else(|| text.find(&format!("\"{key}\"")))?;
-    let rest = text[pos + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let rest = text[pos + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')')? + 1
     } else if let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
@@ -124,7 +135,11 @@ fn parse_descr(d: &str) -> Option<(DType, usize)> {
         return None;
     }
     if let Some(w) = kind.strip_prefix('U') {
-        return w.parse().ok().filter(|w| *w > 0).map(|w| (DType::String, w));
+        return w
+            .parse()
+            .ok()
+            .filter(|w| *w > 0)
+            .map(|w| (DType::String, w));
     }
     let t = match kind {
         "b1" => DType::Bool,
@@ -166,10 +181,18 @@ fn descr_of(dtype: DType, string_width: usize) -> Option<String> {
 /// Parses a whole file's bytes, checking the data length against the header.
 pub fn parse(what: &str, bytes: Vec<u8>) -> Result<NpyArray> {
     let header = parse_header(what, &bytes)?;
-    let want = header.data_len().ok_or_else(|| err(what, "shape overflows"))?;
+    let want = header
+        .data_len()
+        .ok_or_else(|| err(what, "shape overflows"))?;
     let have = (bytes.len() - header.data_offset) as u64;
     if want != have {
-        return Err(err(what, format!("shape {:?} needs {want} data bytes, the file has {have}", header.shape)));
+        return Err(err(
+            what,
+            format!(
+                "shape {:?} needs {want} data bytes, the file has {have}",
+                header.shape
+            ),
+        ));
     }
     let data = bytes[header.data_offset..].to_vec();
     Ok(NpyArray { header, data })
@@ -184,10 +207,16 @@ pub fn read(path: &std::path::Path) -> Result<NpyArray> {
 
 /// Encodes an array as a version 1.0 `.npy` file.
 pub fn encode(dtype: DType, string_width: usize, shape: &[u64], data: &[u8]) -> Result<Vec<u8>> {
-    let descr = descr_of(dtype, string_width).ok_or_else(|| Error::Input(format!("{dtype} cannot be stored in .npy")))?;
+    let descr = descr_of(dtype, string_width)
+        .ok_or_else(|| Error::Input(format!("{dtype} cannot be stored in .npy")))?;
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Pad so that the data starts on a 64-byte boundary, ending with '\n', as NumPy does.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -209,9 +238,14 @@ pub fn check_against_spec(
     bindings: &mut BTreeMap<String, u64>,
 ) -> std::result::Result<(), String> {
     if header.dtype != spec.dtype {
-        return Err(format!("{}: element type is {}, the model wants {}", spec.name, header.dtype, spec.dtype));
+        return Err(format!(
+            "{}: element type is {}, the model wants {}",
+            spec.name, header.dtype, spec.dtype
+        ));
     }
-    let Some(dims) = &spec.shape else { return Ok(()) };
+    let Some(dims) = &spec.shape else {
+        return Ok(());
+    };
     if dims.len() != header.shape.len() {
         return Err(format!(
             "{}: shape {:?} has rank {}, the model wants {} ({})",
@@ -225,7 +259,11 @@ pub fn check_against_spec(
     for (i, (d, n)) in dims.iter().zip(&header.shape).enumerate() {
         match d {
             Dim::Fixed(f) if f != n => {
-                return Err(format!("{}: dimension {i} is {n}, the model wants {f} ({})", spec.name, spec.describe()))
+                return Err(format!(
+                    "{}: dimension {i} is {n}, the model wants {f} ({})",
+                    spec.name,
+                    spec.describe()
+                ))
             }
             Dim::Named(name) => {
                 let bound = *bindings.entry(name.clone()).or_insert(*n);
@@ -248,7 +286,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_strict_length() {
-        let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         let bytes = encode(DType::Float32, 0, &[2, 3], &data).expect("encode");
         assert_eq!((bytes.len() - data.len()) % 64, 0, "aligned like NumPy");
         let a = parse("t", bytes.clone()).expect("parse");
@@ -278,9 +319,13 @@ mod tests {
     fn refuses_what_it_cannot_check() {
         let fortran = b"\x93NUMPY\x01\x00\x30\x00{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }   \n".to_vec();
         assert!(parse_header("f", &fortran).is_err());
-        let big = b"\x93NUMPY\x01\x00\x30\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }\n".to_vec();
+        let big =
+            b"\x93NUMPY\x01\x00\x30\x00{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }\n"
+                .to_vec();
         assert!(parse_header("b", &big).is_err());
-        let obj = b"\x93NUMPY\x01\x00\x30\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }\n".to_vec();
+        let obj =
+            b"\x93NUMPY\x01\x00\x30\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }\n"
+                .to_vec();
         assert!(parse_header("o", &obj).is_err());
     }
 
@@ -291,11 +336,24 @@ mod tests {
             dtype: DType::Float32,
             shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(4)]),
         };
-        let h = |b| NpyHeader { dtype: DType::Float32, string_width: 0, shape: vec![b, 4], data_offset: 0 };
+        let h = |b| NpyHeader {
+            dtype: DType::Float32,
+            string_width: 0,
+            shape: vec![b, 4],
+            data_offset: 0,
+        };
         let mut bind = BTreeMap::new();
         check_against_spec(&spec("a"), &h(2), &mut bind).expect("binds batch=2");
-        assert!(check_against_spec(&spec("b"), &h(3), &mut bind).is_err(), "batch differs");
-        let wrong = NpyHeader { shape: vec![2, 5], ..h(2) };
-        assert!(check_against_spec(&spec("c"), &wrong, &mut BTreeMap::new()).unwrap_err().contains("dimension 1"));
+        assert!(
+            check_against_spec(&spec("b"), &h(3), &mut bind).is_err(),
+            "batch differs"
+        );
+        let wrong = NpyHeader {
+            shape: vec![2, 5],
+            ..h(2)
+        };
+        let e =
+            check_against_spec(&spec("c"), &wrong, &mut BTreeMap::new()).expect_err("wrong dim");
+        assert!(e.contains("dimension 1"), "{e}");
     }
 }

@@ -171,7 +171,10 @@ fn spec_of(what: &str, v: &ValueInfoProto) -> Result<TensorSpec> {
     let bad = |m: String| Error::Input(format!("model {what} {:?}: {m}", v.name));
     let t = v.r#type.as_ref().ok_or_else(|| bad("has no type".into()))?;
     let tt = t.tensor_type.as_ref().ok_or_else(|| {
-        bad("is not a dense tensor (sequence, map, optional and sparse values are not served)".into())
+        bad(
+            "is not a dense tensor (sequence, map, optional and sparse values are not served)"
+                .into(),
+        )
     })?;
     let dtype = DType::from_onnx(tt.elem_type)
         .ok_or_else(|| bad(format!("element type {} is not supported", tt.elem_type)))?;
@@ -196,7 +199,9 @@ fn spec_of(what: &str, v: &ValueInfoProto) -> Result<TensorSpec> {
 pub fn read_model_info(bytes: Vec<u8>) -> Result<ModelInfo> {
     let model = ModelProto::decode(Bytes::from(bytes))
         .map_err(|e| Error::Input(format!("not an ONNX model (protobuf decode failed: {e})")))?;
-    let graph = model.graph.ok_or_else(|| Error::Input("ONNX model has no graph".into()))?;
+    let graph = model
+        .graph
+        .ok_or_else(|| Error::Input("ONNX model has no graph".into()))?;
     let weights: BTreeSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph
         .input
@@ -204,9 +209,15 @@ pub fn read_model_info(bytes: Vec<u8>) -> Result<ModelInfo> {
         .filter(|v| !weights.contains(v.name.as_str()))
         .map(|v| spec_of("input", v))
         .collect::<Result<Vec<_>>>()?;
-    let outputs = graph.output.iter().map(|v| spec_of("output", v)).collect::<Result<Vec<_>>>()?;
+    let outputs = graph
+        .output
+        .iter()
+        .map(|v| spec_of("output", v))
+        .collect::<Result<Vec<_>>>()?;
     if inputs.is_empty() || outputs.is_empty() {
-        return Err(Error::Input("ONNX graph needs at least one input and one output".into()));
+        return Err(Error::Input(
+            "ONNX graph needs at least one input and one output".into(),
+        ));
     }
     let mut external_data = BTreeSet::new();
     for t in &graph.initializer {
@@ -215,7 +226,12 @@ pub fn read_model_info(bytes: Vec<u8>) -> Result<ModelInfo> {
                 .external_data
                 .iter()
                 .find(|e| e.key == "location")
-                .ok_or_else(|| Error::Input(format!("initializer {:?} is external but has no location", t.name)))?;
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "initializer {:?} is external but has no location",
+                        t.name
+                    ))
+                })?;
             external_data.insert(loc.value.clone());
         }
     }
@@ -231,7 +247,11 @@ pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         dims: dims.to_vec(),
         data_type: 1,
         name: name.into(),
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+        raw_data: values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
         ..Default::default()
     }
 }
@@ -247,8 +267,14 @@ pub fn f32_value(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|d| match d {
-                            Ok(n) => Dimension { dim_value: Some(*n), dim_param: None },
-                            Err(p) => Dimension { dim_value: None, dim_param: Some((*p).into()) },
+                            Ok(n) => Dimension {
+                                dim_value: Some(*n),
+                                dim_param: None,
+                            },
+                            Err(p) => Dimension {
+                                dim_value: None,
+                                dim_param: Some((*p).into()),
+                            },
                         })
                         .collect(),
                 }),
@@ -271,7 +297,10 @@ pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {
     let model = ModelProto {
         ir_version: 8,
         producer_name: "airlock".into(),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         graph: Some(GraphProto {
             name: "linear_classifier".into(),
             node: vec![
@@ -280,10 +309,18 @@ pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {
                     "Softmax",
                     &["logits"],
                     "y",
-                    vec![AttributeProto { name: "axis".into(), i: 1, r#type: 2, ..Default::default() }],
+                    vec![AttributeProto {
+                        name: "axis".into(),
+                        i: 1,
+                        r#type: 2,
+                        ..Default::default()
+                    }],
                 ),
             ],
-            initializer: vec![f32_tensor("W", &[4, 3], weights), f32_tensor("b", &[3], bias)],
+            initializer: vec![
+                f32_tensor("W", &[4, 3], weights),
+                f32_tensor("b", &[3], bias),
+            ],
             input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
             output: vec![f32_value("y", &[Err("batch"), Ok(3)])],
         }),
@@ -307,7 +344,9 @@ pub fn linear_classifier_eval(weights: &[f32; 12], bias: &[f32; 3], x: &[f32]) -
 }
 
 /// Weights of the demo classifier.
-pub const DEMO_WEIGHTS: [f32; 12] = [0.9, -0.4, 0.1, -0.3, 0.8, 0.2, 0.5, 0.1, -0.7, -0.2, 0.3, 0.6];
+pub const DEMO_WEIGHTS: [f32; 12] = [
+    0.9, -0.4, 0.1, -0.3, 0.8, 0.2, 0.5, 0.1, -0.7, -0.2, 0.3, 0.6,
+];
 /// Bias of the demo classifier.
 pub const DEMO_BIAS: [f32; 3] = [0.05, -0.1, 0.02];
 /// The demo's golden input: two rows of four features.
@@ -331,7 +370,11 @@ mod tests {
     fn contract_of_the_demo_model() {
         let bytes = linear_classifier(&[0.5; 12], &[0.1, 0.2, 0.3]);
         let info = read_model_info(bytes).expect("parse");
-        assert_eq!(info.contract.inputs.len(), 1, "initializers W and b are not inputs");
+        assert_eq!(
+            info.contract.inputs.len(),
+            1,
+            "initializers W and b are not inputs"
+        );
         assert_eq!(info.contract.inputs[0].describe(), "float32[batch, 4]");
         assert_eq!(info.contract.outputs[0].describe(), "float32[batch, 3]");
         assert!(info.external_data.is_empty());
@@ -347,10 +390,16 @@ mod tests {
         g.initializer.push(TensorProto {
             name: "w".into(),
             data_location: 1,
-            external_data: vec![StringStringEntryProto { key: "location".into(), value: "weights.bin".into() }],
+            external_data: vec![StringStringEntryProto {
+                key: "location".into(),
+                value: "weights.bin".into(),
+            }],
             ..Default::default()
         });
-        let m = ModelProto { graph: Some(g), ..Default::default() };
+        let m = ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
         let info = read_model_info(m.encode_to_vec()).expect("parse");
         assert!(info.external_data.contains("weights.bin"));
         assert!(read_model_info(b"\xff\xff\xff garbage".to_vec()).is_err());

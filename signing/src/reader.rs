@@ -156,7 +156,9 @@ fn classify(fault: &Fault, e: io::Error) -> Error {
         return f;
     }
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => Error::Truncated("the tar stream ends inside an entry".into()),
+        io::ErrorKind::UnexpectedEof => {
+            Error::Truncated("the tar stream ends inside an entry".into())
+        }
         _ => Error::Malformed(format!("tar: {e}")),
     }
 }
@@ -199,7 +201,9 @@ impl<R: Read> Read for HashingReader<'_, R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = match self.inner.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) => {
@@ -208,7 +212,10 @@ impl<R: Read> Read for HashingReader<'_, R> {
             }
         };
         if n == 0 {
-            return Err(self.fail(Error::Truncated(format!("the stream ends inside {}", self.path))));
+            return Err(self.fail(Error::Truncated(format!(
+                "the stream ends inside {}",
+                self.path
+            ))));
         }
         self.hasher.update(&buf[..n]);
         self.remaining -= n as u64;
@@ -235,14 +242,18 @@ fn entry_name(header: &tar::Header) -> Result<Vec<u8>, Error> {
     if raw[end..].iter().any(|b| *b != 0) {
         // A name such as "ok.npy\0../../x": tools disagree on where it ends.
         return Err(Error::NulInPath {
-            path: String::from_utf8_lossy(raw).trim_end_matches('\0').replace('\0', "\\0"),
+            path: String::from_utf8_lossy(raw)
+                .trim_end_matches('\0')
+                .replace('\0', "\\0"),
         });
     }
     if let Some(ustar) = header.as_ustar() {
         if ustar.prefix.iter().any(|b| *b != 0) {
             return Err(Error::InvalidPath {
                 path: String::from_utf8_lossy(&raw[..end]).into_owned(),
-                reason: "the ustar prefix field is used (names longer than 100 bytes are not allowed)".into(),
+                reason:
+                    "the ustar prefix field is used (names longer than 100 bytes are not allowed)"
+                        .into(),
             });
         }
     }
@@ -303,15 +314,24 @@ fn read_small<R: Read>(
         });
     }
     let mut buf = Vec::with_capacity(size as usize);
-    entry.read_to_end(&mut buf).map_err(|e| classify(fault, e))?;
+    entry
+        .read_to_end(&mut buf)
+        .map_err(|e| classify(fault, e))?;
     if buf.len() as u64 != size {
-        return Err(Error::Truncated(format!("the stream ends inside {expected}")));
+        return Err(Error::Truncated(format!(
+            "the stream ends inside {expected}"
+        )));
     }
     Ok(buf)
 }
 
 /// Verifies signatures, then the manifest: steps 3 and 4.
-fn verify_header(manifest_bytes: Vec<u8>, sig_bytes: &[u8], policy: &SignaturePolicy<'_>, limits: &Limits) -> Result<VerifiedManifest, Error> {
+fn verify_header(
+    manifest_bytes: Vec<u8>,
+    sig_bytes: &[u8],
+    policy: &SignaturePolicy<'_>,
+    limits: &Limits,
+) -> Result<VerifiedManifest, Error> {
     let sigs: SignatureFile =
         serde_json::from_slice(sig_bytes).map_err(|e| Error::InvalidSignatures(e.to_string()))?;
     let mut warnings = Vec::new();
@@ -320,8 +340,13 @@ fn verify_header(manifest_bytes: Vec<u8>, sig_bytes: &[u8], policy: &SignaturePo
             // A root past its expiry cannot vouch for anything (under strict enforcement).
             warnings.extend(root.check_expiry(expiry)?);
             // Nothing in the manifest is trusted, or even parsed, before this passes.
-            root.count_signatures(Role::Bundle, SigningContext::Manifest, &manifest_bytes, &sigs.signatures)?
-                .signers
+            root.count_signatures(
+                Role::Bundle,
+                SigningContext::Manifest,
+                &manifest_bytes,
+                &sigs.signatures,
+            )?
+            .signers
         }
         SignaturePolicy::UnverifiedReleaseSide => BTreeSet::new(),
     };
@@ -333,7 +358,8 @@ fn verify_header(manifest_bytes: Vec<u8>, sig_bytes: &[u8], policy: &SignaturePo
             manifest.expires_at,
         )?);
     }
-    let running = semver::Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(semver::Version::new(0, 0, 0));
+    let running =
+        semver::Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(semver::Version::new(0, 0, 0));
     if manifest.min_airlock_version > running {
         return Err(Error::RequiresNewerAirlock {
             required: manifest.min_airlock_version.to_string(),
@@ -379,14 +405,25 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
     };
     let mut archive = tar::Archive::new(counted);
     let verified = {
-        let mut entries = archive.entries().map_err(|e| classify(&fault, e))?.raw(true);
+        let mut entries = archive
+            .entries()
+            .map_err(|e| classify(&fault, e))?
+            .raw(true);
         // Step 2: the two metadata entries, in order.
-        let manifest_bytes = read_small(entries.next(), &fault, MANIFEST_NAME, limits.max_manifest_size, |found| {
-            Error::MissingManifest { found }
-        })?;
-        let sig_bytes = read_small(entries.next(), &fault, SIGNATURES_NAME, limits.max_signatures_size, |found| {
-            Error::MissingSignatures { found }
-        })?;
+        let manifest_bytes = read_small(
+            entries.next(),
+            &fault,
+            MANIFEST_NAME,
+            limits.max_manifest_size,
+            |found| Error::MissingManifest { found },
+        )?;
+        let sig_bytes = read_small(
+            entries.next(),
+            &fault,
+            SIGNATURES_NAME,
+            limits.max_signatures_size,
+            |found| Error::MissingSignatures { found },
+        )?;
         // Steps 3 and 4.
         let verified = verify_header(manifest_bytes, &sig_bytes, policy, limits)?;
         sink.begin(&verified).map_err(ReadError::Sink)?;
@@ -399,9 +436,14 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
             let file = verified
                 .manifest
                 .file(&path)
-                .ok_or_else(|| Error::NotInManifest { path: path.to_string() })?;
+                .ok_or_else(|| Error::NotInManifest {
+                    path: path.to_string(),
+                })?;
             if !seen.insert(path.clone()) {
-                return Err(Error::DuplicateEntry { path: path.to_string() }.into());
+                return Err(Error::DuplicateEntry {
+                    path: path.to_string(),
+                }
+                .into());
             }
             if size != file.size {
                 return Err(Error::SizeMismatch {
@@ -426,8 +468,16 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
             sunk.map_err(ReadError::Sink)?;
         }
         // Step 6a: nothing listed may be missing.
-        if let Some(missing) = verified.manifest.files.iter().find(|f| !seen.contains(&f.path)) {
-            return Err(Error::MissingFile { path: missing.path.to_string() }.into());
+        if let Some(missing) = verified
+            .manifest
+            .files
+            .iter()
+            .find(|f| !seen.contains(&f.path))
+        {
+            return Err(Error::MissingFile {
+                path: missing.path.to_string(),
+            }
+            .into());
         }
         verified
     };
@@ -452,7 +502,11 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
 }
 
 /// Verifies a bundle completely and writes nothing (`airlock-sign bundle verify`).
-pub fn verify_bundle<R: Read>(input: R, policy: &SignaturePolicy<'_>, limits: &Limits) -> Result<VerifiedManifest, Error> {
+pub fn verify_bundle<R: Read>(
+    input: R,
+    policy: &SignaturePolicy<'_>,
+    limits: &Limits,
+) -> Result<VerifiedManifest, Error> {
     read_bundle(input, policy, limits, &mut DiscardSink).map_err(|e| match e {
         ReadError::Bundle(b) => b,
         ReadError::Sink(io) => Error::Io(io),

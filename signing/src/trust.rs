@@ -106,7 +106,9 @@ pub fn canonical_json(v: &Value) -> Result<Vec<u8>> {
             }
             Value::Number(n) => {
                 if n.is_f64() {
-                    return Err(Error::InvalidTrustRoot("floating-point numbers are not allowed".into()));
+                    return Err(Error::InvalidTrustRoot(
+                        "floating-point numbers are not allowed".into(),
+                    ));
                 }
                 out.extend(n.to_string().as_bytes());
             }
@@ -175,10 +177,15 @@ impl RootBody {
         }
         for (id, k) in &self.keys {
             if k.algorithm != "ed25519" {
-                return bad(format!("key {id}: algorithm {:?} is not supported (only ed25519)", k.algorithm));
+                return bad(format!(
+                    "key {id}: algorithm {:?} is not supported (only ed25519)",
+                    k.algorithm
+                ));
             }
             if k.public_key.key_id() != *id {
-                return bad(format!("key {id}: the key id is not the SHA-256 of its public key"));
+                return bad(format!(
+                    "key {id}: the key id is not the SHA-256 of its public key"
+                ));
             }
             if self.revoked.contains(id) {
                 return bad(format!("key {id} is both trusted and revoked"));
@@ -195,7 +202,9 @@ impl RootBody {
                 return bad(format!("role {role} lists a key twice"));
             }
             if let Some(unknown) = rk.keyids.iter().find(|k| !self.keys.contains_key(k)) {
-                return bad(format!("role {role} names key {unknown}, which is not in keys"));
+                return bad(format!(
+                    "role {role} names key {unknown}, which is not in keys"
+                ));
             }
             if rk.threshold == 0 || rk.threshold as usize > rk.keyids.len() {
                 return bad(format!(
@@ -232,10 +241,9 @@ impl RootBody {
         signatures: &[Signature],
         revoked: Revoked,
     ) -> Result<ThresholdMet> {
-        let rk = self
-            .roles
-            .get(&role)
-            .ok_or_else(|| Error::InvalidTrustRoot(format!("role {role} is not defined in the trust root")))?;
+        let rk = self.roles.get(&role).ok_or_else(|| {
+            Error::InvalidTrustRoot(format!("role {role} is not defined in the trust root"))
+        })?;
         let mut valid = BTreeSet::new();
         let mut unknown = None;
         let mut bad = None;
@@ -281,20 +289,25 @@ impl TrustRoot {
     /// Expiry is not checked here (see [`TrustRoot::check_expiry`]): an appliance must still be
     /// able to read an expired root in order to accept its successor.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let raw: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
-        let file: TrustRootFile = serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let raw: Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let file: TrustRootFile =
+            serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
         file.signed.check_consistent()?;
         let canon = file.signed.canonical_bytes()?;
-        file.signed
-            .count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)?;
+        file.signed.count_signatures(
+            Role::Root,
+            SigningContext::TrustRoot,
+            &canon,
+            &file.signatures,
+        )?;
         Ok(TrustRoot { file })
     }
 
     /// Reads and verifies a `root.json` file.
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::InvalidTrustRoot(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::InvalidTrustRoot(format!("cannot read {}: {e}", path.display())))?;
         Self::from_json(&bytes)
     }
 
@@ -322,7 +335,10 @@ impl TrustRoot {
 
     /// Checks the root's own expiry.
     pub fn check_expiry(&self, check: &ExpiryCheck) -> Result<Option<String>> {
-        check.check(&format!("trust root version {}", self.version()), self.file.signed.expires)
+        check.check(
+            &format!("trust root version {}", self.version()),
+            self.file.signed.expires,
+        )
     }
 
     /// Counts signatures for `role` (see [`RootBody::count_signatures`]).
@@ -333,7 +349,9 @@ impl TrustRoot {
         bytes: &[u8],
         signatures: &[Signature],
     ) -> Result<ThresholdMet> {
-        self.file.signed.count_signatures(role, context, bytes, signatures)
+        self.file
+            .signed
+            .count_signatures(role, context, bytes, signatures)
     }
 
     /// TUF's rotation rule: `candidate` replaces `self` only if its version is exactly one more,
@@ -341,8 +359,10 @@ impl TrustRoot {
     /// keys, it has not expired, and it revokes every key this root revoked or that it drops.
     pub fn accept_rotation(&self, candidate: &[u8], check: &ExpiryCheck) -> Result<TrustRoot> {
         let refuse = |m: String| Err(Error::RotationRefused(m));
-        let raw: Value = serde_json::from_slice(candidate).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
-        let file: TrustRootFile = serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let raw: Value = serde_json::from_slice(candidate)
+            .map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let file: TrustRootFile =
+            serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
         let new = &file.signed;
         new.check_consistent()?;
         // Rule 1: versions advance one at a time, so no intermediate root can be skipped.
@@ -356,13 +376,28 @@ impl TrustRoot {
         }
         let canon = new.canonical_bytes()?;
         // Rule 2: the current root's root role vouches for the candidate.
-        self.count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)
-            .map_err(|e| Error::RotationRefused(format!("not signed by the current root's root keys: {e}")))?;
+        self.count_signatures(
+            Role::Root,
+            SigningContext::TrustRoot,
+            &canon,
+            &file.signatures,
+        )
+        .map_err(|e| {
+            Error::RotationRefused(format!("not signed by the current root's root keys: {e}"))
+        })?;
         // Rule 3: the candidate's own root role vouches for itself.
         // The outgoing root keys sign too, and a rotation that replaces them revokes them: here
         // (and only here) their signatures are not held against the candidate.
-        new.count(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures, Revoked::Ignore)
-            .map_err(|e| Error::RotationRefused(format!("not signed by the new root's own root keys: {e}")))?;
+        new.count(
+            Role::Root,
+            SigningContext::TrustRoot,
+            &canon,
+            &file.signatures,
+            Revoked::Ignore,
+        )
+        .map_err(|e| {
+            Error::RotationRefused(format!("not signed by the new root's own root keys: {e}"))
+        })?;
         // Rule 4: a new root must be current.
         check.check(&format!("trust root version {}", new.version), new.expires)?;
         // Rule 5: revocation is forever, and every dropped key is revoked.
@@ -370,7 +405,11 @@ impl TrustRoot {
         if let Some(k) = old.revoked.iter().find(|k| !new.revoked.contains(k)) {
             return refuse(format!("key {k} was revoked and must stay revoked"));
         }
-        if let Some(k) = old.keys.keys().find(|k| !new.keys.contains_key(k) && !new.revoked.contains(k)) {
+        if let Some(k) = old
+            .keys
+            .keys()
+            .find(|k| !new.keys.contains_key(k) && !new.revoked.contains(k))
+        {
             return refuse(format!("key {k} is dropped but not listed as revoked"));
         }
         Ok(TrustRoot { file })
@@ -447,8 +486,17 @@ impl RootBuilder {
     /// The body as it stands; keys no role uses are revoked, as a rotation that drops a key must.
     pub fn finish(&self) -> Result<RootBody> {
         let mut body = self.body.clone();
-        let used: BTreeSet<KeyId> = body.roles.values().flat_map(|r| r.keyids.iter().copied()).collect();
-        let unused: Vec<KeyId> = body.keys.keys().filter(|k| !used.contains(k)).copied().collect();
+        let used: BTreeSet<KeyId> = body
+            .roles
+            .values()
+            .flat_map(|r| r.keyids.iter().copied())
+            .collect();
+        let unused: Vec<KeyId> = body
+            .keys
+            .keys()
+            .filter(|k| !used.contains(k))
+            .copied()
+            .collect();
         for k in unused {
             body.keys.remove(&k);
             body.revoked.insert(k);
@@ -502,7 +550,8 @@ mod tests {
 
     fn rotated(current: &TrustRoot, signers: &[u8]) -> Vec<u8> {
         let mut b = RootBuilder::rotate_from(current, datetime!(2028-01-01 00:00 UTC));
-        b.revoke_key(key(3).key_id()).add_key(Role::Root, key(4).public());
+        b.revoke_key(key(3).key_id())
+            .add_key(Role::Root, key(4).public());
         let mut file = TrustRootFile {
             signed: b.finish().expect("consistent"),
             signatures: vec![],
@@ -516,9 +565,16 @@ mod tests {
     #[test]
     fn canonical_form_ignores_layout() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":[true,null,"x"]}"#).expect("json");
-        let b: Value = serde_json::from_str("{ \"a\" : [true, null, \"x\"],\n \"b\": 1 }").expect("json");
-        assert_eq!(canonical_json(&a).expect("c"), canonical_json(&b).expect("c"));
-        assert_eq!(canonical_json(&a).expect("c"), br#"{"a":[true,null,"x"],"b":1}"#);
+        let b: Value =
+            serde_json::from_str("{ \"a\" : [true, null, \"x\"],\n \"b\": 1 }").expect("json");
+        assert_eq!(
+            canonical_json(&a).expect("c"),
+            canonical_json(&b).expect("c")
+        );
+        assert_eq!(
+            canonical_json(&a).expect("c"),
+            br#"{"a":[true,null,"x"],"b":1}"#
+        );
     }
 
     #[test]
@@ -526,40 +582,74 @@ mod tests {
         let r = root_v1();
         let mut file = r.file().clone();
         file.signatures.truncate(1);
-        let e = TrustRoot::from_json(&serde_json::to_vec(&file).expect("json")).expect_err("1 of 2");
-        assert!(matches!(e, Error::ThresholdNotMet { valid: 1, required: 2, .. }), "{e}");
+        let e =
+            TrustRoot::from_json(&serde_json::to_vec(&file).expect("json")).expect_err("1 of 2");
+        assert!(
+            matches!(
+                e,
+                Error::ThresholdNotMet {
+                    valid: 1,
+                    required: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn rotation_needs_old_and_new_thresholds() {
         let v1 = root_v1();
         // Old root keys 1+2 and new root keys (1,2,4 with threshold 2): 1+2 satisfy both.
-        let v2 = v1.accept_rotation(&rotated(&v1, &[1, 2]), &check()).expect("accepted");
+        let v2 = v1
+            .accept_rotation(&rotated(&v1, &[1, 2]), &check())
+            .expect("accepted");
         assert_eq!(v2.version(), 2);
-        assert!(v2.body().revoked.contains(&key(3).key_id()), "dropped key is revoked");
+        assert!(
+            v2.body().revoked.contains(&key(3).key_id()),
+            "dropped key is revoked"
+        );
         // Signed only by the new key 4 (+ a stolen single old key 1): old threshold unmet.
-        let e = v1.accept_rotation(&rotated(&v1, &[4]), &check()).expect_err("new keys only");
+        let e = v1
+            .accept_rotation(&rotated(&v1, &[4]), &check())
+            .expect_err("new keys only");
         assert!(matches!(e, Error::RotationRefused(_)), "{e}");
-        let e = v1.accept_rotation(&rotated(&v1, &[1, 4]), &check()).expect_err("one old key");
-        assert!(matches!(e, Error::RotationRefused(ref m) if m.contains("current root")), "{e}");
+        let e = v1
+            .accept_rotation(&rotated(&v1, &[1, 4]), &check())
+            .expect_err("one old key");
+        assert!(
+            matches!(e, Error::RotationRefused(ref m) if m.contains("current root")),
+            "{e}"
+        );
         // Skipping a version is refused.
-        let e = v1.accept_rotation(&rotated(&v2, &[1, 2]), &check()).expect_err("skip");
-        assert!(matches!(e, Error::RotationRefused(ref m) if m.contains("version 3")), "{e}");
+        let e = v1
+            .accept_rotation(&rotated(&v2, &[1, 2]), &check())
+            .expect_err("skip");
+        assert!(
+            matches!(e, Error::RotationRefused(ref m) if m.contains("version 3")),
+            "{e}"
+        );
         // Replaying the current version is refused.
-        let e = v2.accept_rotation(&rotated(&v1, &[1, 2]), &check()).expect_err("replay");
+        let e = v2
+            .accept_rotation(&rotated(&v1, &[1, 2]), &check())
+            .expect_err("replay");
         assert!(matches!(e, Error::RotationRefused(_)), "{e}");
     }
 
     #[test]
     fn revoked_key_signature_refuses_even_above_threshold() {
         let v1 = root_v1();
-        let v2 = v1.accept_rotation(&rotated(&v1, &[1, 2]), &check()).expect("accepted");
+        let v2 = v1
+            .accept_rotation(&rotated(&v1, &[1, 2]), &check())
+            .expect("accepted");
         let bytes = b"m";
         let sigs = vec![
             key(1).sign(SigningContext::Manifest, bytes),
             key(3).sign(SigningContext::Manifest, bytes),
         ];
-        let e = v2.count_signatures(Role::Root, SigningContext::Manifest, bytes, &sigs).expect_err("revoked");
+        let e = v2
+            .count_signatures(Role::Root, SigningContext::Manifest, bytes, &sigs)
+            .expect_err("revoked");
         assert!(matches!(e, Error::RevokedKey { keyid } if keyid == key(3).key_id()));
     }
 
@@ -570,14 +660,28 @@ mod tests {
         let e = r
             .count_signatures(Role::Root, SigningContext::Manifest, b"m", &[s, s, s])
             .expect_err("one distinct signer");
-        assert!(matches!(e, Error::ThresholdNotMet { valid: 1, required: 2, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::ThresholdNotMet {
+                    valid: 1,
+                    required: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn inconsistent_roots_are_refused() {
         let mut b = RootBuilder::new(datetime!(2027-11-24 00:00 UTC));
-        b.add_key(Role::Root, key(1).public()).threshold(Role::Root, 2);
-        assert!(matches!(b.finish(), Err(Error::InvalidTrustRoot(_))), "threshold above key count");
+        b.add_key(Role::Root, key(1).public())
+            .threshold(Role::Root, 2);
+        assert!(
+            matches!(b.finish(), Err(Error::InvalidTrustRoot(_))),
+            "threshold above key count"
+        );
         let mut b = RootBuilder::new(datetime!(2027-11-24 00:00 UTC));
         b.add_key(Role::Root, key(1).public());
         assert!(matches!(b.finish(), Err(Error::InvalidTrustRoot(m)) if m.contains("bundle")));

@@ -19,7 +19,9 @@ use crate::manifest::{
     FORMAT_VERSION, MANIFEST_NAME, SIGNATURES_NAME,
 };
 use crate::npy;
-use crate::reader::{read_bundle, PayloadSink, ReadError, SignatureFile, SignaturePolicy, VerifiedManifest};
+use crate::reader::{
+    read_bundle, PayloadSink, ReadError, SignatureFile, SignaturePolicy, VerifiedManifest,
+};
 
 /// What `bundle create` needs besides the files.
 #[derive(Debug, Clone)]
@@ -75,7 +77,11 @@ fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| input_err(format!("{}: {e}", dir.display())))?
         .map(|e| e.map(|e| e.path()))
         .collect::<io::Result<_>>()?;
-    v.retain(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')));
+    v.retain(|p| {
+        !p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+    });
     v.sort();
     Ok(v)
 }
@@ -83,7 +89,12 @@ fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Plans a bundle: reads the contract from `model`, finds its external data next to it (plus
 /// `extra_data`), and reads golden vectors from `vectors_dir/<case>/inputs/<tensor>.npy` and
 /// `vectors_dir/<case>/expected/<tensor>.npy`, checking each against the contract.
-pub fn plan(model: &Path, extra_data: &[PathBuf], vectors_dir: Option<&Path>, opts: &CreateOptions) -> Result<Plan> {
+pub fn plan(
+    model: &Path,
+    extra_data: &[PathBuf],
+    vectors_dir: Option<&Path>,
+    opts: &CreateOptions,
+) -> Result<Plan> {
     let bytes = std::fs::read(model).map_err(|e| input_err(format!("{}: {e}", model.display())))?;
     let info = crate::onnx::read_model_info(bytes)?;
     let mut sources = BTreeMap::new();
@@ -93,19 +104,34 @@ pub fn plan(model: &Path, extra_data: &[PathBuf], vectors_dir: Option<&Path>, op
         if sources.insert(path.clone(), src.to_path_buf()).is_some() {
             return Err(input_err(format!("{path} would be in the bundle twice")));
         }
-        files.push(FileEntry { path, size, sha256, role });
+        files.push(FileEntry {
+            path,
+            size,
+            sha256,
+            role,
+        });
         Ok(())
     };
     let model_path = bp(&format!("model/{}", file_name(model)?))?;
     add(model_path.clone(), model, FileRole::Model)?;
     let model_dir = model.parent().unwrap_or(Path::new("."));
-    let mut data: Vec<PathBuf> = info.external_data.iter().map(|loc| model_dir.join(loc)).collect();
+    let mut data: Vec<PathBuf> = info
+        .external_data
+        .iter()
+        .map(|loc| model_dir.join(loc))
+        .collect();
     for extra in extra_data {
         if !data.contains(extra) {
             data.push(extra.clone());
         }
     }
-    for (loc, src) in info.external_data.iter().map(Some).chain(std::iter::repeat(None)).zip(&data) {
+    for (loc, src) in info
+        .external_data
+        .iter()
+        .map(Some)
+        .chain(std::iter::repeat(None))
+        .zip(&data)
+    {
         if !src.is_file() {
             return Err(input_err(format!(
                 "the model references external data {:?}, which is not at {}",
@@ -135,38 +161,68 @@ pub fn plan(model: &Path, extra_data: &[PathBuf], vectors_dir: Option<&Path>, op
             for (sub, is_input) in [("inputs", true), ("expected", false)] {
                 let sd = case_dir.join(sub);
                 if !sd.is_dir() {
-                    return Err(input_err(format!("vector case {case}: {} is missing", sd.display())));
+                    return Err(input_err(format!(
+                        "vector case {case}: {} is missing",
+                        sd.display()
+                    )));
                 }
                 for (i, f) in sorted_dir(&sd)?.into_iter().enumerate() {
                     let fname = file_name(&f)?;
                     let Some(tensor) = fname.strip_suffix(".npy") else {
-                        return Err(input_err(format!("{}: vectors are .npy files named after the tensor", f.display())));
+                        return Err(input_err(format!(
+                            "{}: vectors are .npy files named after the tensor",
+                            f.display()
+                        )));
                     };
-                    let specs = if is_input { &info.contract.inputs } else { &info.contract.outputs };
-                    let spec = specs.iter().find(|s| s.name == tensor).ok_or_else(|| {
-                        input_err(format!(
+                    let specs = if is_input {
+                        &info.contract.inputs
+                    } else {
+                        &info.contract.outputs
+                    };
+                    let spec =
+                        specs.iter().find(|s| s.name == tensor).ok_or_else(|| {
+                            input_err(format!(
                             "vector case {case}: {tensor:?} is not an {} of the model (it has: {})",
                             if is_input { "input" } else { "output" },
                             specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
                         ))
-                    })?;
+                        })?;
                     let arr = npy::read(&f)?;
                     npy::check_against_spec(spec, &arr.header, &mut bindings)
                         .map_err(|m| input_err(format!("vector case {case}: {m}")))?;
-                    let path = bp(&format!("vectors/{case}/{}{i}.npy", if is_input { "in" } else { "out" }))?;
+                    let path = bp(&format!(
+                        "vectors/{case}/{}{i}.npy",
+                        if is_input { "in" } else { "out" }
+                    ))?;
                     add(path.clone(), &f, FileRole::Vector)?;
-                    if is_input { &mut v.inputs } else { &mut v.expected }.insert(tensor.to_string(), path);
+                    if is_input {
+                        &mut v.inputs
+                    } else {
+                        &mut v.expected
+                    }
+                    .insert(tensor.to_string(), path);
                 }
             }
-            if let Some(missing) = info.contract.inputs.iter().find(|s| !v.inputs.contains_key(&s.name)) {
-                return Err(input_err(format!("vector case {case}: input {:?} is missing", missing.name)));
+            if let Some(missing) = info
+                .contract
+                .inputs
+                .iter()
+                .find(|s| !v.inputs.contains_key(&s.name))
+            {
+                return Err(input_err(format!(
+                    "vector case {case}: input {:?} is missing",
+                    missing.name
+                )));
             }
             vectors.push(v);
         }
     }
     let manifest = Manifest {
         format: FORMAT_VERSION,
-        model: ModelId { name: opts.name.clone(), version: opts.version.clone() },
+        model: ModelId {
+            name: opts.name.clone(),
+            version: opts.version.clone(),
+        },
         contract: info.contract,
         model_file: model_path,
         files,
@@ -181,7 +237,8 @@ pub fn plan(model: &Path, extra_data: &[PathBuf], vectors_dir: Option<&Path>, op
 }
 
 fn bp(s: &str) -> Result<BundlePath> {
-    BundlePath::parse(s.as_bytes()).map_err(|e| input_err(format!("cannot name a bundle file {s:?}: {e}")))
+    BundlePath::parse(s.as_bytes())
+        .map_err(|e| input_err(format!("cannot name a bundle file {s:?}: {e}")))
 }
 
 /// Pretty JSON of a manifest, as signed.
@@ -211,23 +268,38 @@ pub struct BundleWriter<W: Write> {
 
 impl<W: Write> BundleWriter<W> {
     /// Starts a bundle with its two metadata entries.
-    pub fn new(out: W, manifest_bytes: &[u8], signatures: &SignatureFile, level: i32) -> Result<Self> {
+    pub fn new(
+        out: W,
+        manifest_bytes: &[u8],
+        signatures: &SignatureFile,
+        level: i32,
+    ) -> Result<Self> {
         let mut enc = zstd::stream::write::Encoder::new(out, level)?;
         enc.include_checksum(true)?;
         let mut tar = tar::Builder::new(enc);
         tar.mode(tar::HeaderMode::Deterministic);
         let sig_bytes = serde_json::to_vec_pretty(signatures).map_err(io::Error::other)?;
-        tar.append(&header(MANIFEST_NAME, manifest_bytes.len() as u64)?, manifest_bytes)?;
-        tar.append(&header(SIGNATURES_NAME, sig_bytes.len() as u64)?, &sig_bytes[..])?;
+        tar.append(
+            &header(MANIFEST_NAME, manifest_bytes.len() as u64)?,
+            manifest_bytes,
+        )?;
+        tar.append(
+            &header(SIGNATURES_NAME, sig_bytes.len() as u64)?,
+            &sig_bytes[..],
+        )?;
         Ok(BundleWriter { tar })
     }
 
     /// Appends one payload entry of exactly `size` bytes.
     pub fn add(&mut self, path: &BundlePath, size: u64, data: impl Read) -> Result<()> {
         let mut counted = data.take(size);
-        self.tar.append(&header(path.as_str(), size)?, &mut counted)?;
+        self.tar
+            .append(&header(path.as_str(), size)?, &mut counted)?;
         if counted.limit() != 0 {
-            return Err(input_err(format!("{path}: the source ended {} bytes early", counted.limit())));
+            return Err(input_err(format!(
+                "{path}: the source ended {} bytes early",
+                counted.limit()
+            )));
         }
         Ok(())
     }
@@ -240,8 +312,14 @@ impl<W: Write> BundleWriter<W> {
 }
 
 /// Writes `data` to `dest` through a temporary file in the same directory, renamed when complete.
-pub fn write_atomically(dest: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomically(
+    dest: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".airlock-partial-")
         .tempfile_in(dir)
@@ -258,10 +336,18 @@ pub fn write_atomically(dest: &Path, write: impl FnOnce(&mut BufWriter<File>) ->
 }
 
 /// Writes a planned bundle, signed by `keys` (possibly none: `bundle sign` adds them later).
-pub fn write_plan(plan: &Plan, keys: &[PrivateKey], dest: &Path, level: i32) -> Result<Sha256Digest> {
+pub fn write_plan(
+    plan: &Plan,
+    keys: &[PrivateKey],
+    dest: &Path,
+    level: i32,
+) -> Result<Sha256Digest> {
     let manifest_bytes = manifest_json(&plan.manifest);
     let signatures = SignatureFile {
-        signatures: keys.iter().map(|k| k.sign(SigningContext::Manifest, &manifest_bytes)).collect(),
+        signatures: keys
+            .iter()
+            .map(|k| k.sign(SigningContext::Manifest, &manifest_bytes))
+            .collect(),
     };
     write_atomically(dest, |w| {
         let mut bw = BundleWriter::new(w, &manifest_bytes, &signatures, level)?;
@@ -287,18 +373,31 @@ struct Resign<W: Write> {
 impl<W: Write> PayloadSink for Resign<W> {
     type Error = Error;
     fn begin(&mut self, v: &VerifiedManifest) -> Result<()> {
-        let mut signatures = SignatureFile { signatures: v.signatures.clone() };
+        let mut signatures = SignatureFile {
+            signatures: v.signatures.clone(),
+        };
         for k in &self.add {
             let s = k.sign(SigningContext::Manifest, &v.manifest_bytes);
             signatures.signatures.retain(|o| o.keyid != s.keyid);
             signatures.signatures.push(s);
         }
-        let out = self.out.take().ok_or_else(|| input_err("writer used twice"))?;
-        self.writer = Some(BundleWriter::new(out, &v.manifest_bytes, &signatures, self.level)?);
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| input_err("writer used twice"))?;
+        self.writer = Some(BundleWriter::new(
+            out,
+            &v.manifest_bytes,
+            &signatures,
+            self.level,
+        )?);
         Ok(())
     }
     fn file(&mut self, entry: &FileEntry, data: &mut dyn Read) -> Result<()> {
-        let w = self.writer.as_mut().ok_or_else(|| input_err("payload before manifest"))?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| input_err("payload before manifest"))?;
         w.add(&entry.path, entry.size, data)
     }
 }
@@ -306,16 +405,35 @@ impl<W: Write> PayloadSink for Resign<W> {
 /// Adds signatures by `keys` to the bundle at `src`, writing the result to `dest` (which may be
 /// `src`). The payload is verified against the manifest while it is copied, so nobody signs a
 /// bundle whose files do not match what they sign.
-pub fn add_signatures(src: &Path, dest: &Path, keys: Vec<PrivateKey>, limits: &Limits, level: i32) -> Result<VerifiedManifest> {
+pub fn add_signatures(
+    src: &Path,
+    dest: &Path,
+    keys: Vec<PrivateKey>,
+    limits: &Limits,
+    level: i32,
+) -> Result<VerifiedManifest> {
     let input = File::open(src).map_err(|e| input_err(format!("{}: {e}", src.display())))?;
     let mut verified = None;
     write_atomically(dest, |w| {
-        let mut sink = Resign { writer: None, out: Some(w), add: keys, level };
-        let v = read_bundle(io::BufReader::new(input), &SignaturePolicy::UnverifiedReleaseSide, limits, &mut sink)
-            .map_err(|e| match e {
-                ReadError::Bundle(b) | ReadError::Sink(b) => b,
-            })?;
-        sink.writer.take().ok_or_else(|| input_err("empty bundle"))?.finish()?;
+        let mut sink = Resign {
+            writer: None,
+            out: Some(w),
+            add: keys,
+            level,
+        };
+        let v = read_bundle(
+            io::BufReader::new(input),
+            &SignaturePolicy::UnverifiedReleaseSide,
+            limits,
+            &mut sink,
+        )
+        .map_err(|e| match e {
+            ReadError::Bundle(b) | ReadError::Sink(b) => b,
+        })?;
+        sink.writer
+            .take()
+            .ok_or_else(|| input_err("empty bundle"))?
+            .finish()?;
         verified = Some(v);
         Ok(())
     })?;

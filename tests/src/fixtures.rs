@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_signing::keys::{PrivateKey, Sha256Digest, SigningContext};
 use airlock_signing::manifest::{
-    BundlePath, Contract, DType, Dim, ExecutionProvider, FileEntry, FileRole, GoldenVector, Hardware, Manifest, ModelId,
-    ModelName, TensorSpec, FORMAT_VERSION,
+    BundlePath, Contract, DType, Dim, ExecutionProvider, FileEntry, FileRole, GoldenVector,
+    Hardware, Manifest, ModelId, ModelName, TensorSpec, FORMAT_VERSION,
 };
 use airlock_signing::onnx;
 use airlock_signing::reader::SignatureFile;
@@ -45,7 +45,10 @@ pub fn trust_root_v1() -> TrustRootFile {
         b.add_key(Role::Bundle, Keys::bundle(n).public());
     }
     b.threshold(Role::Root, 2).threshold(Role::Bundle, 2);
-    let mut f = TrustRootFile { signed: b.finish().expect("consistent"), signatures: vec![] };
+    let mut f = TrustRootFile {
+        signed: b.finish().expect("consistent"),
+        signatures: vec![],
+    };
     sign_root(&mut f, &Keys::root(1)).expect("sign");
     sign_root(&mut f, &Keys::root(2)).expect("sign");
     f
@@ -56,7 +59,10 @@ pub fn trust_root_v2_revoking_bundle_key_3() -> TrustRootFile {
     let v1 = TrustRoot::from_json(&to_json(&trust_root_v1())).expect("v1");
     let mut b = RootBuilder::rotate_from(&v1, datetime!(2036-01-01 00:00 UTC));
     b.revoke_key(Keys::bundle(3).key_id());
-    let mut f = TrustRootFile { signed: b.finish().expect("consistent"), signatures: vec![] };
+    let mut f = TrustRootFile {
+        signed: b.finish().expect("consistent"),
+        signatures: vec![],
+    };
     sign_root(&mut f, &Keys::root(1)).expect("sign");
     sign_root(&mut f, &Keys::root(2)).expect("sign");
     f
@@ -91,9 +97,21 @@ pub struct Fixture {
 pub fn demo_files() -> Vec<PayloadFile> {
     let (model, x, y) = onnx::demo_files();
     vec![
-        PayloadFile { path: "model/model.onnx".into(), data: model, role: FileRole::Model },
-        PayloadFile { path: "vectors/case-1/in0.npy".into(), data: x, role: FileRole::Vector },
-        PayloadFile { path: "vectors/case-1/out0.npy".into(), data: y, role: FileRole::Vector },
+        PayloadFile {
+            path: "model/model.onnx".into(),
+            data: model,
+            role: FileRole::Model,
+        },
+        PayloadFile {
+            path: "vectors/case-1/in0.npy".into(),
+            data: x,
+            role: FileRole::Vector,
+        },
+        PayloadFile {
+            path: "vectors/case-1/out0.npy".into(),
+            data: y,
+            role: FileRole::Vector,
+        },
     ]
 }
 
@@ -107,10 +125,21 @@ impl Fixture {
         let files = demo_files();
         let manifest = Manifest {
             format: FORMAT_VERSION,
-            model: ModelId { name: ModelName::parse(name).expect("name"), version: semver::Version::parse(version).expect("semver") },
+            model: ModelId {
+                name: ModelName::parse(name).expect("name"),
+                version: semver::Version::parse(version).expect("semver"),
+            },
             contract: Contract {
-                inputs: vec![TensorSpec { name: "x".into(), dtype: DType::Float32, shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(4)]) }],
-                outputs: vec![TensorSpec { name: "y".into(), dtype: DType::Float32, shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(3)]) }],
+                inputs: vec![TensorSpec {
+                    name: "x".into(),
+                    dtype: DType::Float32,
+                    shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(4)]),
+                }],
+                outputs: vec![TensorSpec {
+                    name: "y".into(),
+                    dtype: DType::Float32,
+                    shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(3)]),
+                }],
             },
             model_file: bp("model/model.onnx"),
             files: vec![],
@@ -121,7 +150,12 @@ impl Fixture {
                 rtol: 1e-4,
                 atol: 1e-5,
             }],
-            hardware: Hardware { execution_provider: ExecutionProvider::Any, min_compute_capability: None, gpu_memory_budget_mib: None, min_onnxruntime: None },
+            hardware: Hardware {
+                execution_provider: ExecutionProvider::Any,
+                min_compute_capability: None,
+                gpu_memory_budget_mib: None,
+                min_onnxruntime: None,
+            },
             issued_at: datetime!(2026-11-20 00:00 UTC),
             expires_at: datetime!(2036-01-01 00:00 UTC),
             min_airlock_version: semver::Version::new(0, 1, 0),
@@ -136,7 +170,12 @@ impl Fixture {
         self.manifest.files = self
             .files
             .iter()
-            .map(|p| FileEntry { path: bp(&p.path), size: p.data.len() as u64, sha256: Sha256Digest::of(&p.data), role: p.role })
+            .map(|p| FileEntry {
+                path: bp(&p.path),
+                size: p.data.len() as u64,
+                sha256: Sha256Digest::of(&p.data),
+                role: p.role,
+            })
             .collect();
     }
 
@@ -148,7 +187,12 @@ impl Fixture {
     /// Signatures by `keys` over the manifest.
     pub fn sign(&self, keys: &[PrivateKey]) -> SignatureFile {
         let m = self.manifest_bytes();
-        SignatureFile { signatures: keys.iter().map(|k| k.sign(SigningContext::Manifest, &m)).collect() }
+        SignatureFile {
+            signatures: keys
+                .iter()
+                .map(|k| k.sign(SigningContext::Manifest, &m))
+                .collect(),
+        }
     }
 
     /// Raw entries: manifest, signatures, then the payload.
@@ -157,13 +201,20 @@ impl Fixture {
             RawEntry::file("manifest.json", self.manifest_bytes()),
             RawEntry::file("signatures.json", serde_json::to_vec(sigs).expect("json")),
         ];
-        v.extend(self.files.iter().map(|p| RawEntry::file(&p.path, p.data.clone())));
+        v.extend(
+            self.files
+                .iter()
+                .map(|p| RawEntry::file(&p.path, p.data.clone())),
+        );
         v
     }
 
     /// A well-formed bundle signed by bundle keys 1 and 2.
     pub fn good_bundle(&self) -> Vec<u8> {
-        compress(&tar_bytes(&self.entries(&self.sign(&[Keys::bundle(1), Keys::bundle(2)]))), 3)
+        compress(
+            &tar_bytes(&self.entries(&self.sign(&[Keys::bundle(1), Keys::bundle(2)]))),
+            3,
+        )
     }
 }
 
@@ -185,11 +236,23 @@ pub struct RawEntry {
 impl RawEntry {
     /// A regular file.
     pub fn file(name: &str, data: Vec<u8>) -> Self {
-        RawEntry { name: name.as_bytes().to_vec(), kind: tar::EntryType::Regular, data, size: None, link: None }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            data,
+            size: None,
+            link: None,
+        }
     }
     /// An entry of another type with no data.
     pub fn special(name: &str, kind: tar::EntryType) -> Self {
-        RawEntry { name: name.as_bytes().to_vec(), kind, data: vec![], size: None, link: None }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            data: vec![],
+            size: None,
+            link: None,
+        }
     }
 }
 
@@ -244,9 +307,12 @@ pub fn write_model_dir(dir: &Path) -> PathBuf {
     dir.join("model.onnx")
 }
 
+/// Every path (relative) under a directory with its size (0 for directories).
+pub type Snapshot = Vec<(String, u64)>;
+
 /// A listing of every path (relative) and size under `dir`, to prove a directory is unchanged.
-pub fn snapshot(dir: &Path) -> Vec<(String, u64)> {
-    fn walk(base: &Path, d: &Path, out: &mut Vec<(String, u64)>) {
+pub fn snapshot(dir: &Path) -> Snapshot {
+    fn walk(base: &Path, d: &Path, out: &mut Snapshot) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
             let p = e.path();

@@ -15,7 +15,11 @@ use std::process::Command;
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
     let path = dir.join(name);
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
@@ -29,7 +33,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Runs a binary and returns (exit code, stdout, stderr).
 pub fn run(name: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin(name)).args(args).output().expect("spawn binary");
+    let out = Command::new(bin(name))
+        .args(args)
+        .output()
+        .expect("spawn binary");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

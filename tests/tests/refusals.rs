@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use airlock_config::{ByteSize, Config, ExpiryEnforcement};
 use airlock_signing::keys::PrivateKey;
 use airlock_signing::trust::{sign_root, Role, RootBuilder, TrustRootFile};
-use airlock_tests::fixtures::{self, compress, compress_with_window, tar_bytes, Fixture, Keys, RawEntry};
+use airlock_tests::fixtures::{
+    self, compress, compress_with_window, tar_bytes, Fixture, Keys, RawEntry,
+};
 use airlock_updater::{Actor, Updater};
 use tar::EntryType;
 use tempfile::TempDir;
@@ -38,33 +40,63 @@ impl Appliance {
         let config_file = dir.path().join("airlockd.toml");
         std::fs::write(&config_file, config.to_toml()).expect("write config");
         let updater = Updater::open(&config).expect("open updater");
-        updater.install_initial_trust_root(&root_file).expect("install root");
-        Appliance { dir, updater, root_file, config_file }
+        updater
+            .install_initial_trust_root(&root_file)
+            .expect("install root");
+        Appliance {
+            dir,
+            updater,
+            root_file,
+            config_file,
+        }
     }
 
-    fn state(&self) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    fn state(&self) -> (fixtures::Snapshot, fixtures::Snapshot) {
         let l = self.updater.layout();
-        (fixtures::snapshot(&l.staging()), fixtures::snapshot(&l.store()))
+        (
+            fixtures::snapshot(&l.staging()),
+            fixtures::snapshot(&l.store()),
+        )
     }
 
     fn import(&self, bytes: &[u8]) -> airlock_updater::Result<airlock_updater::Imported> {
-        self.updater.import(bytes, "test", &Actor::new("uid:1000(importer)").expect("actor"))
+        self.updater.import(
+            bytes,
+            "test",
+            &Actor::new("uid:1000(importer)").expect("actor"),
+        )
     }
 
     /// The whole refusal contract for one bundle.
     fn refuses(&self, bytes: &[u8], kind: &str) {
         let before = self.state();
-        let audit_before = self.updater.registry().audit_records(0, usize::MAX).expect("audit").len();
+        let audit_before = self
+            .updater
+            .registry()
+            .audit_records(0, usize::MAX)
+            .expect("audit")
+            .len();
         let err = self.import(bytes).expect_err("the bundle must be refused");
         assert_eq!(err.kind(), kind, "wrong refusal: {err}");
-        assert_eq!(self.state(), before, "staging or store changed after refusing: {err}");
+        assert_eq!(
+            self.state(),
+            before,
+            "staging or store changed after refusing: {err}"
+        );
         assert!(self.state().0.is_empty(), "staging is empty");
-        let audit = self.updater.registry().audit_records(0, usize::MAX).expect("audit");
+        let audit = self
+            .updater
+            .registry()
+            .audit_records(0, usize::MAX)
+            .expect("audit");
         assert_eq!(audit.len(), audit_before + 1, "exactly one audit record");
         let last = audit.last().expect("record");
         assert_eq!(last.action, "import_refused");
         assert_eq!(last.detail["error"], kind);
-        self.updater.registry().verify_audit().expect("audit chain intact");
+        self.updater
+            .registry()
+            .verify_audit()
+            .expect("audit chain intact");
         self.verify_cli(bytes, Some(kind));
     }
 
@@ -85,11 +117,18 @@ impl Appliance {
                 self.config_file.to_str().expect("utf8"),
             ],
         );
-        assert_eq!(fixtures::snapshot(self.dir.path()), before, "bundle verify wrote something");
+        assert_eq!(
+            fixtures::snapshot(self.dir.path()),
+            before,
+            "bundle verify wrote something"
+        );
         match kind {
             Some(k) => {
                 assert_eq!(code, 1, "verify must refuse ({k}): {out}{err}");
-                assert!(err.contains(&format!("refused ({k})")), "verify names {k}: {err}");
+                assert!(
+                    err.contains(&format!("refused ({k})")),
+                    "verify names {k}: {err}"
+                );
             }
             None => assert_eq!(code, 0, "verify must accept: {out}{err}"),
         }
@@ -117,23 +156,37 @@ fn a_good_bundle_imports_and_verifies() {
     assert!(imported.dir.join("model/model.onnx").is_file());
     assert!(imported.dir.join("manifest.json").is_file());
     assert!(a.state().0.is_empty(), "staging is empty after success");
-    let m = a.updater.registry().model("demo").expect("db").expect("model");
+    let m = a
+        .updater
+        .registry()
+        .model("demo")
+        .expect("db")
+        .expect("model");
     assert_eq!(m.versions.len(), 1);
     assert_eq!(m.highest_seen, semver::Version::new(1, 0, 0));
 }
 
 #[test]
 fn absolute_path() {
-    Appliance::new().refuses(&edited(|e| e.push(RawEntry::file("/etc/airlock-evil", b"x".to_vec()))), "absolute_path");
+    Appliance::new().refuses(
+        &edited(|e| e.push(RawEntry::file("/etc/airlock-evil", b"x".to_vec()))),
+        "absolute_path",
+    );
 }
 
 #[test]
 fn dot_dot_path_that_naive_tar_would_extract_outside() {
     let a = Appliance::new();
     let outside = a.dir.path().join("escaped");
-    a.refuses(&edited(|e| e.insert(2, RawEntry::file("../../../escaped", b"pwned".to_vec()))), "path_traversal");
+    a.refuses(
+        &edited(|e| e.insert(2, RawEntry::file("../../../escaped", b"pwned".to_vec()))),
+        "path_traversal",
+    );
     assert!(!outside.exists());
-    a.refuses(&edited(|e| e.push(RawEntry::file("model/../../x", b"x".to_vec()))), "path_traversal");
+    a.refuses(
+        &edited(|e| e.push(RawEntry::file("model/../../x", b"x".to_vec()))),
+        "path_traversal",
+    );
 }
 
 #[test]
@@ -146,7 +199,10 @@ fn nul_in_path() {
 
 #[test]
 fn path_not_in_manifest_extra_file() {
-    Appliance::new().refuses(&edited(|e| e.push(RawEntry::file("model/extra.bin", b"surprise".to_vec()))), "not_in_manifest");
+    Appliance::new().refuses(
+        &edited(|e| e.push(RawEntry::file("model/extra.bin", b"surprise".to_vec()))),
+        "not_in_manifest",
+    );
 }
 
 #[test]
@@ -178,8 +234,16 @@ fn hardlink_entry() {
 #[test]
 fn device_fifo_and_directory_entries() {
     let a = Appliance::new();
-    for kind in [EntryType::Char, EntryType::Block, EntryType::Fifo, EntryType::Directory] {
-        a.refuses(&edited(|e| e.insert(2, RawEntry::special("model/dev", kind))), "forbidden_entry_type");
+    for kind in [
+        EntryType::Char,
+        EntryType::Block,
+        EntryType::Fifo,
+        EntryType::Directory,
+    ] {
+        a.refuses(
+            &edited(|e| e.insert(2, RawEntry::special("model/dev", kind))),
+            "forbidden_entry_type",
+        );
     }
 }
 
@@ -200,7 +264,12 @@ fn duplicate_entry() {
 
 #[test]
 fn missing_file() {
-    Appliance::new().refuses(&edited(|e| { e.remove(3); }), "missing_file");
+    Appliance::new().refuses(
+        &edited(|e| {
+            e.remove(3);
+        }),
+        "missing_file",
+    );
 }
 
 #[test]
@@ -248,8 +317,21 @@ fn trailing_data_after_the_archive() {
 fn missing_manifest_or_signatures() {
     let a = Appliance::new();
     a.refuses(&edited(|e| e.swap(0, 1)), "missing_manifest");
-    a.refuses(&edited(|e| { e.remove(1); }), "missing_signatures");
-    a.refuses(&compress(b"not a tar at all, just text padded out to a block".repeat(20).as_slice(), 3), "malformed");
+    a.refuses(
+        &edited(|e| {
+            e.remove(1);
+        }),
+        "missing_signatures",
+    );
+    a.refuses(
+        &compress(
+            b"not a tar at all, just text padded out to a block"
+                .repeat(20)
+                .as_slice(),
+            3,
+        ),
+        "malformed",
+    );
 }
 
 #[test]
@@ -257,7 +339,10 @@ fn decompression_bomb_limits() {
     // A file larger than max_file_size, declared honestly in a validly signed manifest.
     let small = |c: &mut Config| c.bundles.max_file_size = ByteSize(100);
     let a = Appliance::with(small, &fixtures::trust_root_v1());
-    a.refuses(&Fixture::demo("demo", "1.0.0").good_bundle(), "limit_exceeded");
+    a.refuses(
+        &Fixture::demo("demo", "1.0.0").good_bundle(),
+        "limit_exceeded",
+    );
 
     // Zeros after the end marker: a bomb that is not an entry at all, stopped by the budget.
     let f = Fixture::demo("demo", "1.0.0");
@@ -278,13 +363,21 @@ fn decompression_bomb_limits() {
     big.resize(big.len() + (4 << 20), 0);
     let bomb = compress_with_window(&big, 27);
     a.refuses(&bomb, "limit_exceeded");
-    assert!(a.import(&bomb).expect_err("window").to_string().contains("zstd window"));
+    assert!(a
+        .import(&bomb)
+        .expect_err("window")
+        .to_string()
+        .contains("zstd window"));
 
     // A manifest larger than max_manifest_size.
     let tiny_manifest = |c: &mut Config| c.bundles.max_manifest_size = ByteSize(64);
     let a = Appliance::with(tiny_manifest, &fixtures::trust_root_v1());
     a.refuses(&f.good_bundle(), "limit_exceeded");
-    assert!(a.import(&f.good_bundle()).expect_err("manifest").to_string().contains("manifest.json"));
+    assert!(a
+        .import(&f.good_bundle())
+        .expect_err("manifest")
+        .to_string()
+        .contains("manifest.json"));
 
     // More entries than max_entries.
     let few = |c: &mut Config| c.bundles.max_entries = 2;
@@ -308,7 +401,10 @@ fn wrong_key() {
     let bytes = compress(&tar_bytes(&f.entries(&f.sign(&[Keys::stranger()]))), 3);
     Appliance::new().refuses(&bytes, "unknown_key");
     // A root key is known, but not in the bundle role.
-    let bytes = compress(&tar_bytes(&f.entries(&f.sign(&[Keys::root(1), Keys::root(2)]))), 3);
+    let bytes = compress(
+        &tar_bytes(&f.entries(&f.sign(&[Keys::root(1), Keys::root(2)]))),
+        3,
+    );
     Appliance::new().refuses(&bytes, "unknown_key");
 }
 
@@ -327,7 +423,10 @@ fn same_signature_twice_counts_once() {
     let mut sigs = f.sign(&[Keys::bundle(1)]);
     sigs.signatures.push(sigs.signatures[0]);
     sigs.signatures.push(sigs.signatures[0]);
-    Appliance::new().refuses(&compress(&tar_bytes(&f.entries(&sigs)), 3), "threshold_not_met");
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&f.entries(&sigs)), 3),
+        "threshold_not_met",
+    );
 }
 
 #[test]
@@ -337,23 +436,38 @@ fn manifest_edited_after_signing() {
     let mut evil = f.clone();
     evil.manifest.hardware.gpu_memory_budget_mib = Some(1);
     // Old signatures over the old bytes.
-    Appliance::new().refuses(&compress(&tar_bytes(&evil.entries(&sigs)), 3), "bad_signature");
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&evil.entries(&sigs)), 3),
+        "bad_signature",
+    );
     // Re-signed by the attacker's own key.
     let resigned = evil.sign(&[Keys::stranger()]);
-    Appliance::new().refuses(&compress(&tar_bytes(&evil.entries(&resigned)), 3), "unknown_key");
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&evil.entries(&resigned)), 3),
+        "unknown_key",
+    );
     // Re-signed by one legitimate key (stolen) plus the attacker: still below the threshold.
     let partial = evil.sign(&[Keys::bundle(1), Keys::stranger()]);
-    Appliance::new().refuses(&compress(&tar_bytes(&evil.entries(&partial)), 3), "unknown_key");
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&evil.entries(&partial)), 3),
+        "unknown_key",
+    );
 }
 
 #[test]
 fn revoked_key() {
     let f = Fixture::demo("demo", "1.0.0");
-    let bytes = compress(&tar_bytes(&f.entries(&f.sign(&[Keys::bundle(1), Keys::bundle(3)]))), 3);
+    let bytes = compress(
+        &tar_bytes(&f.entries(&f.sign(&[Keys::bundle(1), Keys::bundle(3)]))),
+        3,
+    );
     let a = Appliance::with(|_| {}, &fixtures::trust_root_v2_revoking_bundle_key_3());
     a.refuses(&bytes, "revoked_key");
     // Even with the threshold met by others, a revoked signer refuses the bundle.
-    let bytes = compress(&tar_bytes(&f.entries(&f.sign(&[Keys::bundle(1), Keys::bundle(2), Keys::bundle(3)]))), 3);
+    let bytes = compress(
+        &tar_bytes(&f.entries(&f.sign(&[Keys::bundle(1), Keys::bundle(2), Keys::bundle(3)]))),
+        3,
+    );
     a.refuses(&bytes, "revoked_key");
 }
 
@@ -387,37 +501,60 @@ fn expiry_modes_grace_and_warn_accept_with_an_audited_warning() {
     };
     let a = Appliance::with(grace, &fixtures::trust_root_v1());
     let imported = a.import(&bytes).expect("inside the grace window");
-    assert_eq!(imported.verified.warnings.len(), 1, "{:?}", imported.verified.warnings);
+    assert_eq!(
+        imported.verified.warnings.len(),
+        1,
+        "{:?}",
+        imported.verified.warnings
+    );
     let audit = a.updater.registry().audit_records(0, 100).expect("audit");
-    assert!(audit[0].detail["warnings"][0].as_str().expect("warning").contains("grace"));
+    assert!(audit[0].detail["warnings"][0]
+        .as_str()
+        .expect("warning")
+        .contains("grace"));
 
     let short = |c: &mut Config| {
         c.time.enforcement = ExpiryEnforcement::Grace;
         c.time.grace = "1d".parse().expect("duration");
     };
     let a = Appliance::with(short, &fixtures::trust_root_v1());
-    assert_eq!(a.import(&bytes).expect_err("outside the window").kind(), "expired");
+    assert_eq!(
+        a.import(&bytes).expect_err("outside the window").kind(),
+        "expired"
+    );
 
     let warn = |c: &mut Config| c.time.enforcement = ExpiryEnforcement::Warn;
     let a = Appliance::with(warn, &fixtures::trust_root_v1());
-    assert!(a.import(&bytes).expect("warn mode accepts").verified.warnings[0].contains("warn"));
+    assert!(a
+        .import(&bytes)
+        .expect("warn mode accepts")
+        .verified
+        .warnings[0]
+        .contains("warn"));
 }
 
 #[test]
 fn replay_of_an_older_version_after_a_newer_one() {
     let a = Appliance::new();
-    a.import(&Fixture::demo("demo", "1.1.0").good_bundle()).expect("1.1.0");
+    a.import(&Fixture::demo("demo", "1.1.0").good_bundle())
+        .expect("1.1.0");
     let old = Fixture::demo("demo", "1.0.0").good_bundle();
     let before = a.state();
     let err = a.import(&old).expect_err("1.0.0 after 1.1.0");
     assert_eq!(err.kind(), "anti_rollback", "{err}");
     assert_eq!(a.state(), before);
     // The same version again is refused too.
-    assert_eq!(a.import(&Fixture::demo("demo", "1.1.0").good_bundle()).expect_err("again").kind(), "anti_rollback");
+    assert_eq!(
+        a.import(&Fixture::demo("demo", "1.1.0").good_bundle())
+            .expect_err("again")
+            .kind(),
+        "anti_rollback"
+    );
     // `bundle verify` has no appliance state: the old bundle itself is valid, so it passes there.
     a.verify_cli(&old, None);
     // Another model is independent.
-    a.import(&Fixture::demo("other", "1.0.0").good_bundle()).expect("other model");
+    a.import(&Fixture::demo("other", "1.0.0").good_bundle())
+        .expect("other model");
 }
 
 #[test]
@@ -425,30 +562,44 @@ fn declared_size_larger_than_free_space() {
     let huge_reserve = |c: &mut Config| c.bundles.reserve_free_space = ByteSize(u64::MAX / 2);
     let a = Appliance::with(huge_reserve, &fixtures::trust_root_v1());
     let before = a.state();
-    let err = a.import(&Fixture::demo("demo", "1.0.0").good_bundle()).expect_err("no space");
+    let err = a
+        .import(&Fixture::demo("demo", "1.0.0").good_bundle())
+        .expect_err("no space");
     assert_eq!(err.kind(), "insufficient_space", "{err}");
     assert_eq!(a.state(), before);
     let audit = a.updater.registry().audit_records(0, 10).expect("audit");
-    assert_eq!(audit.last().expect("record").detail["error"], "insufficient_space");
+    assert_eq!(
+        audit.last().expect("record").detail["error"],
+        "insufficient_space"
+    );
 }
 
 #[test]
 fn requires_newer_airlock() {
     let mut f = Fixture::demo("demo", "1.0.0");
     f.manifest.min_airlock_version = semver::Version::new(99, 0, 0);
-    Appliance::new().refuses(&compress(&tar_bytes(&f.entries(&good_sigs(&f))), 3), "requires_newer_airlock");
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&f.entries(&good_sigs(&f))), 3),
+        "requires_newer_airlock",
+    );
 }
 
 #[test]
 fn manifest_that_breaks_its_own_rules() {
     let mut f = Fixture::demo("demo", "1.0.0");
-    f.manifest.vectors[0].inputs.insert("not_an_input".into(), f.manifest.files[1].path.clone());
-    Appliance::new().refuses(&compress(&tar_bytes(&f.entries(&good_sigs(&f))), 3), "invalid_manifest");
+    f.manifest.vectors[0]
+        .inputs
+        .insert("not_an_input".into(), f.manifest.files[1].path.clone());
+    Appliance::new().refuses(
+        &compress(&tar_bytes(&f.entries(&good_sigs(&f))), 3),
+        "invalid_manifest",
+    );
 }
 
 #[test]
 fn root_rotation_signed_only_by_new_keys_is_refused() {
-    let v1 = airlock_signing::TrustRoot::from_json(&fixtures::to_json(&fixtures::trust_root_v1())).expect("v1");
+    let v1 = airlock_signing::TrustRoot::from_json(&fixtures::to_json(&fixtures::trust_root_v1()))
+        .expect("v1");
     let new_root_keys: Vec<PrivateKey> = (7..=8).map(Keys::root).collect();
     let mut b = RootBuilder::rotate_from(&v1, datetime!(2036-01-01 00:00 UTC));
     for n in 1..=3 {
@@ -458,25 +609,39 @@ fn root_rotation_signed_only_by_new_keys_is_refused() {
         b.add_key(Role::Root, k.public());
     }
     b.threshold(Role::Root, 2);
-    let mut f = TrustRootFile { signed: b.finish().expect("consistent"), signatures: vec![] };
+    let mut f = TrustRootFile {
+        signed: b.finish().expect("consistent"),
+        signatures: vec![],
+    };
     for k in &new_root_keys {
         sign_root(&mut f, k).expect("sign");
     }
     let candidate = fixtures::to_json(&f);
     let check = airlock_signing::ExpiryCheck::strict_now();
-    let err = v1.accept_rotation(&candidate, &check).expect_err("new keys only");
+    let err = v1
+        .accept_rotation(&candidate, &check)
+        .expect_err("new keys only");
     assert_eq!(err.kind(), "rotation_refused", "{err}");
     // The same through the CLI.
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("v1.json"), fixtures::to_json(&fixtures::trust_root_v1())).expect("w");
+    std::fs::write(
+        dir.path().join("v1.json"),
+        fixtures::to_json(&fixtures::trust_root_v1()),
+    )
+    .expect("w");
     std::fs::write(dir.path().join("v2.json"), &candidate).expect("w");
     let p = |n: &str| dir.path().join(n).display().to_string();
-    let (code, _, err) = airlock_tests::run("airlock-sign", &["trust", "verify", &p("v2.json"), "--current", &p("v1.json")]);
+    let (code, _, err) = airlock_tests::run(
+        "airlock-sign",
+        &["trust", "verify", &p("v2.json"), "--current", &p("v1.json")],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rotation_refused"), "{err}");
     // With two old root keys as well, it is accepted.
     sign_root(&mut f, &Keys::root(1)).expect("sign");
     sign_root(&mut f, &Keys::root(3)).expect("sign");
-    let v2 = v1.accept_rotation(&fixtures::to_json(&f), &check).expect("old and new thresholds");
+    let v2 = v1
+        .accept_rotation(&fixtures::to_json(&f), &check)
+        .expect("old and new thresholds");
     assert_eq!(v2.version(), 2);
 }

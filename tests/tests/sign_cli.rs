@@ -16,7 +16,8 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn private_hex(path: &Path) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("key")).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("key")).expect("json");
     v["private_key"].as_str().expect("hex").to_string()
 }
 
@@ -28,11 +29,23 @@ fn release_workflow_from_keygen_to_verified_bundle() {
     let mut outputs = String::new();
     for name in ["root1", "root2", "bundle1", "bundle2", "bundle3"] {
         let out = ok(&["keygen", "--out", &s(&k(name))]);
-        let keyid = out.lines().find(|l| l.starts_with("key id:")).expect("key id line");
-        let pubfile: serde_json::Value = serde_json::from_slice(&std::fs::read(k(&format!("{name}.pub"))).expect("pub")).expect("json");
+        let keyid = out
+            .lines()
+            .find(|l| l.starts_with("key id:"))
+            .expect("key id line");
+        let pubfile: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(k(&format!("{name}.pub"))).expect("pub"))
+                .expect("json");
         assert!(keyid.ends_with(pubfile["keyid"].as_str().expect("keyid")));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(k(name)).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(k(name))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         outputs.push_str(&out);
     }
     // keygen never overwrites.
@@ -42,15 +55,38 @@ fn release_workflow_from_keygen_to_verified_bundle() {
     // A 2-of-2 root, 2-of-3 bundle role, signed by the two root holders separately.
     let root = k("root.json");
     outputs += &ok(&[
-        "trust", "init", "--out", &s(&root),
-        "--root-key", &s(&k("root1.pub")), "--root-key", &s(&k("root2.pub")), "--root-threshold", "2",
-        "--bundle-key", &s(&k("bundle1.pub")), "--bundle-key", &s(&k("bundle2.pub")), "--bundle-key", &s(&k("bundle3.pub")),
-        "--bundle-threshold", "2", "--sign", &s(&k("root1")),
+        "trust",
+        "init",
+        "--out",
+        &s(&root),
+        "--root-key",
+        &s(&k("root1.pub")),
+        "--root-key",
+        &s(&k("root2.pub")),
+        "--root-threshold",
+        "2",
+        "--bundle-key",
+        &s(&k("bundle1.pub")),
+        "--bundle-key",
+        &s(&k("bundle2.pub")),
+        "--bundle-key",
+        &s(&k("bundle3.pub")),
+        "--bundle-threshold",
+        "2",
+        "--sign",
+        &s(&k("root1")),
     ]);
     assert!(outputs.contains("own root threshold: not yet"), "{outputs}");
     let (code, _, err) = run("airlock-sign", &["trust", "verify", &s(&root)]);
     assert_eq!(code, 1, "one of two root signatures: {err}");
-    outputs += &ok(&["trust", "sign", "--root", &s(&root), "--key", &s(&k("root2"))]);
+    outputs += &ok(&[
+        "trust",
+        "sign",
+        "--root",
+        &s(&root),
+        "--key",
+        &s(&k("root2")),
+    ]);
     outputs += &ok(&["trust", "verify", &s(&root)]);
 
     // Bundle from a model directory as a model team hands it over.
@@ -58,18 +94,46 @@ fn release_workflow_from_keygen_to_verified_bundle() {
     let out_dir = d.join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     outputs += &ok(&[
-        "bundle", "create", "--model", &s(&model), "--vectors", &s(&d.join("handover/vectors")),
-        "--name", "iris", "--version", "1.2.0", "--out", &s(&out_dir), "--key", &s(&k("bundle1")),
-        "--execution-provider", "cuda", "--min-compute-capability", "8.0", "--gpu-memory-mib", "512",
-        "--min-onnxruntime", "1.20.0",
+        "bundle",
+        "create",
+        "--model",
+        &s(&model),
+        "--vectors",
+        &s(&d.join("handover/vectors")),
+        "--name",
+        "iris",
+        "--version",
+        "1.2.0",
+        "--out",
+        &s(&out_dir),
+        "--key",
+        &s(&k("bundle1")),
+        "--execution-provider",
+        "cuda",
+        "--min-compute-capability",
+        "8.0",
+        "--gpu-memory-mib",
+        "512",
+        "--min-onnxruntime",
+        "1.20.0",
     ]);
     let bundle = out_dir.join("iris-1.2.0.airlock");
     assert!(bundle.is_file());
-    let (code, _, err) = run("airlock-sign", &["bundle", "verify", &s(&bundle), "--trust", &s(&root)]);
+    let (code, _, err) = run(
+        "airlock-sign",
+        &["bundle", "verify", &s(&bundle), "--trust", &s(&root)],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("threshold_not_met"), "{err}");
     outputs += &ok(&["bundle", "sign", &s(&bundle), "--key", &s(&k("bundle2"))]);
-    let verified = ok(&["bundle", "verify", &s(&bundle), "--trust", &s(&root), "--json"]);
+    let verified = ok(&[
+        "bundle",
+        "verify",
+        &s(&bundle),
+        "--trust",
+        &s(&root),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&verified).expect("json");
     assert_eq!(v["ok"], true);
     assert_eq!(v["signers"].as_array().expect("signers").len(), 2);
@@ -89,17 +153,36 @@ fn release_workflow_from_keygen_to_verified_bundle() {
     // Rotation: revoke bundle1, signed by both root keys: accepted as a successor of v1.
     let root2 = k("root-v2.json");
     outputs += &ok(&[
-        "trust", "rotate", "--current", &s(&root), "--out", &s(&root2), "--revoke-key", &s(&k("bundle1.pub")),
-        "--sign", &s(&k("root1")), "--sign", &s(&k("root2")),
+        "trust",
+        "rotate",
+        "--current",
+        &s(&root),
+        "--out",
+        &s(&root2),
+        "--revoke-key",
+        &s(&k("bundle1.pub")),
+        "--sign",
+        &s(&k("root1")),
+        "--sign",
+        &s(&k("root2")),
     ]);
     outputs += &ok(&["trust", "verify", &s(&root2), "--current", &s(&root)]);
-    let (code, _, err) = run("airlock-sign", &["bundle", "verify", &s(&bundle), "--trust", &s(&root2)]);
+    let (code, _, err) = run(
+        "airlock-sign",
+        &["bundle", "verify", &s(&bundle), "--trust", &s(&root2)],
+    );
     assert_eq!(code, 1);
-    assert!(err.contains("revoked_key"), "a bundle signed by a revoked key: {err}");
+    assert!(
+        err.contains("revoked_key"),
+        "a bundle signed by a revoked key: {err}"
+    );
 
     // No private key ever appears in anything the tool printed.
     for name in ["root1", "root2", "bundle1", "bundle2", "bundle3"] {
-        assert!(!outputs.contains(&private_hex(&k(name))), "{name}'s private key was printed");
+        assert!(
+            !outputs.contains(&private_hex(&k(name))),
+            "{name}'s private key was printed"
+        );
     }
 }
 
@@ -107,22 +190,58 @@ fn release_workflow_from_keygen_to_verified_bundle() {
 fn create_refuses_vectors_that_break_the_contract() {
     let dir = tempfile::tempdir().expect("tmp");
     let model = fixtures::write_model_dir(dir.path());
-    let bad = airlock_signing::npy::encode(airlock_signing::manifest::DType::Int64, 0, &[2, 4], &[0u8; 64]).expect("npy");
+    let bad = airlock_signing::npy::encode(
+        airlock_signing::manifest::DType::Int64,
+        0,
+        &[2, 4],
+        &[0u8; 64],
+    )
+    .expect("npy");
     std::fs::write(dir.path().join("vectors/case-1/inputs/x.npy"), bad).expect("w");
     let (code, _, err) = run(
         "airlock-sign",
-        &["bundle", "create", "--model", &s(&model), "--vectors", &s(&dir.path().join("vectors")), "--name", "iris", "--version", "1.0.0", "--out", &s(dir.path())],
+        &[
+            "bundle",
+            "create",
+            "--model",
+            &s(&model),
+            "--vectors",
+            &s(&dir.path().join("vectors")),
+            "--name",
+            "iris",
+            "--version",
+            "1.0.0",
+            "--out",
+            &s(dir.path()),
+        ],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("x: element type is int64, the model wants float32"), "{err}");
+    assert!(
+        err.contains("x: element type is int64, the model wants float32"),
+        "{err}"
+    );
     fixtures::write_model_dir(dir.path());
     std::fs::write(dir.path().join("vectors/case-1/inputs/z.npy"), b"junk").expect("w");
     let (_, _, err) = run(
         "airlock-sign",
-        &["bundle", "create", "--model", &s(&model), "--vectors", &s(&dir.path().join("vectors")), "--name", "iris", "--version", "1.0.0"],
+        &[
+            "bundle",
+            "create",
+            "--model",
+            &s(&model),
+            "--vectors",
+            &s(&dir.path().join("vectors")),
+            "--name",
+            "iris",
+            "--version",
+            "1.0.0",
+        ],
     );
     assert!(err.contains("\"z\" is not an input of the model"), "{err}");
-    assert!(!dir.path().join("iris-1.0.0.airlock").exists(), "nothing written on failure");
+    assert!(
+        !dir.path().join("iris-1.0.0.airlock").exists(),
+        "nothing written on failure"
+    );
 }
 
 #[test]

@@ -45,7 +45,10 @@ pub struct ChainHead {
 
 impl ChainHead {
     /// The head of an empty chain.
-    pub const EMPTY: ChainHead = ChainHead { count: 0, hash: [0; 32] };
+    pub const EMPTY: ChainHead = ChainHead {
+        count: 0,
+        hash: [0; 32],
+    };
 }
 
 /// What is appended: the record minus the chain fields.
@@ -64,7 +67,11 @@ pub struct AuditEntry {
 }
 
 /// Links `entry` after `head`: returns the record's bytes and the new head.
-pub(crate) fn link(head: ChainHead, time: String, entry: &AuditEntry) -> Result<(Vec<u8>, ChainHead)> {
+pub(crate) fn link(
+    head: ChainHead,
+    time: String,
+    entry: &AuditEntry,
+) -> Result<(Vec<u8>, ChainHead)> {
     let record = AuditRecord {
         seq: head.count,
         time,
@@ -77,17 +84,34 @@ pub(crate) fn link(head: ChainHead, time: String, entry: &AuditEntry) -> Result<
     };
     let bytes = serde_json::to_vec(&record).map_err(|e| Error::Database(e.to_string()))?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
-    Ok((bytes, ChainHead { count: head.count + 1, hash }))
+    Ok((
+        bytes,
+        ChainHead {
+            count: head.count + 1,
+            hash,
+        },
+    ))
 }
 
 /// Checks a chain given as `(key, stored bytes)` pairs in key order against its head.
-pub fn verify_chain(records: impl IntoIterator<Item = (u64, Vec<u8>)>, head: ChainHead) -> Result<u64> {
+pub fn verify_chain(
+    records: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    head: ChainHead,
+) -> Result<u64> {
     let mut expected_seq = 0u64;
     let mut prev = [0u8; 32];
     for (key, bytes) in records {
-        let broken = |reason: String| Err(Error::AuditChainBroken { seq: expected_seq, reason });
+        let broken = |reason: String| {
+            Err(Error::AuditChainBroken {
+                seq: expected_seq,
+                reason,
+            })
+        };
         if key != expected_seq {
-            return broken(format!("record {key} follows record {} (a record was deleted or reordered)", expected_seq.wrapping_sub(1)));
+            return broken(format!(
+                "record {key} follows record {} (a record was deleted or reordered)",
+                expected_seq.wrapping_sub(1)
+            ));
         }
         let rec: AuditRecord = match serde_json::from_slice(&bytes) {
             Ok(r) => r,

@@ -18,7 +18,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use airlock_config::Config;
-use airlock_signing::{ExpiryCheck, Limits, ReadError, SignaturePolicy, TrustRoot, VerifiedManifest};
+use airlock_signing::{
+    ExpiryCheck, Limits, ReadError, SignaturePolicy, TrustRoot, VerifiedManifest,
+};
 use semver::Version;
 use time::OffsetDateTime;
 
@@ -93,7 +95,11 @@ impl Updater {
 
     /// The expiry check imports run under.
     pub fn expiry_check(&self) -> Result<ExpiryCheck> {
-        Ok(ExpiryCheck { now: self.now()?, enforcement: self.time.enforcement, grace: self.time.grace.get() })
+        Ok(ExpiryCheck {
+            now: self.now()?,
+            enforcement: self.time.enforcement,
+            grace: self.time.grace.get(),
+        })
     }
 
     /// Installs `initial` as the current trust root if there is none yet (first start).
@@ -102,7 +108,10 @@ impl Updater {
         if dest.exists() {
             return Ok(());
         }
-        let bytes = std::fs::read(initial).map_err(Error::io(format!("cannot read the initial trust root {}", initial.display())))?;
+        let bytes = std::fs::read(initial).map_err(Error::io(format!(
+            "cannot read the initial trust root {}",
+            initial.display()
+        )))?;
         TrustRoot::from_json(&bytes)?;
         airlock_signing::writer::write_atomically(&dest, |w| {
             std::io::Write::write_all(w, &bytes)?;
@@ -138,9 +147,18 @@ impl Updater {
         result
     }
 
-    fn import_inner(&self, input: impl Read, source: &str, actor: &Actor, seen: &mut Option<(String, String)>) -> Result<Imported> {
+    fn import_inner(
+        &self,
+        input: impl Read,
+        source: &str,
+        actor: &Actor,
+        seen: &mut Option<(String, String)>,
+    ) -> Result<Imported> {
         let root = self.trust_root()?;
-        let policy = SignaturePolicy::TrustRoot { root: &root, expiry: self.expiry_check()? };
+        let policy = SignaturePolicy::TrustRoot {
+            root: &root,
+            expiry: self.expiry_check()?,
+        };
         let mut sink = StagingSink::new(&self.layout, &self.registry, self.reserve);
         let read = airlock_signing::read_bundle(input, &policy, &self.limits, &mut sink);
         *seen = sink.seen.clone();
@@ -150,7 +168,10 @@ impl Updater {
             Err(ReadError::Sink(e)) => return Err(e),
         };
         let dir = sink.commit(&verified)?;
-        if let Err(e) = self.registry.record_import(self.now()?, &verified, source, actor) {
+        if let Err(e) = self
+            .registry
+            .record_import(self.now()?, &verified, source, actor)
+        {
             // The store directory is ours (just renamed); without a record it must not stay.
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
@@ -163,28 +184,58 @@ impl Updater {
 
     /// Imports a bundle file (opened read-only).
     pub fn import_file(&self, path: &Path, actor: &Actor) -> Result<Imported> {
-        let f = std::fs::File::open(path).map_err(Error::io(format!("cannot open {}", path.display())))?;
-        self.import(std::io::BufReader::with_capacity(1 << 20, f), &path.display().to_string(), actor)
+        let f = std::fs::File::open(path)
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        self.import(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            &path.display().to_string(),
+            actor,
+        )
     }
 
     /// The stored manifest of a version.
-    pub fn stored_manifest(&self, model: &str, version: &Version) -> Result<(airlock_signing::Manifest, PathBuf)> {
-        let rec = self.registry.model(model)?.ok_or_else(|| Error::UnknownModel(model.into()))?;
-        let v = rec.versions.get(version).ok_or(Error::UnknownVersion { model: model.into(), version: version.to_string() })?;
+    pub fn stored_manifest(
+        &self,
+        model: &str,
+        version: &Version,
+    ) -> Result<(airlock_signing::Manifest, PathBuf)> {
+        let rec = self
+            .registry
+            .model(model)?
+            .ok_or_else(|| Error::UnknownModel(model.into()))?;
+        let v = rec.versions.get(version).ok_or(Error::UnknownVersion {
+            model: model.into(),
+            version: version.to_string(),
+        })?;
         let dir = self.layout.stored(&v.manifest_digest);
-        let bytes = std::fs::read(dir.join("manifest.json")).map_err(Error::io(format!("cannot read the stored manifest of {model} {version}")))?;
+        let bytes = std::fs::read(dir.join("manifest.json")).map_err(Error::io(format!(
+            "cannot read the stored manifest of {model} {version}"
+        )))?;
         // The store is written only after verification; re-check the content address anyway.
         if airlock_signing::Sha256Digest::of(&bytes).to_hex() != v.manifest_digest {
-            return Err(Error::Database(format!("stored manifest of {model} {version} does not match its digest")));
+            return Err(Error::Database(format!(
+                "stored manifest of {model} {version} does not match its digest"
+            )));
         }
         Ok((airlock_signing::Manifest::from_json(&bytes)?, dir))
     }
 
     /// Validates a staged version with `validator` and records the result.
-    pub fn validate(&self, model: &str, version: &Version, validator: &dyn Validator, actor: &Actor) -> Result<(ValidationReport, VersionState)> {
+    pub fn validate(
+        &self,
+        model: &str,
+        version: &Version,
+        validator: &dyn Validator,
+        actor: &Actor,
+    ) -> Result<(ValidationReport, VersionState)> {
         let (manifest, dir) = self.stored_manifest(model, version)?;
-        let report = validator.validate(&StagedModel { manifest: &manifest, dir: &dir });
-        let state = self.registry.record_validation(self.now()?, model, version, &report, actor)?;
+        let report = validator.validate(&StagedModel {
+            manifest: &manifest,
+            dir: &dir,
+        });
+        let state = self
+            .registry
+            .record_validation(self.now()?, model, version, &report, actor)?;
         Ok((report, state))
     }
 }

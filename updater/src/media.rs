@@ -18,7 +18,10 @@ pub struct MediaLimits {
 
 impl Default for MediaLimits {
     fn default() -> Self {
-        MediaLimits { max_depth: 4, max_entries: 10_000 }
+        MediaLimits {
+            max_depth: 4,
+            max_entries: 10_000,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ pub fn list_bundles(root: &Path, limits: MediaLimits) -> Result<MediaListing> {
     while let Some((dir, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if dir == root => return Err(Error::io(format!("cannot read {}", root.display()))(e)),
+            Err(e) if dir == root => {
+                return Err(Error::io(format!("cannot read {}", root.display()))(e))
+            }
             Err(_) => continue,
         };
         for e in entries {
@@ -75,7 +80,10 @@ pub fn list_bundles(root: &Path, limits: MediaLimits) -> Result<MediaListing> {
                 }
             } else if ft.is_file() && name.to_ascii_lowercase().ends_with(".airlock") {
                 let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                out.bundles.push(MediaBundle { path: e.path(), size });
+                out.bundles.push(MediaBundle {
+                    path: e.path(),
+                    size,
+                });
             }
         }
     }

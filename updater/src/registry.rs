@@ -20,7 +20,9 @@ use std::path::Path;
 
 use semver::Version;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 use time::OffsetDateTime;
 
 use airlock_signing::clock::rfc3339;
@@ -105,7 +107,9 @@ pub enum ApprovalPolicy {
 impl From<&airlock_config::Approval> for ApprovalPolicy {
     fn from(a: &airlock_config::Approval) -> Self {
         match a.mode {
-            airlock_config::ApprovalMode::Approvers => ApprovalPolicy::Approvers(a.required_approvers().max(1)),
+            airlock_config::ApprovalMode::Approvers => {
+                ApprovalPolicy::Approvers(a.required_approvers().max(1))
+            }
             airlock_config::ApprovalMode::UnattendedDev => ApprovalPolicy::UnattendedDev,
         }
     }
@@ -244,7 +248,10 @@ struct Step<T> {
 impl Registry {
     /// Opens (or creates) the registry at `path`.
     pub fn open(path: &Path, policy: ApprovalPolicy) -> Result<Self> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         Ok(Registry {
             models: db.open_tree("models")?,
             audit: db.open_tree("audit")?,
@@ -275,7 +282,9 @@ impl Registry {
         let sys = system.unix_timestamp();
         if sys > floor + 60 {
             self.meta.fetch_and_update(META_FLOOR, |old| {
-                let cur = old.map(|v| i64::from_be_bytes(v.try_into().unwrap_or([0; 8]))).unwrap_or(0);
+                let cur = old
+                    .map(|v| i64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0);
                 Some(cur.max(sys).to_be_bytes().to_vec())
             })?;
             self.db.flush()?;
@@ -317,9 +326,11 @@ impl Registry {
     /// Appends audit entries that change no model (refused imports, recovery notes).
     pub fn audit_only(&self, now: OffsetDateTime, entries: &[AuditEntry]) -> Result<()> {
         let time = rfc3339(now);
-        let res = (&self.audit, &self.meta).transaction(|(audit, meta): &(TransactionalTree, TransactionalTree)| {
-            append(audit, meta, &time, entries)
-        });
+        let res = (&self.audit, &self.meta).transaction(
+            |(audit, meta): &(TransactionalTree, TransactionalTree)| {
+                append(audit, meta, &time, entries)
+            },
+        );
         unwrap_tx(res)?;
         self.db.flush()?;
         Ok(())
@@ -332,7 +343,10 @@ impl Registry {
 
     /// One model.
     pub fn model(&self, name: &str) -> Result<Option<ModelRecord>> {
-        self.models.get(name.as_bytes())?.map(|b| parse(&b)).transpose()
+        self.models
+            .get(name.as_bytes())?
+            .map(|b| parse(&b))
+            .transpose()
     }
 
     /// All models, by name.
@@ -342,7 +356,13 @@ impl Registry {
 
     /// Records a verified, stored bundle as a `staged` version; raises the anti-rollback floor
     /// and the time floor (to the bundle's signed issue time) in the same transaction.
-    pub fn record_import(&self, now: OffsetDateTime, v: &VerifiedManifest, source: &str, actor: &Actor) -> Result<()> {
+    pub fn record_import(
+        &self,
+        now: OffsetDateTime,
+        v: &VerifiedManifest,
+        source: &str,
+        actor: &Actor,
+    ) -> Result<()> {
         let m = &v.manifest;
         let name = m.model.name.as_str();
         // The bundle's signed issue time is trusted time: the floor never goes below it.
@@ -402,55 +422,113 @@ impl Registry {
 
     /// Records a validation result: `staged` → `validated` or `validation_failed`; under the
     /// unattended-dev policy a pass is also an (audited) automatic approval.
-    pub fn record_validation(&self, now: OffsetDateTime, model: &str, version: &Version, report: &ValidationReport, actor: &Actor) -> Result<VersionState> {
+    pub fn record_validation(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        version: &Version,
+        report: &ValidationReport,
+        actor: &Actor,
+    ) -> Result<VersionState> {
         let policy = self.policy;
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             let v = rec.version_mut(version)?;
             if v.state != VersionState::Staged {
                 let v = v.clone();
-                return Err(illegal(&rec, &v, "record a validation (only staged versions are validated)"));
+                return Err(illegal(
+                    &rec,
+                    &v,
+                    "record a validation (only staged versions are validated)",
+                ));
             }
-            v.state = if report.passed { VersionState::Validated } else { VersionState::ValidationFailed };
+            v.state = if report.passed {
+                VersionState::Validated
+            } else {
+                VersionState::ValidationFailed
+            };
             v.validation = Some(report.clone());
             v.changed_at = rfc3339(now);
-            let mut audit = vec![entry(actor, "validate", model, version, serde_json::json!({
-                "to": v.state,
-                "passed": report.passed,
-                "report_sha256": report.digest(),
-                "engine": report.engine,
-            }))];
+            let mut audit = vec![entry(
+                actor,
+                "validate",
+                model,
+                version,
+                serde_json::json!({
+                    "to": v.state,
+                    "passed": report.passed,
+                    "report_sha256": report.digest(),
+                    "engine": report.engine,
+                }),
+            )];
             if report.passed && policy == ApprovalPolicy::UnattendedDev {
                 v.state = VersionState::Approved;
                 v.approved_here = true;
-                v.approvals.push(ApprovalRecord { by: Actor("policy:unattended-dev".into()), at: rfc3339(now), comment: None });
-                audit.push(entry(&Actor("policy:unattended-dev".into()), "approve", model, version, serde_json::json!({
-                    "to": "approved", "automatic": true,
-                })));
+                v.approvals.push(ApprovalRecord {
+                    by: Actor("policy:unattended-dev".into()),
+                    at: rfc3339(now),
+                    comment: None,
+                });
+                audit.push(entry(
+                    &Actor("policy:unattended-dev".into()),
+                    "approve",
+                    model,
+                    version,
+                    serde_json::json!({
+                        "to": "approved", "automatic": true,
+                    }),
+                ));
             }
             let state = v.state;
-            Ok(Step { value: state, model: Some(rec), audit })
+            Ok(Step {
+                value: state,
+                model: Some(rec),
+                audit,
+            })
         })
     }
 
     /// Records one approval; the version becomes `approved` when the policy's count is reached.
-    pub fn approve(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor, comment: Option<&str>) -> Result<VersionState> {
+    pub fn approve(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+        comment: Option<&str>,
+    ) -> Result<VersionState> {
         let policy = self.policy;
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             let v = rec.version_mut(version)?;
             if v.state != VersionState::Validated {
                 let v = v.clone();
-                return Err(illegal(&rec, &v, "approve (only validated versions can be approved)"));
+                return Err(illegal(
+                    &rec,
+                    &v,
+                    "approve (only validated versions can be approved)",
+                ));
             }
             // Four eyes: whoever brought the bundle in cannot also vouch for it.
             if &v.imported_by == actor {
-                return Err(Error::SelfApproval { actor: actor.to_string(), model: model.into(), version: version.to_string() });
+                return Err(Error::SelfApproval {
+                    actor: actor.to_string(),
+                    model: model.into(),
+                    version: version.to_string(),
+                });
             }
             if v.approvals.iter().any(|a| &a.by == actor) {
-                return Err(Error::DuplicateApproval { actor: actor.to_string(), model: model.into(), version: version.to_string() });
+                return Err(Error::DuplicateApproval {
+                    actor: actor.to_string(),
+                    model: model.into(),
+                    version: version.to_string(),
+                });
             }
-            v.approvals.push(ApprovalRecord { by: actor.clone(), at: rfc3339(now), comment: comment.map(str::to_string) });
+            v.approvals.push(ApprovalRecord {
+                by: actor.clone(),
+                at: rfc3339(now),
+                comment: comment.map(str::to_string),
+            });
             let required = match policy {
                 ApprovalPolicy::Approvers(n) => n as usize,
                 ApprovalPolicy::UnattendedDev => 0,
@@ -467,19 +545,39 @@ impl Registry {
                 "comment": comment,
             });
             let state = v.state;
-            Ok(Step { value: state, model: Some(rec), audit: vec![entry(actor, "approve", model, version, detail)] })
+            Ok(Step {
+                value: state,
+                model: Some(rec),
+                audit: vec![entry(actor, "approve", model, version, detail)],
+            })
         })
     }
 
     /// Rejects a version that is not serving and never served.
-    pub fn reject(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor, reason: Option<&str>) -> Result<()> {
+    pub fn reject(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             if rec.promoting.as_ref().is_some_and(|p| &p.to == version) {
-                return Err(Error::Conflict { model: model.into(), reason: format!("{version} is being promoted") });
+                return Err(Error::Conflict {
+                    model: model.into(),
+                    reason: format!("{version} is being promoted"),
+                });
             }
             let v = rec.version_mut(version)?;
-            if !matches!(v.state, VersionState::Staged | VersionState::Validated | VersionState::ValidationFailed | VersionState::Approved) {
+            if !matches!(
+                v.state,
+                VersionState::Staged
+                    | VersionState::Validated
+                    | VersionState::ValidationFailed
+                    | VersionState::Approved
+            ) {
                 let v = v.clone();
                 return Err(illegal(&rec, &v, "reject"));
             }
@@ -487,13 +585,23 @@ impl Registry {
             v.state = VersionState::Rejected;
             v.changed_at = rfc3339(now);
             let detail = serde_json::json!({ "from": from, "to": "rejected", "reason": reason });
-            Ok(Step { value: (), model: Some(rec), audit: vec![entry(actor, "reject", model, version, detail)] })
+            Ok(Step {
+                value: (),
+                model: Some(rec),
+                audit: vec![entry(actor, "reject", model, version, detail)],
+            })
         })
     }
 
     /// Persists the intent to promote `version` (which must be `approved`). The serving switch
     /// happens after this returns; [`Registry::complete_promotion`] records it.
-    pub fn begin_promotion(&self, now: OffsetDateTime, model: &str, version: &Version, actor: &Actor) -> Result<Promotion> {
+    pub fn begin_promotion(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+    ) -> Result<Promotion> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             rec.no_promotion()?;
@@ -509,7 +617,12 @@ impl Registry {
     }
 
     /// Completes the persisted promotion: the new version is `active`, the old one `retired`.
-    pub fn complete_promotion(&self, now: OffsetDateTime, model: &str, actor: &Actor) -> Result<Version> {
+    pub fn complete_promotion(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        actor: &Actor,
+    ) -> Result<Version> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             let p = rec.promoting.take().ok_or_else(|| Error::Conflict { model: model.into(), reason: "no promotion in progress".into() })?;
@@ -529,7 +642,13 @@ impl Registry {
     }
 
     /// Abandons the persisted promotion: everything stays as before it began.
-    pub fn abort_promotion(&self, now: OffsetDateTime, model: &str, actor: &Actor, reason: &str) -> Result<()> {
+    pub fn abort_promotion(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<()> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             let p = rec.promoting.take().ok_or_else(|| Error::Conflict { model: model.into(), reason: "no promotion in progress".into() })?;
@@ -540,7 +659,13 @@ impl Registry {
 
     /// Switches back to a `retired` version that was approved here (default: the most recently
     /// retired one); the current active version becomes `retired`. One transaction.
-    pub fn rollback(&self, now: OffsetDateTime, model: &str, to: Option<&Version>, actor: &Actor) -> Result<Version> {
+    pub fn rollback(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        to: Option<&Version>,
+        actor: &Actor,
+    ) -> Result<Version> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             rec.no_promotion()?;
@@ -602,7 +727,14 @@ impl Registry {
         let records = self
             .audit
             .iter()
-            .map(|kv| kv.map(|(k, v)| (u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8])), v.to_vec())))
+            .map(|kv| {
+                kv.map(|(k, v)| {
+                    (
+                        u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8])),
+                        v.to_vec(),
+                    )
+                })
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         audit::verify_chain(records, head)
     }
@@ -627,7 +759,13 @@ impl Registry {
     }
 }
 
-fn entry(actor: &Actor, action: &str, model: &str, version: &Version, detail: serde_json::Value) -> AuditEntry {
+fn entry(
+    actor: &Actor,
+    action: &str,
+    model: &str,
+    version: &Version,
+    detail: serde_json::Value,
+) -> AuditEntry {
     AuditEntry {
         actor: actor.to_string(),
         action: action.into(),
@@ -637,7 +775,12 @@ fn entry(actor: &Actor, action: &str, model: &str, version: &Version, detail: se
     }
 }
 
-fn append(audit: &TransactionalTree, meta: &TransactionalTree, time: &str, entries: &[AuditEntry]) -> TxResult<()> {
+fn append(
+    audit: &TransactionalTree,
+    meta: &TransactionalTree,
+    time: &str,
+    entries: &[AuditEntry],
+) -> TxResult<()> {
     let mut head: ChainHead = match meta.get(META_HEAD)? {
         Some(b) => parse(&b).or_else(abort)?,
         None => ChainHead::EMPTY,

@@ -32,7 +32,9 @@ pub struct Layout {
 impl Layout {
     /// The layout under `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
-        Layout { root: data_dir.to_path_buf() }
+        Layout {
+            root: data_dir.to_path_buf(),
+        }
     }
     /// The data directory.
     pub fn root(&self) -> &Path {
@@ -108,7 +110,11 @@ impl Layout {
 }
 
 fn remove_any(p: &Path) -> Result<()> {
-    let r = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+    let r = if p.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
     r.map_err(Error::io(format!("cannot remove {}", p.display())))
 }
 
@@ -141,16 +147,29 @@ pub(crate) struct StagingSink<'a> {
 
 impl<'a> StagingSink<'a> {
     pub fn new(layout: &'a Layout, registry: &'a Registry, reserve: u64) -> Self {
-        StagingSink { layout, registry, reserve, dir: None, seen: None, buf: Vec::new(), dirs: Vec::new() }
+        StagingSink {
+            layout,
+            registry,
+            reserve,
+            dir: None,
+            seen: None,
+            buf: Vec::new(),
+            dirs: Vec::new(),
+        }
     }
 
     /// Writes the metadata, fsyncs everything, and renames the staging directory into the store.
     pub fn commit(mut self, v: &VerifiedManifest) -> Result<PathBuf> {
-        let tmp = self.dir.take().ok_or_else(|| Error::Database("staging directory missing".into()))?;
+        let tmp = self
+            .dir
+            .take()
+            .ok_or_else(|| Error::Database("staging directory missing".into()))?;
         let dir = tmp.path().to_path_buf();
         write_synced(&dir.join("manifest.json"), &v.manifest_bytes)?;
-        let sigs = serde_json::to_vec_pretty(&airlock_signing::reader::SignatureFile { signatures: v.signatures.clone() })
-            .map_err(|e| Error::Database(e.to_string()))?;
+        let sigs = serde_json::to_vec_pretty(&airlock_signing::reader::SignatureFile {
+            signatures: v.signatures.clone(),
+        })
+        .map_err(|e| Error::Database(e.to_string()))?;
         write_synced(&dir.join("signatures.json"), &sigs)?;
         for d in self.dirs.iter().rev() {
             fsync_dir(d)?;
@@ -158,7 +177,10 @@ impl<'a> StagingSink<'a> {
         fsync_dir(&dir)?;
         let dest = self.layout.stored(&v.digest.to_hex());
         // The one step that makes the bundle visible; it either happens whole or not at all.
-        fs::rename(&dir, &dest).map_err(Error::io(format!("cannot move the staged bundle to {}", dest.display())))?;
+        fs::rename(&dir, &dest).map_err(Error::io(format!(
+            "cannot move the staged bundle to {}",
+            dest.display()
+        )))?;
         let _ = tmp.keep();
         fsync_dir(&self.layout.store())?;
         fsync_dir(&self.layout.staging())?;
@@ -173,7 +195,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o640)
         .open(path)
         .map_err(Error::io(format!("cannot create {}", path.display())))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(Error::io(format!("cannot write {}", path.display())))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(Error::io(format!("cannot write {}", path.display())))
 }
 
 impl PayloadSink for StagingSink<'_> {
@@ -214,12 +238,18 @@ impl PayloadSink for StagingSink<'_> {
     }
 
     fn file(&mut self, entry: &FileEntry, data: &mut dyn Read) -> Result<()> {
-        let root = self.dir.as_ref().ok_or_else(|| Error::Database("payload before manifest".into()))?.path().to_path_buf();
+        let root = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| Error::Database("payload before manifest".into()))?
+            .path()
+            .to_path_buf();
         // `entry.path` is a validated relative path without `..`: the join stays inside `root`.
         let target = root.join(entry.path.as_str());
         let parent = target.parent().unwrap_or(&root).to_path_buf();
         if !parent.exists() {
-            fs::create_dir_all(&parent).map_err(Error::io(format!("cannot create {}", parent.display())))?;
+            fs::create_dir_all(&parent)
+                .map_err(Error::io(format!("cannot create {}", parent.display())))?;
             let mut p = parent.clone();
             while p != root {
                 if !self.dirs.contains(&p) {
@@ -249,10 +279,15 @@ impl PayloadSink for StagingSink<'_> {
         })();
         if let Err(e) = copied {
             let _ = fs::remove_file(&partial);
-            return Err(Error::Io { what: format!("staging {}", entry.path), source: e });
+            return Err(Error::Io {
+                what: format!("staging {}", entry.path),
+                source: e,
+            });
         }
-        f.sync_all().map_err(Error::io(format!("cannot fsync {}", partial.display())))?;
-        fs::rename(&partial, &target).map_err(Error::io(format!("cannot name {}", target.display())))?;
+        f.sync_all()
+            .map_err(Error::io(format!("cannot fsync {}", partial.display())))?;
+        fs::rename(&partial, &target)
+            .map_err(Error::io(format!("cannot name {}", target.display())))?;
         Ok(())
     }
 }

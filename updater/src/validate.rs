@@ -14,6 +14,9 @@ use sha2::{Digest as _, Sha256};
 use airlock_signing::manifest::{GoldenVector, Manifest};
 use airlock_signing::npy::{self, NpyArray};
 
+/// Arrays by tensor name.
+pub type Tensors = BTreeMap<String, NpyArray>;
+
 /// A staged version as a validator sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct StagedModel<'a> {
@@ -25,10 +28,14 @@ pub struct StagedModel<'a> {
 
 impl StagedModel<'_> {
     /// Loads one golden vector's arrays: (inputs, expected), by tensor name.
-    pub fn load_case(&self, case: &GoldenVector) -> Result<(BTreeMap<String, NpyArray>, BTreeMap<String, NpyArray>), String> {
+    pub fn load_case(&self, case: &GoldenVector) -> Result<(Tensors, Tensors), String> {
         let load = |m: &BTreeMap<String, airlock_signing::BundlePath>| {
             m.iter()
-                .map(|(t, p)| npy::read(&self.dir.join(p.as_str())).map(|a| (t.clone(), a)).map_err(|e| e.to_string()))
+                .map(|(t, p)| {
+                    npy::read(&self.dir.join(p.as_str()))
+                        .map(|a| (t.clone(), a))
+                        .map_err(|e| e.to_string())
+                })
                 .collect::<Result<BTreeMap<_, _>, String>>()
         };
         Ok((load(&case.inputs)?, load(&case.expected)?))
@@ -90,18 +97,41 @@ pub fn check_vectors(model: &StagedModel<'_>) -> Vec<CaseResult> {
                 let (inputs, expected) = model.load_case(case)?;
                 let mut bindings = BTreeMap::new();
                 for spec in &m.contract.inputs {
-                    let arr = inputs.get(&spec.name).ok_or_else(|| format!("input {} has no array", spec.name))?;
+                    let arr = inputs
+                        .get(&spec.name)
+                        .ok_or_else(|| format!("input {} has no array", spec.name))?;
                     npy::check_against_spec(spec, &arr.header, &mut bindings)?;
                 }
                 for (name, arr) in &expected {
-                    let spec = m.contract.outputs.iter().find(|s| &s.name == name).ok_or_else(|| format!("{name} is not an output"))?;
+                    let spec = m
+                        .contract
+                        .outputs
+                        .iter()
+                        .find(|s| &s.name == name)
+                        .ok_or_else(|| format!("{name} is not an output"))?;
                     npy::check_against_spec(spec, &arr.header, &mut bindings)?;
                 }
-                Ok(format!("{} input(s), {} expected output(s) match the contract", inputs.len(), expected.len()))
+                Ok(format!(
+                    "{} input(s), {} expected output(s) match the contract",
+                    inputs.len(),
+                    expected.len()
+                ))
             })();
             match verdict {
-                Ok(detail) => CaseResult { name: case.name.clone(), passed: true, detail, max_abs_error: None, max_rel_error: None },
-                Err(detail) => CaseResult { name: case.name.clone(), passed: false, detail, max_abs_error: None, max_rel_error: None },
+                Ok(detail) => CaseResult {
+                    name: case.name.clone(),
+                    passed: true,
+                    detail,
+                    max_abs_error: None,
+                    max_rel_error: None,
+                },
+                Err(detail) => CaseResult {
+                    name: case.name.clone(),
+                    passed: false,
+                    detail,
+                    max_abs_error: None,
+                    max_rel_error: None,
+                },
             }
         })
         .collect()
@@ -116,7 +146,8 @@ pub struct ContractValidator;
 impl Validator for ContractValidator {
     fn validate(&self, model: &StagedModel<'_>) -> ValidationReport {
         let cases = check_vectors(model);
-        let mut notes = vec!["the model was not executed: contract and vector shapes only".to_string()];
+        let mut notes =
+            vec!["the model was not executed: contract and vector shapes only".to_string()];
         if cases.is_empty() {
             notes.push("the bundle has no golden vectors".into());
         }

@@ -11,17 +11,23 @@ use std::process::ExitCode;
 
 use airlock_config::ExpiryEnforcement;
 use airlock_signing::manifest::{ExecutionProvider, Hardware, Limits, ModelName};
-use airlock_signing::reader::{read_bundle, PayloadSink, ReadError, SignaturePolicy, VerifiedManifest};
+use airlock_signing::reader::{
+    read_bundle, PayloadSink, ReadError, SignaturePolicy, VerifiedManifest,
+};
 use airlock_signing::trust::{sign_root, RoleKeys, RootBuilder, TrustRootFile};
 use airlock_signing::writer::{add_signatures, plan, write_plan, CreateOptions};
-use airlock_signing::{keys, ExpiryCheck, Error, KeyId, PrivateKey, Role, TrustRoot};
+use airlock_signing::{keys, Error, ExpiryCheck, KeyId, PrivateKey, Role, TrustRoot};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 #[derive(Parser)]
-#[command(name = "airlock-sign", version, about = "Keys, trust roots and signed model bundles for airlock appliances")]
+#[command(
+    name = "airlock-sign",
+    version,
+    about = "Keys, trust roots and signed model bundles for airlock appliances"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -132,59 +138,62 @@ struct ExpiryArgs {
     grace: Option<String>,
 }
 
+#[derive(Args)]
+struct CreateArgs {
+    /// The .onnx file; external data it references is picked up from beside it.
+    #[arg(long)]
+    model: PathBuf,
+    /// Extra external-data files.
+    #[arg(long = "external-data")]
+    external_data: Vec<PathBuf>,
+    /// Golden vectors: DIR/<case>/inputs/<tensor>.npy and DIR/<case>/expected/<tensor>.npy.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// Model name.
+    #[arg(long)]
+    name: String,
+    /// Model version (semver).
+    #[arg(long)]
+    version: String,
+    /// Output file or directory (default: the current directory).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Private bundle key(s) to sign with now (others can add theirs with `bundle sign`).
+    #[arg(long = "key")]
+    keys: Vec<PathBuf>,
+    /// Expiry: a duration from now (`90d`) or an RFC 3339 time.
+    #[arg(long, default_value = "180d")]
+    expires: String,
+    /// Execution provider: cpu, cuda or any.
+    #[arg(long, default_value = "any")]
+    execution_provider: String,
+    /// Minimum CUDA compute capability (e.g. 8.0).
+    #[arg(long)]
+    min_compute_capability: Option<String>,
+    /// GPU memory budget in MiB.
+    #[arg(long)]
+    gpu_memory_mib: Option<u64>,
+    /// Minimum ONNX Runtime version.
+    #[arg(long)]
+    min_onnxruntime: Option<String>,
+    /// Minimum airlock version (default: this one).
+    #[arg(long)]
+    min_airlock_version: Option<String>,
+    /// Relative tolerance for the vectors.
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+    /// Absolute tolerance for the vectors.
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+    /// zstd level.
+    #[arg(long, default_value_t = 3)]
+    level: i32,
+}
+
 #[derive(Subcommand)]
 enum BundleCmd {
     /// Build NAME-VERSION.airlock from an .onnx model and a vectors directory.
-    Create {
-        /// The .onnx file; external data it references is picked up from beside it.
-        #[arg(long)]
-        model: PathBuf,
-        /// Extra external-data files.
-        #[arg(long = "external-data")]
-        external_data: Vec<PathBuf>,
-        /// Golden vectors: DIR/<case>/inputs/<tensor>.npy and DIR/<case>/expected/<tensor>.npy.
-        #[arg(long)]
-        vectors: Option<PathBuf>,
-        /// Model name.
-        #[arg(long)]
-        name: String,
-        /// Model version (semver).
-        #[arg(long)]
-        version: String,
-        /// Output file or directory (default: the current directory).
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-        /// Private bundle key(s) to sign with now (others can add theirs with `bundle sign`).
-        #[arg(long = "key")]
-        keys: Vec<PathBuf>,
-        /// Expiry: a duration from now (`90d`) or an RFC 3339 time.
-        #[arg(long, default_value = "180d")]
-        expires: String,
-        /// Execution provider: cpu, cuda or any.
-        #[arg(long, default_value = "any")]
-        execution_provider: String,
-        /// Minimum CUDA compute capability (e.g. 8.0).
-        #[arg(long)]
-        min_compute_capability: Option<String>,
-        /// GPU memory budget in MiB.
-        #[arg(long)]
-        gpu_memory_mib: Option<u64>,
-        /// Minimum ONNX Runtime version.
-        #[arg(long)]
-        min_onnxruntime: Option<String>,
-        /// Minimum airlock version (default: this one).
-        #[arg(long)]
-        min_airlock_version: Option<String>,
-        /// Relative tolerance for the vectors.
-        #[arg(long, default_value_t = 1e-4)]
-        rtol: f64,
-        /// Absolute tolerance for the vectors.
-        #[arg(long, default_value_t = 1e-5)]
-        atol: f64,
-        /// zstd level.
-        #[arg(long, default_value_t = 3)]
-        level: i32,
-    },
+    Create(Box<CreateArgs>),
     /// Add signatures to a bundle (verifying every payload digest while copying).
     Sign {
         /// The bundle.
@@ -275,7 +284,10 @@ fn parse_role(s: &str) -> anyhow::Result<Role> {
 }
 
 fn read_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<PrivateKey>> {
-    paths.iter().map(|p| PrivateKey::read(p).map_err(anyhow::Error::from)).collect()
+    paths
+        .iter()
+        .map(|p| PrivateKey::read(p).map_err(anyhow::Error::from))
+        .collect()
 }
 
 fn root_bytes(file: &TrustRootFile) -> anyhow::Result<Vec<u8>> {
@@ -304,12 +316,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pub_path.push(".pub");
             let pub_path = PathBuf::from(pub_path);
             if pub_path.exists() {
-                bail!("{} already exists; refusing to overwrite", pub_path.display());
+                bail!(
+                    "{} already exists; refusing to overwrite",
+                    pub_path.display()
+                );
             }
             key.write_new(&out)?;
             keys::write_public_key(&pub_path, &key.public())?;
-            println!("private key: {} (mode 0600; keep it offline)", out.display());
-            println!("public key:  {} ({})", pub_path.display(), key.public().to_hex());
+            println!(
+                "private key: {} (mode 0600; keep it offline)",
+                out.display()
+            );
+            println!(
+                "public key:  {} ({})",
+                pub_path.display(),
+                key.public().to_hex()
+            );
             println!("key id:      {}", key.key_id());
             Ok(())
         }
@@ -344,15 +366,30 @@ fn trust(cmd: TrustCmd) -> anyhow::Result<()> {
                     b.threshold(role, threshold);
                 }
             }
-            let mut file = TrustRootFile { signed: b.finish().map_err(refusal)?, signatures: vec![] };
+            let mut file = TrustRootFile {
+                signed: b.finish().map_err(refusal)?,
+                signatures: vec![],
+            };
             for k in read_keys(&sign)? {
                 sign_root(&mut file, &k)?;
             }
             write_new(&out, &root_bytes(&file)?)?;
-            println!("wrote {} (version 1, {} key(s))", out.display(), file.signed.keys.len());
+            println!(
+                "wrote {} (version 1, {} key(s))",
+                out.display(),
+                file.signed.keys.len()
+            );
             report_root_signatures(&file, None)
         }
-        TrustCmd::Rotate { current, out, add, revoke, thresholds, expires, sign } => {
+        TrustCmd::Rotate {
+            current,
+            out,
+            add,
+            revoke,
+            thresholds,
+            expires,
+            sign,
+        } => {
             let cur = TrustRoot::read(&current).map_err(refusal)?;
             let mut b = RootBuilder::rotate_from(&cur, parse_time(&expires)?);
             for spec in &revoke {
@@ -366,14 +403,24 @@ fn trust(cmd: TrustCmd) -> anyhow::Result<()> {
                 b.revoke_key(id);
             }
             for spec in &add {
-                let (role, path) = spec.split_once('=').ok_or_else(|| anyhow!("--add-key wants ROLE=KEYFILE"))?;
+                let (role, path) = spec
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--add-key wants ROLE=KEYFILE"))?;
                 b.add_key(parse_role(role)?, keys::read_public_key(Path::new(path))?);
             }
             for spec in &thresholds {
-                let (role, n) = spec.split_once('=').ok_or_else(|| anyhow!("--threshold wants ROLE=N"))?;
-                b.threshold(parse_role(role)?, n.parse().context("threshold must be a number")?);
+                let (role, n) = spec
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--threshold wants ROLE=N"))?;
+                b.threshold(
+                    parse_role(role)?,
+                    n.parse().context("threshold must be a number")?,
+                );
             }
-            let mut file = TrustRootFile { signed: b.finish().map_err(refusal)?, signatures: vec![] };
+            let mut file = TrustRootFile {
+                signed: b.finish().map_err(refusal)?,
+                signatures: vec![],
+            };
             for k in read_keys(&sign)? {
                 sign_root(&mut file, &k)?;
             }
@@ -382,28 +429,36 @@ fn trust(cmd: TrustCmd) -> anyhow::Result<()> {
             report_root_signatures(&file, Some(&cur))
         }
         TrustCmd::Sign { root, key } => {
-            let text = std::fs::read(&root).with_context(|| format!("cannot read {}", root.display()))?;
-            let mut file: TrustRootFile =
-                serde_json::from_slice(&text).map_err(|e| refusal(Error::InvalidTrustRoot(e.to_string())))?;
+            let text =
+                std::fs::read(&root).with_context(|| format!("cannot read {}", root.display()))?;
+            let mut file: TrustRootFile = serde_json::from_slice(&text)
+                .map_err(|e| refusal(Error::InvalidTrustRoot(e.to_string())))?;
             sign_root(&mut file, &PrivateKey::read(&key)?)?;
             airlock_signing::writer::write_atomically(&root, |w| {
                 use std::io::Write;
                 w.write_all(&root_bytes(&file).map_err(|e| Error::Input(e.to_string()))?)?;
                 Ok(())
             })?;
-            println!("signed {} ({} signature(s))", root.display(), file.signatures.len());
+            println!(
+                "signed {} ({} signature(s))",
+                root.display(),
+                file.signatures.len()
+            );
             report_root_signatures(&file, None)
         }
         TrustCmd::Verify { root, current } => {
-            let bytes = std::fs::read(&root).with_context(|| format!("cannot read {}", root.display()))?;
+            let bytes =
+                std::fs::read(&root).with_context(|| format!("cannot read {}", root.display()))?;
             let new = match current {
                 Some(c) => {
                     let cur = TrustRoot::read(&c).map_err(refusal)?;
-                    cur.accept_rotation(&bytes, &ExpiryCheck::strict_now()).map_err(refusal)?
+                    cur.accept_rotation(&bytes, &ExpiryCheck::strict_now())
+                        .map_err(refusal)?
                 }
                 None => {
                     let r = TrustRoot::from_json(&bytes).map_err(refusal)?;
-                    r.check_expiry(&ExpiryCheck::strict_now()).map_err(refusal)?;
+                    r.check_expiry(&ExpiryCheck::strict_now())
+                        .map_err(refusal)?;
                     r
                 }
             };
@@ -423,13 +478,23 @@ fn report_root_signatures(file: &TrustRootFile, current: Option<&TrustRoot>) -> 
     };
     println!(
         "own root threshold: {}",
-        state(file.signed.count_signatures(Role::Root, airlock_signing::SigningContext::TrustRoot, &canon, &file.signatures))
+        state(file.signed.count_signatures(
+            Role::Root,
+            airlock_signing::SigningContext::TrustRoot,
+            &canon,
+            &file.signatures
+        ))
     );
     if let Some(cur) = current {
         println!(
             "current root (version {}) threshold: {}",
             cur.version(),
-            state(cur.count_signatures(Role::Root, airlock_signing::SigningContext::TrustRoot, &canon, &file.signatures))
+            state(cur.count_signatures(
+                Role::Root,
+                airlock_signing::SigningContext::TrustRoot,
+                &canon,
+                &file.signatures
+            ))
         );
     }
     Ok(())
@@ -437,10 +502,18 @@ fn report_root_signatures(file: &TrustRootFile, current: Option<&TrustRoot>) -> 
 
 fn print_root(r: &TrustRoot) {
     let b = r.body();
-    println!("trust root version {} expires {}", b.version, airlock_signing::clock::rfc3339(b.expires));
+    println!(
+        "trust root version {} expires {}",
+        b.version,
+        airlock_signing::clock::rfc3339(b.expires)
+    );
     for (role, RoleKeys { keyids, threshold }) in &b.roles {
         let ids: Vec<String> = keyids.iter().map(|k| k.short()).collect();
-        println!("  {role:<9} {threshold} of {}: {}", keyids.len(), ids.join(" "));
+        println!(
+            "  {role:<9} {threshold} of {}: {}",
+            keyids.len(),
+            ids.join(" ")
+        );
     }
     if !b.revoked.is_empty() {
         let ids: Vec<String> = b.revoked.iter().map(|k| k.short()).collect();
@@ -456,36 +529,44 @@ impl PayloadSink for HeaderOnly {
     fn begin(&mut self, _: &VerifiedManifest) -> Result<(), ()> {
         Err(())
     }
-    fn file(&mut self, _: &airlock_signing::manifest::FileEntry, _: &mut dyn std::io::Read) -> Result<(), ()> {
+    fn file(
+        &mut self,
+        _: &airlock_signing::manifest::FileEntry,
+        _: &mut dyn std::io::Read,
+    ) -> Result<(), ()> {
         Err(())
     }
 }
 
 fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
-    Ok(BufReader::with_capacity(1 << 20, File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
+    Ok(BufReader::with_capacity(
+        1 << 20,
+        File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+    ))
 }
 
 fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
     let limits = Limits::default();
     match cmd {
-        BundleCmd::Create {
-            model,
-            external_data,
-            vectors,
-            name,
-            version,
-            out,
-            keys,
-            expires,
-            execution_provider,
-            min_compute_capability,
-            gpu_memory_mib,
-            min_onnxruntime,
-            min_airlock_version,
-            rtol,
-            atol,
-            level,
-        } => {
+        BundleCmd::Create(args) => {
+            let CreateArgs {
+                model,
+                external_data,
+                vectors,
+                name,
+                version,
+                out,
+                keys,
+                expires,
+                execution_provider,
+                min_compute_capability,
+                gpu_memory_mib,
+                min_onnxruntime,
+                min_airlock_version,
+                rtol,
+                atol,
+                level,
+            } = *args;
             let execution_provider = match execution_provider.as_str() {
                 "cpu" => ExecutionProvider::Cpu,
                 "cuda" => ExecutionProvider::Cuda,
@@ -494,13 +575,17 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
             };
             let opts = CreateOptions {
                 name: ModelName::parse(&name).map_err(|e| anyhow!(e))?,
-                version: semver::Version::parse(&version).with_context(|| format!("--version {version:?} is not semver"))?,
+                version: semver::Version::parse(&version)
+                    .with_context(|| format!("--version {version:?} is not semver"))?,
                 hardware: Hardware {
                     execution_provider,
                     min_compute_capability,
                     gpu_memory_budget_mib: gpu_memory_mib,
                     min_onnxruntime: min_onnxruntime
-                        .map(|v| semver::Version::parse(&v).with_context(|| format!("--min-onnxruntime {v:?} is not semver")))
+                        .map(|v| {
+                            semver::Version::parse(&v)
+                                .with_context(|| format!("--min-onnxruntime {v:?} is not semver"))
+                        })
                         .transpose()?,
                 },
                 issued_at: OffsetDateTime::now_utc().replace_nanosecond(0)?,
@@ -514,7 +599,11 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
             };
             let keys = read_keys(&keys)?;
             let p = plan(&model, &external_data, vectors.as_deref(), &opts)?;
-            let dest = if out.is_dir() { out.join(p.manifest.bundle_file_name()) } else { out };
+            let dest = if out.is_dir() {
+                out.join(p.manifest.bundle_file_name())
+            } else {
+                out
+            };
             let digest = write_plan(&p, &keys, &dest, level)?;
             println!(
                 "wrote {} ({} files, {} payload bytes, {} vector case(s), {} signature(s))",
@@ -535,10 +624,20 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
             let mut signers: BTreeSet<KeyId> = v.signatures.iter().map(|s| s.keyid).collect();
             signers.extend(added.iter().copied());
             let ids: Vec<String> = added.iter().map(KeyId::short).collect();
-            println!("signed {} as {} ({} distinct signer(s) now)", dest.display(), ids.join(", "), signers.len());
+            println!(
+                "signed {} as {} ({} distinct signer(s) now)",
+                dest.display(),
+                ids.join(", "),
+                signers.len()
+            );
             Ok(())
         }
-        BundleCmd::Verify { bundle, trust, expiry, json } => {
+        BundleCmd::Verify {
+            bundle,
+            trust,
+            expiry,
+            json,
+        } => {
             let root = TrustRoot::read(&trust).map_err(refusal)?;
             let config = match &expiry.config {
                 Some(p) => airlock_config::load(p)?,
@@ -564,7 +663,11 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
             };
             let policy = SignaturePolicy::TrustRoot {
                 root: &root,
-                expiry: ExpiryCheck { now: OffsetDateTime::now_utc(), enforcement, grace: grace.get() },
+                expiry: ExpiryCheck {
+                    now: OffsetDateTime::now_utc(),
+                    enforcement,
+                    grace: grace.get(),
+                },
             };
             let v = airlock_signing::verify_bundle(open(&bundle)?, &policy, &limits);
             match v {
@@ -589,7 +692,11 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                             v.manifest.files.len(),
                             v.manifest.payload_size(),
                             v.signers.len(),
-                            v.signers.iter().map(|k| k.short()).collect::<Vec<_>>().join(", ")
+                            v.signers
+                                .iter()
+                                .map(|k| k.short())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         );
                         for w in &v.warnings {
                             println!("warning: {w}");
@@ -599,7 +706,10 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     if json {
-                        println!("{}", serde_json::json!({"ok": false, "error": e.kind(), "message": e.to_string()}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "error": e.kind(), "message": e.to_string()})
+                        );
                     }
                     Err(refusal(e))
                 }
@@ -614,11 +724,20 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                     *self.0 = Some(v.clone());
                     HeaderOnly.begin(v)
                 }
-                fn file(&mut self, e: &airlock_signing::manifest::FileEntry, d: &mut dyn std::io::Read) -> Result<(), ()> {
+                fn file(
+                    &mut self,
+                    e: &airlock_signing::manifest::FileEntry,
+                    d: &mut dyn std::io::Read,
+                ) -> Result<(), ()> {
                     HeaderOnly.file(e, d)
                 }
             }
-            match read_bundle(open(&bundle)?, &SignaturePolicy::UnverifiedReleaseSide, &limits, &mut Capture(&mut header)) {
+            match read_bundle(
+                open(&bundle)?,
+                &SignaturePolicy::UnverifiedReleaseSide,
+                &limits,
+                &mut Capture(&mut header),
+            ) {
                 Ok(_) | Err(ReadError::Sink(())) => {}
                 Err(ReadError::Bundle(e)) => return Err(refusal(e)),
             }
@@ -628,19 +747,33 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                 return Ok(());
             }
             let m = &v.manifest;
-            println!("bundle      {} (signatures NOT checked: use `bundle verify --trust`)", bundle.display());
+            println!(
+                "bundle      {} (signatures NOT checked: use `bundle verify --trust`)",
+                bundle.display()
+            );
             println!("model       {} {}", m.model.name, m.model.version);
             println!("manifest    sha256 {}", v.digest);
-            println!("issued      {}", airlock_signing::clock::rfc3339(m.issued_at));
-            println!("expires     {}", airlock_signing::clock::rfc3339(m.expires_at));
+            println!(
+                "issued      {}",
+                airlock_signing::clock::rfc3339(m.issued_at)
+            );
+            println!(
+                "expires     {}",
+                airlock_signing::clock::rfc3339(m.expires_at)
+            );
             println!("airlock     >= {}", m.min_airlock_version);
             let h = &m.hardware;
             println!(
                 "hardware    provider {:?}, compute capability {}, GPU memory {}, ONNX Runtime {}",
                 h.execution_provider,
                 h.min_compute_capability.as_deref().unwrap_or("any"),
-                h.gpu_memory_budget_mib.map(|m| format!("{m} MiB")).unwrap_or("unspecified".into()),
-                h.min_onnxruntime.as_ref().map(|v| format!(">= {v}")).unwrap_or("any".into())
+                h.gpu_memory_budget_mib
+                    .map(|m| format!("{m} MiB"))
+                    .unwrap_or("unspecified".into()),
+                h.min_onnxruntime
+                    .as_ref()
+                    .map(|v| format!(">= {v}"))
+                    .unwrap_or("any".into())
             );
             for t in &m.contract.inputs {
                 println!("input       {} {}", t.name, t.describe());
@@ -649,10 +782,20 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                 println!("output      {} {}", t.name, t.describe());
             }
             for f in &m.files {
-                println!("file        {:<40} {:>12} {} {:?}", f.path, f.size, f.sha256, f.role);
+                println!(
+                    "file        {:<40} {:>12} {} {:?}",
+                    f.path, f.size, f.sha256, f.role
+                );
             }
             for c in &m.vectors {
-                println!("vector      {} ({} in, {} expected, rtol {}, atol {})", c.name, c.inputs.len(), c.expected.len(), c.rtol, c.atol);
+                println!(
+                    "vector      {} ({} in, {} expected, rtol {}, atol {})",
+                    c.name,
+                    c.inputs.len(),
+                    c.expected.len(),
+                    c.rtol,
+                    c.atol
+                );
             }
             for s in &v.signatures {
                 println!("signature   {}", s.keyid);

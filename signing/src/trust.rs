@@ -289,18 +289,10 @@ impl TrustRoot {
     /// Expiry is not checked here (see [`TrustRoot::check_expiry`]): an appliance must still be
     /// able to read an expired root in order to accept its successor.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let raw: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
-        let file: TrustRootFile =
-            serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let (file, canon) = parse_root(bytes)?;
         file.signed.check_consistent()?;
-        let canon = file.signed.canonical_bytes()?;
-        file.signed.count_signatures(
-            Role::Root,
-            SigningContext::TrustRoot,
-            &canon,
-            &file.signatures,
-        )?;
+        file.signed
+            .count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)?;
         Ok(TrustRoot { file })
     }
 
@@ -359,10 +351,7 @@ impl TrustRoot {
     /// keys, it has not expired, and it revokes every key this root revoked or that it drops.
     pub fn accept_rotation(&self, candidate: &[u8], check: &ExpiryCheck) -> Result<TrustRoot> {
         let refuse = |m: String| Err(Error::RotationRefused(m));
-        let raw: Value = serde_json::from_slice(candidate)
-            .map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
-        let file: TrustRootFile =
-            serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+        let (file, canon) = parse_root(candidate)?;
         let new = &file.signed;
         new.check_consistent()?;
         // Rule 1: versions advance one at a time, so no intermediate root can be skipped.
@@ -374,7 +363,6 @@ impl TrustRoot {
                 self.version() + 1
             ));
         }
-        let canon = new.canonical_bytes()?;
         // Rule 2: the current root's root role vouches for the candidate.
         self.count_signatures(
             Role::Root,
@@ -416,6 +404,18 @@ impl TrustRoot {
     }
 }
 
+/// Parses a root file and returns it with the canonical bytes of its `signed` value *as it
+/// appears in the file* (strings verbatim), which is what the signatures cover.
+fn parse_root(bytes: &[u8]) -> Result<(TrustRootFile, Vec<u8>)> {
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+    let signed = raw
+        .get("signed")
+        .ok_or_else(|| Error::InvalidTrustRoot("no \"signed\" member".into()))?;
+    let canon = canonical_json(signed)?;
+    let file: TrustRootFile = serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+    Ok((file, canon))
+}
+
 /// Builds and signs trust roots (the release side of `trust init` / `trust rotate`).
 #[derive(Debug, Clone)]
 pub struct RootBuilder {
@@ -429,7 +429,7 @@ impl RootBuilder {
             body: RootBody {
                 kind: ROOT_TYPE.into(),
                 version: 1,
-                expires,
+                expires: expires.replace_nanosecond(0).unwrap_or(expires),
                 keys: BTreeMap::new(),
                 roles: BTreeMap::new(),
                 revoked: BTreeSet::new(),
@@ -441,7 +441,7 @@ impl RootBuilder {
     pub fn rotate_from(current: &TrustRoot, expires: OffsetDateTime) -> Self {
         let mut body = current.body().clone();
         body.version += 1;
-        body.expires = expires;
+        body.expires = expires.replace_nanosecond(0).unwrap_or(expires);
         RootBuilder { body }
     }
 

@@ -291,8 +291,12 @@ impl TrustRoot {
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let (file, canon) = parse_root(bytes)?;
         file.signed.check_consistent()?;
-        file.signed
-            .count_signatures(Role::Root, SigningContext::TrustRoot, &canon, &file.signatures)?;
+        file.signed.count_signatures(
+            Role::Root,
+            SigningContext::TrustRoot,
+            &canon,
+            &file.signatures,
+        )?;
         Ok(TrustRoot { file })
     }
 
@@ -407,12 +411,14 @@ impl TrustRoot {
 /// Parses a root file and returns it with the canonical bytes of its `signed` value *as it
 /// appears in the file* (strings verbatim), which is what the signatures cover.
 fn parse_root(bytes: &[u8]) -> Result<(TrustRootFile, Vec<u8>)> {
-    let raw: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+    let raw: Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
     let signed = raw
         .get("signed")
         .ok_or_else(|| Error::InvalidTrustRoot("no \"signed\" member".into()))?;
     let canon = canonical_json(signed)?;
-    let file: TrustRootFile = serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
+    let file: TrustRootFile =
+        serde_json::from_value(raw).map_err(|e| Error::InvalidTrustRoot(e.to_string()))?;
     Ok((file, canon))
 }
 

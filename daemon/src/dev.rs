@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use airlock_config::{ApprovalMode, Config};
 use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
-use airlock_signing::trust::{sign_root, Role, RootBuilder, TrustRootFile};
+use airlock_signing::trust::{Role, RootBuilder};
 use airlock_signing::writer::{plan, write_plan, CreateOptions};
 use airlock_signing::PrivateKey;
 use airlock_updater::validate::ContractValidator;
@@ -53,11 +53,7 @@ fn dev_trust(dir: &Path, root_path: &Path) -> anyhow::Result<PrivateKey> {
         let mut b = RootBuilder::new(OffsetDateTime::now_utc() + time::Duration::days(3650));
         b.add_key(Role::Root, root_key.public())
             .add_key(Role::Bundle, bundle_key.public());
-        let mut f = TrustRootFile {
-            signed: b.finish()?,
-            signatures: vec![],
-        };
-        sign_root(&mut f, &root_key)?;
+        let f = b.signed(std::slice::from_ref(&root_key))?;
         let bytes = serde_json::to_vec_pretty(&f)?;
         airlock_signing::writer::write_atomically(root_path, |w| {
             std::io::Write::write_all(w, &bytes)?;

@@ -7,7 +7,7 @@
 
 use airlock_signing::manifest::Limits;
 use airlock_signing::reader::{verify_bundle, SignaturePolicy};
-use airlock_signing::trust::{sign_root, Role, RootBuilder, TrustRootFile};
+use airlock_signing::trust::{Role, RootBuilder};
 use airlock_signing::{ExpiryCheck, PrivateKey, TrustRoot};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,8 +15,7 @@ fn root() -> TrustRoot {
     let root_key = PrivateKey::from_seed([1; 32]);
     let mut b = RootBuilder::new(time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(40000));
     b.add_key(Role::Root, root_key.public()).add_key(Role::Bundle, PrivateKey::from_seed([0x41; 32]).public());
-    let mut f = TrustRootFile { signed: b.finish().expect("root"), signatures: vec![] };
-    sign_root(&mut f, &root_key).expect("sign");
+    let f = b.signed(std::slice::from_ref(&root_key)).expect("root");
     TrustRoot::from_json(&serde_json::to_vec(&f).expect("json")).expect("valid")
 }
 

@@ -512,6 +512,20 @@ impl RootBuilder {
     }
 }
 
+impl RootBuilder {
+    /// The finished body (see [`RootBuilder::finish`]) signed by each of `keys`.
+    pub fn signed(&self, keys: &[PrivateKey]) -> Result<TrustRootFile> {
+        let mut file = TrustRootFile {
+            signed: self.finish()?,
+            signatures: vec![],
+        };
+        for k in keys {
+            sign_root(&mut file, k)?;
+        }
+        Ok(file)
+    }
+}
+
 /// Adds `key`'s signature to a trust root file (replacing an earlier one by the same key).
 pub fn sign_root(file: &mut TrustRootFile, key: &PrivateKey) -> Result<()> {
     let canon = file.signed.canonical_bytes()?;
@@ -545,12 +559,7 @@ mod tests {
             .add_key(Role::Root, key(3).public())
             .threshold(Role::Root, 2)
             .add_key(Role::Bundle, key(10).public());
-        let mut file = TrustRootFile {
-            signed: b.finish().expect("consistent"),
-            signatures: vec![],
-        };
-        sign_root(&mut file, &key(1)).expect("sign");
-        sign_root(&mut file, &key(2)).expect("sign");
+        let file = b.signed(&[key(1), key(2)]).expect("signed root");
         TrustRoot::from_json(&serde_json::to_vec(&file).expect("json")).expect("valid root")
     }
 
@@ -558,13 +567,8 @@ mod tests {
         let mut b = RootBuilder::rotate_from(current, datetime!(2028-01-01 00:00 UTC));
         b.revoke_key(key(3).key_id())
             .add_key(Role::Root, key(4).public());
-        let mut file = TrustRootFile {
-            signed: b.finish().expect("consistent"),
-            signatures: vec![],
-        };
-        for s in signers {
-            sign_root(&mut file, &key(*s)).expect("sign");
-        }
+        let keys: Vec<PrivateKey> = signers.iter().map(|s| key(*s)).collect();
+        let file = b.signed(&keys).expect("signed root");
         serde_json::to_vec_pretty(&file).expect("json")
     }
 

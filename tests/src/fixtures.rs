@@ -11,7 +11,7 @@ use airlock_signing::manifest::{
 };
 use airlock_signing::onnx;
 use airlock_signing::reader::SignatureFile;
-use airlock_signing::trust::{sign_root, Role, RootBuilder, TrustRootFile};
+use airlock_signing::trust::{Role, RootBuilder, TrustRootFile};
 use airlock_signing::TrustRoot;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -45,13 +45,8 @@ pub fn trust_root_v1() -> TrustRootFile {
         b.add_key(Role::Bundle, Keys::bundle(n).public());
     }
     b.threshold(Role::Root, 2).threshold(Role::Bundle, 2);
-    let mut f = TrustRootFile {
-        signed: b.finish().expect("consistent"),
-        signatures: vec![],
-    };
-    sign_root(&mut f, &Keys::root(1)).expect("sign");
-    sign_root(&mut f, &Keys::root(2)).expect("sign");
-    f
+    b.signed(&[Keys::root(1), Keys::root(2)])
+        .expect("signed root")
 }
 
 /// Trust root v2: bundle key 3 revoked; signed by root keys 1 and 2 (valid rotation).
@@ -59,13 +54,8 @@ pub fn trust_root_v2_revoking_bundle_key_3() -> TrustRootFile {
     let v1 = TrustRoot::from_json(&to_json(&trust_root_v1())).expect("v1");
     let mut b = RootBuilder::rotate_from(&v1, datetime!(2036-01-01 00:00 UTC));
     b.revoke_key(Keys::bundle(3).key_id());
-    let mut f = TrustRootFile {
-        signed: b.finish().expect("consistent"),
-        signatures: vec![],
-    };
-    sign_root(&mut f, &Keys::root(1)).expect("sign");
-    sign_root(&mut f, &Keys::root(2)).expect("sign");
-    f
+    b.signed(&[Keys::root(1), Keys::root(2)])
+        .expect("signed root")
 }
 
 /// JSON of a trust root file.

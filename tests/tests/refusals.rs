@@ -609,13 +609,7 @@ fn root_rotation_signed_only_by_new_keys_is_refused() {
         b.add_key(Role::Root, k.public());
     }
     b.threshold(Role::Root, 2);
-    let mut f = TrustRootFile {
-        signed: b.finish().expect("consistent"),
-        signatures: vec![],
-    };
-    for k in &new_root_keys {
-        sign_root(&mut f, k).expect("sign");
-    }
+    let mut f = b.signed(&new_root_keys).expect("signed root");
     let candidate = fixtures::to_json(&f);
     let check = airlock_signing::ExpiryCheck::strict_now();
     let err = v1

@@ -366,13 +366,7 @@ fn trust(cmd: TrustCmd) -> anyhow::Result<()> {
                     b.threshold(role, threshold);
                 }
             }
-            let mut file = TrustRootFile {
-                signed: b.finish().map_err(refusal)?,
-                signatures: vec![],
-            };
-            for k in read_keys(&sign)? {
-                sign_root(&mut file, &k)?;
-            }
+            let file = b.signed(&read_keys(&sign)?).map_err(refusal)?;
             write_new(&out, &root_bytes(&file)?)?;
             println!(
                 "wrote {} (version 1, {} key(s))",
@@ -417,13 +411,7 @@ fn trust(cmd: TrustCmd) -> anyhow::Result<()> {
                     n.parse().context("threshold must be a number")?,
                 );
             }
-            let mut file = TrustRootFile {
-                signed: b.finish().map_err(refusal)?,
-                signatures: vec![],
-            };
-            for k in read_keys(&sign)? {
-                sign_root(&mut file, &k)?;
-            }
+            let file = b.signed(&read_keys(&sign)?).map_err(refusal)?;
             write_new(&out, &root_bytes(&file)?)?;
             println!("wrote {} (version {})", out.display(), file.signed.version);
             report_root_signatures(&file, Some(&cur))

@@ -11,7 +11,12 @@ use airlock_signing::trust::{Role, RootBuilder};
 use airlock_signing::{ExpiryCheck, PrivateKey, TrustRoot};
 use libfuzzer_sys::fuzz_target;
 
-fn root() -> TrustRoot {
+fn root() -> &'static TrustRoot {
+    static ROOT: std::sync::OnceLock<TrustRoot> = std::sync::OnceLock::new();
+    ROOT.get_or_init(make_root)
+}
+
+fn make_root() -> TrustRoot {
     let root_key = PrivateKey::from_seed([1; 32]);
     let mut b = RootBuilder::new(time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(40000));
     b.add_key(Role::Root, root_key.public()).add_key(Role::Bundle, PrivateKey::from_seed([0x41; 32]).public());
@@ -31,7 +36,6 @@ fuzz_target!(|data: &[u8]| {
         max_zstd_window_log: 20,
     };
     let _ = verify_bundle(&stream[..], &SignaturePolicy::UnverifiedReleaseSide, &limits);
-    let root = root();
-    let policy = SignaturePolicy::TrustRoot { root: &root, expiry: ExpiryCheck::strict_now() };
+    let policy = SignaturePolicy::TrustRoot { root: root(), expiry: ExpiryCheck::strict_now() };
     let _ = verify_bundle(&stream[..], &policy, &limits);
 });

@@ -130,7 +130,9 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn parse_descr(d: &str) -> Option<(DType, usize)> {
-    let (endian, kind) = d.split_at(1);
+    // `get` rather than `split_at`: an empty or non-ASCII descr must be refused, not panic
+    // (found by the `manifest` fuzz target).
+    let (endian, kind) = (d.get(..1)?, d.get(1..)?);
     if !matches!(endian, "<" | "|" | "=") {
         return None;
     }
@@ -327,6 +329,18 @@ mod tests {
             b"\x93NUMPY\x01\x00\x30\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }\n"
                 .to_vec();
         assert!(parse_header("o", &obj).is_err());
+    }
+
+    #[test]
+    fn empty_or_odd_descr_is_refused_not_a_panic() {
+        for descr in ["''", "'é4'", "'<'", "'<U'", "'<U0'"] {
+            let dict = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (2, 4), }}");
+            let mut b = b"\x93NUMPY\x01\x00v\x00".to_vec();
+            b.extend(dict.as_bytes());
+            b.resize(127, b' ');
+            b.push(b'\n');
+            assert!(parse_header("fuzz", &b).is_err(), "{descr}");
+        }
     }
 
     #[test]

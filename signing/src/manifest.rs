@@ -507,6 +507,30 @@ impl Manifest {
         if self.contract.inputs.is_empty() || self.contract.outputs.is_empty() {
             return bad("the contract needs at least one input and one output".into());
         }
+        for (what, specs) in [
+            ("input", &self.contract.inputs),
+            ("output", &self.contract.outputs),
+        ] {
+            let mut names = BTreeSet::new();
+            if let Some(dup) = specs.iter().find(|s| !names.insert(s.name.as_str())) {
+                return bad(format!(
+                    "{what} {:?} is listed twice in the contract",
+                    dup.name
+                ));
+            }
+        }
+        if let Some(cc) = &self.hardware.min_compute_capability {
+            let ok = cc.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && (a.to_owned() + b).bytes().all(|c| c.is_ascii_digit())
+            });
+            if !ok {
+                return bad(format!(
+                    "hardware.min_compute_capability {cc:?} is not MAJOR.MINOR (e.g. \"8.0\")"
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         for v in &self.vectors {
             if !names.insert(v.name.as_str()) {

@@ -590,6 +590,20 @@ fn manifest_that_breaks_its_own_rules() {
     f.manifest.vectors[0]
         .inputs
         .insert("not_an_input".into(), f.manifest.files[1].path.clone());
+    let a = Appliance::new();
+    let bundle = |f: &Fixture| compress(&tar_bytes(&f.entries(&good_sigs(f))), 3);
+    let mut dup = Fixture::demo("demo", "1.0.0");
+    dup.manifest
+        .contract
+        .inputs
+        .push(dup.manifest.contract.inputs[0].clone());
+    a.refuses(&bundle(&dup), "invalid_manifest");
+    let mut cc = Fixture::demo("demo", "1.0.0");
+    cc.manifest.hardware.min_compute_capability = Some("eight".into());
+    a.refuses(&bundle(&cc), "invalid_manifest");
+    let mut dates = Fixture::demo("demo", "1.0.0");
+    dates.manifest.expires_at = dates.manifest.issued_at;
+    a.refuses(&bundle(&dates), "invalid_manifest");
     Appliance::new().refuses(
         &compress(&tar_bytes(&f.entries(&good_sigs(&f))), 3),
         "invalid_manifest",

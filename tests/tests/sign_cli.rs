@@ -198,23 +198,27 @@ fn create_refuses_vectors_that_break_the_contract() {
     )
     .expect("npy");
     std::fs::write(dir.path().join("vectors/case-1/inputs/x.npy"), bad).expect("w");
-    let (code, _, err) = run(
-        "airlock-sign",
-        &[
-            "bundle",
-            "create",
-            "--model",
-            &s(&model),
-            "--vectors",
-            &s(&dir.path().join("vectors")),
-            "--name",
-            "iris",
-            "--version",
-            "1.0.0",
-            "--out",
-            &s(dir.path()),
-        ],
-    );
+    let (vectors, out) = (s(&dir.path().join("vectors")), s(dir.path()));
+    let create = || {
+        run(
+            "airlock-sign",
+            &[
+                "bundle",
+                "create",
+                "--model",
+                &s(&model),
+                "--vectors",
+                &vectors,
+                "--name",
+                "iris",
+                "--version",
+                "1.0.0",
+                "--out",
+                &out,
+            ],
+        )
+    };
+    let (code, _, err) = create();
     assert_eq!(code, 2);
     assert!(
         err.contains("x: element type is int64, the model wants float32"),
@@ -222,21 +226,8 @@ fn create_refuses_vectors_that_break_the_contract() {
     );
     fixtures::write_model_dir(dir.path());
     std::fs::write(dir.path().join("vectors/case-1/inputs/z.npy"), b"junk").expect("w");
-    let (_, _, err) = run(
-        "airlock-sign",
-        &[
-            "bundle",
-            "create",
-            "--model",
-            &s(&model),
-            "--vectors",
-            &s(&dir.path().join("vectors")),
-            "--name",
-            "iris",
-            "--version",
-            "1.0.0",
-        ],
-    );
+    let (code, _, err) = create();
+    assert_eq!(code, 2);
     assert!(err.contains("\"z\" is not an input of the model"), "{err}");
     assert!(
         !dir.path().join("iris-1.0.0.airlock").exists(),

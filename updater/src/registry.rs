@@ -192,6 +192,26 @@ impl ModelRecord {
         })
     }
 
+    /// The version, if its state is one of `allowed`; otherwise the illegal-transition error.
+    fn version_in(
+        &mut self,
+        v: &Version,
+        allowed: &[VersionState],
+        action: &str,
+    ) -> Result<&mut VersionRecord> {
+        let name = self.name.clone();
+        let rec = self.version_mut(v)?;
+        if !allowed.contains(&rec.state) {
+            return Err(Error::IllegalTransition {
+                model: name,
+                version: v.to_string(),
+                state: rec.state,
+                action: action.to_string(),
+            });
+        }
+        Ok(rec)
+    }
+
     fn no_promotion(&self) -> Result<()> {
         match &self.promoting {
             Some(p) => Err(Error::Conflict {
@@ -433,15 +453,11 @@ impl Registry {
         let policy = self.policy;
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
-            let v = rec.version_mut(version)?;
-            if v.state != VersionState::Staged {
-                let v = v.clone();
-                return Err(illegal(
-                    &rec,
-                    &v,
-                    "record a validation (only staged versions are validated)",
-                ));
-            }
+            let v = rec.version_in(
+                version,
+                &[VersionState::Staged],
+                "record a validation (only staged versions are validated)",
+            )?;
             v.state = if report.passed {
                 VersionState::Validated
             } else {
@@ -500,15 +516,11 @@ impl Registry {
         let policy = self.policy;
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
-            let v = rec.version_mut(version)?;
-            if v.state != VersionState::Validated {
-                let v = v.clone();
-                return Err(illegal(
-                    &rec,
-                    &v,
-                    "approve (only validated versions can be approved)",
-                ));
-            }
+            let v = rec.version_in(
+                version,
+                &[VersionState::Validated],
+                "approve (only validated versions can be approved)",
+            )?;
             // Four eyes: whoever brought the bundle in cannot also vouch for it.
             if &v.imported_by == actor {
                 return Err(Error::SelfApproval {
@@ -570,17 +582,16 @@ impl Registry {
                     reason: format!("{version} is being promoted"),
                 });
             }
-            let v = rec.version_mut(version)?;
-            if !matches!(
-                v.state,
-                VersionState::Staged
-                    | VersionState::Validated
-                    | VersionState::ValidationFailed
-                    | VersionState::Approved
-            ) {
-                let v = v.clone();
-                return Err(illegal(&rec, &v, "reject"));
-            }
+            let v = rec.version_in(
+                version,
+                &[
+                    VersionState::Staged,
+                    VersionState::Validated,
+                    VersionState::ValidationFailed,
+                    VersionState::Approved,
+                ],
+                "reject",
+            )?;
             let from = v.state;
             v.state = VersionState::Rejected;
             v.changed_at = rfc3339(now);
@@ -605,10 +616,11 @@ impl Registry {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             rec.no_promotion()?;
-            let v = rec.version_mut(version)?.clone();
-            if v.state != VersionState::Approved {
-                return Err(illegal(&rec, &v, "promote (only approved versions can be promoted)"));
-            }
+            rec.version_in(
+                version,
+                &[VersionState::Approved],
+                "promote (only approved versions can be promoted)",
+            )?;
             let p = Promotion { from: rec.active.clone(), to: version.clone(), by: actor.clone(), started_at: rfc3339(now) };
             rec.promoting = Some(p.clone());
             let detail = serde_json::json!({ "from": p.from.as_ref().map(|v| v.to_string()), "to": version.to_string() });

@@ -27,6 +27,156 @@ pub struct Config {
     pub time: TimeConfig,
     /// Who must approve a model version before it may serve.
     pub approval: Approval,
+    /// The HTTP server.
+    pub server: Server,
+    /// Where ONNX Runtime comes from.
+    pub engine: Engine,
+    /// Serving settings for every model (each key can be overridden per model).
+    pub serving: Serving,
+    /// Per-model overrides of `[serving]`, as `[models."NAME"]`.
+    pub models: std::collections::BTreeMap<String, ServingOverrides>,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Listen address (production: the TLS listener).
+    pub listen: String,
+    /// Largest request body accepted (checked before buffering).
+    pub max_body_size: ByteSize,
+    /// Time a client has to send the request head (slow-loris protection).
+    pub header_read_timeout: HumanDuration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "0.0.0.0:8443".into(),
+            max_body_size: ByteSize(64 << 20),
+            header_read_timeout: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+/// `[engine]`: the ONNX Runtime library.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Engine {
+    /// Explicit path of `libonnxruntime.so` (first in the search order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// The execution provider a model runs on.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// CPU.
+    Cpu,
+    /// CUDA GPU.
+    Cuda,
+}
+
+/// What happens when a model's GPU path fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Run the same model on the CPU provider (degraded).
+    Cpu,
+    /// Fail fast with 503.
+    Fail,
+    /// Hold requests up to their deadline while the engine recovers.
+    Queue,
+    /// Route to another (smaller) model; answers are marked degraded.
+    Model(String),
+}
+
+impl<'de> Deserialize<'de> for OnFailure {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "cpu" => Ok(OnFailure::Cpu),
+            "fail" => Ok(OnFailure::Fail),
+            "queue" => Ok(OnFailure::Queue),
+            other => match other.strip_prefix("model:") {
+                Some(name) if !name.is_empty() => Ok(OnFailure::Model(name.to_string())),
+                _ => Err(serde::de::Error::custom(format!(
+                    "invalid on_failure {other:?} (allowed: \"cpu\", \"fail\", \"queue\", \"model:NAME\")"
+                ))),
+            },
+        }
+    }
+}
+
+impl Serialize for OnFailure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OnFailure::Cpu => s.serialize_str("cpu"),
+            OnFailure::Fail => s.serialize_str("fail"),
+            OnFailure::Queue => s.serialize_str("queue"),
+            OnFailure::Model(m) => s.serialize_str(&format!("model:{m}")),
+        }
+    }
+}
+
+macro_rules! serving_settings {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?) => {
+        /// `[serving]`: how every model is served unless `[models."NAME"]` overrides a key.
+        #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Serving {
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        impl Default for Serving {
+            fn default() -> Self {
+                Serving { $( $field: $default, )* }
+            }
+        }
+
+        /// `[models."NAME"]`: per-model overrides of `[serving]` (same keys, all optional).
+        #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct ServingOverrides {
+            $( $(#[$doc])* #[serde(skip_serializing_if = "Option::is_none")] pub $field: Option<$ty>, )*
+        }
+
+        impl Serving {
+            /// These settings with `o`'s keys applied on top.
+            pub fn with(&self, o: &ServingOverrides) -> Serving {
+                Serving { $( $field: o.$field.clone().unwrap_or_else(|| self.$field.clone()), )* }
+            }
+        }
+    };
+}
+
+serving_settings! {
+    /// Execution provider: `cpu` or `cuda`.
+    execution_provider: Provider = Provider::Cpu,
+    /// CUDA device id.
+    device_id: u32 = 0,
+    /// CUDA memory arena limit (0: no limit).
+    gpu_mem_limit: ByteSize = ByteSize(0),
+    /// cuDNN convolution algorithm search: `exhaustive`, `heuristic` or `default`.
+    cudnn_conv_search: String = "heuristic".to_string(),
+    /// Intra-op threads per CPU session (0: ONNX Runtime's default).
+    intra_op_threads: u32 = 1,
+    /// Sessions (instances) per model version, each on its own thread.
+    instances: u32 = 1,
+    /// Largest batch the dynamic batcher forms (1: no batching).
+    max_batch_size: u32 = 8,
+    /// Batch sizes dispatched as soon as they are reached.
+    preferred_batch_sizes: Vec<u32> = Vec::new(),
+    /// How long the first request of a batch may wait for others.
+    max_queue_delay: HumanDuration = HumanDuration::from_micros(500),
+    /// Requests queued per model before new ones get 429.
+    queue_capacity: u32 = 256,
+    /// Deadline (queue + execution) when a request gives none.
+    default_timeout: HumanDuration = HumanDuration::from_secs(30),
+    /// What to do when the GPU path fails: `cpu`, `fail`, `queue` or `model:NAME`.
+    on_failure: OnFailure = OnFailure::Cpu,
+    /// Warm-up runs per session at load.
+    warmup_runs: u32 = 1,
 }
 
 /// `[paths]`: directories and files the daemon owns.
@@ -299,6 +449,58 @@ impl Config {
                 return fail(k, "must be larger than 0".into());
             }
         }
+        for (prefix, sv) in std::iter::once(("serving".to_string(), self.serving.clone())).chain(
+            self.models
+                .iter()
+                .map(|(n, o)| (format!("models.{n}"), self.serving.with(o))),
+        ) {
+            if sv.instances == 0 {
+                return fail(&format!("{prefix}.instances"), "must be at least 1".into());
+            }
+            if sv.max_batch_size == 0 {
+                return fail(
+                    &format!("{prefix}.max_batch_size"),
+                    "must be at least 1 (1 disables batching)".into(),
+                );
+            }
+            if sv.queue_capacity == 0 {
+                return fail(
+                    &format!("{prefix}.queue_capacity"),
+                    "must be at least 1".into(),
+                );
+            }
+            if let Some(p) = sv
+                .preferred_batch_sizes
+                .iter()
+                .find(|p| **p == 0 || **p > sv.max_batch_size)
+            {
+                return fail(
+                    &format!("{prefix}.preferred_batch_sizes"),
+                    format!(
+                        "{p} is not between 1 and max_batch_size ({})",
+                        sv.max_batch_size
+                    ),
+                );
+            }
+            if !["exhaustive", "heuristic", "default"].contains(&sv.cudnn_conv_search.as_str()) {
+                return fail(
+                    &format!("{prefix}.cudnn_conv_search"),
+                    format!(
+                        "{:?} (allowed: \"exhaustive\", \"heuristic\", \"default\")",
+                        sv.cudnn_conv_search
+                    ),
+                );
+            }
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail(
+                "server.listen",
+                format!(
+                    "{:?} is not an address (allowed: IP:PORT, e.g. \"0.0.0.0:8443\")",
+                    self.server.listen
+                ),
+            );
+        }
         if !self.paths.data_dir.is_absolute() {
             return fail(
                 "paths.data_dir",
@@ -323,7 +525,7 @@ fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = name.trim().to_string();
+            current = name.trim().replace(['"', '\''], "");
             continue;
         }
         if current == section {
@@ -407,6 +609,29 @@ mod tests {
             0,
             "unattended mode has no approvers"
         );
+    }
+
+    #[test]
+    fn per_model_overrides_and_their_errors() {
+        let c = parse(
+            "[serving]\nmax_batch_size = 16\nmax_queue_delay = \"2ms\"\n\
+             [models.\"resnet\"]\nexecution_provider = \"cuda\"\non_failure = \"model:tiny\"\n",
+        )
+        .expect("valid");
+        let r = c.serving.with(&c.models["resnet"]);
+        assert_eq!(r.max_batch_size, 16);
+        assert_eq!(r.execution_provider, Provider::Cuda);
+        assert_eq!(r.on_failure, OnFailure::Model("tiny".into()));
+        assert_eq!(r.max_queue_delay.get(), std::time::Duration::from_millis(2));
+        let e = parse("[models.\"resnet\"]\non_failure = \"retry\"\n").expect_err("bad");
+        assert_eq!(e.key, "models.resnet.on_failure");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("model:NAME"), "{e}");
+        let e = parse("[models.\"resnet\"]\npreferred_batch_sizes = [4, 64]\n").expect_err("bad");
+        assert_eq!(e.key, "models.resnet.preferred_batch_sizes");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[server]\nlisten = \"localhost\"\n").expect_err("bad");
+        assert_eq!(e.key, "server.listen");
     }
 
     #[test]

@@ -83,20 +83,34 @@ impl HumanDuration {
     pub const fn from_secs(secs: u64) -> Self {
         HumanDuration(std::time::Duration::from_secs(secs))
     }
+    /// A duration of whole microseconds.
+    pub const fn from_micros(us: u64) -> Self {
+        HumanDuration(std::time::Duration::from_micros(us))
+    }
     /// As a standard duration.
     pub fn get(self) -> std::time::Duration {
         self.0
     }
 }
 
-const DURATION_UNITS: [(&str, u64); 4] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86400)];
+/// Duration units in microseconds.
+const DURATION_UNITS: [(&str, u64); 6] = [
+    ("us", 1),
+    ("ms", 1_000),
+    ("s", 1_000_000),
+    ("m", 60_000_000),
+    ("h", 3_600_000_000),
+    ("d", 86_400_000_000),
+];
 
 impl std::str::FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         parse_with_units(s, &DURATION_UNITS)
-            .map(HumanDuration::from_secs)
-            .ok_or_else(|| format!("invalid duration {s:?} (allowed: a number with a unit s, m, h or d, e.g. \"36h\")"))
+            .map(|us| HumanDuration(std::time::Duration::from_micros(us)))
+            .ok_or_else(|| {
+                format!("invalid duration {s:?} (allowed: a whole number with a unit us, ms, s, m, h or d, e.g. \"36h\", \"5ms\")")
+            })
     }
 }
 
@@ -115,14 +129,13 @@ impl Serialize for ByteSize {
 
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let secs = self.0.as_secs();
-        let text = match secs {
-            0 => "0s".to_string(),
-            s if s % 86400 == 0 => format!("{}d", s / 86400),
-            s if s % 3600 == 0 => format!("{}h", s / 3600),
-            s if s % 60 == 0 => format!("{}m", s / 60),
-            s => format!("{s}s"),
-        };
-        s.serialize_str(&text)
+        let us = self.0.as_micros() as u64;
+        let (unit, size) = DURATION_UNITS
+            .iter()
+            .rev()
+            .find(|(_, size)| us % size == 0 && us >= *size)
+            .copied()
+            .unwrap_or(("s", 1_000_000));
+        s.serialize_str(&format!("{}{unit}", us / size))
     }
 }

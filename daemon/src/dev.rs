@@ -13,7 +13,6 @@ use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
 use airlock_signing::trust::{Role, RootBuilder};
 use airlock_signing::writer::{plan, write_plan, CreateOptions};
 use airlock_signing::PrivateKey;
-use airlock_updater::validate::ContractValidator;
 use airlock_updater::{Actor, Updater, VersionState};
 use anyhow::Context;
 use time::OffsetDateTime;
@@ -100,7 +99,11 @@ fn demo_bundle(dir: &Path, key: &PrivateKey) -> anyhow::Result<PathBuf> {
 }
 
 /// Brings the dev appliance to "demo model active", doing only the steps not yet done.
-pub fn bootstrap(updater: &Updater, config: &Config) -> anyhow::Result<()> {
+pub fn bootstrap(
+    updater: &Updater,
+    config: &Config,
+    validator: &dyn airlock_updater::Validator,
+) -> anyhow::Result<()> {
     let dev_dir = config.paths.data_dir.join("dev");
     let bundle_key = dev_trust(&dev_dir, &config.paths.initial_trust_root)?;
     updater.install_initial_trust_root(&config.paths.initial_trust_root)?;
@@ -118,9 +121,14 @@ pub fn bootstrap(updater: &Updater, config: &Config) -> anyhow::Result<()> {
         tracing::info!(model = DEMO_MODEL, version = DEMO_VERSION, digest = %imported.verified.digest, "demo bundle imported");
     }
     if state(updater)? == Some(VersionState::Staged) {
-        let (report, st) =
-            updater.validate(DEMO_MODEL, &version, &ContractValidator, &Actor::system())?;
+        let (report, st) = updater.validate(DEMO_MODEL, &version, validator, &Actor::system())?;
         tracing::info!(passed = report.passed, engine = %report.engine, state = %st, "demo model validated");
+        if !report.passed {
+            anyhow::bail!(
+                "the demo model failed validation: {}",
+                serde_json::to_string(&report)?
+            );
+        }
     }
     if state(updater)? == Some(VersionState::Approved) {
         let now = updater.now()?;

@@ -7,9 +7,13 @@
 //! Invariant: `main.rs` stays thin; everything here is reachable from [`run`].
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod dev;
+pub mod engine;
+pub mod serving;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use airlock_config::Config;
 use airlock_updater::Updater;
@@ -36,7 +40,7 @@ pub struct Args {
     /// Print the effective configuration (with every default) and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Bootstrap (in --dev) or open the state, report, and exit instead of waiting for a signal.
+    /// Bootstrap (in --dev) or open the state, load the active models, report, and exit instead of serving.
     #[arg(long)]
     pub once: bool,
 }
@@ -95,28 +99,68 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let listen = match (&args.listen, dev) {
+        (Some(l), _) => l.clone(),
+        (None, true) => "127.0.0.1:8080".to_string(),
+        (None, false) => config.server.listen.clone(),
+    };
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| ConfigInvalid(format!("--listen {listen:?} is not an address (IP:PORT)")))?;
+    // Plain HTTP is for loopback only; TLS for other addresses arrives with the TLS work.
+    if !addr.ip().is_loopback() {
+        return Err(ConfigInvalid(format!(
+            "listen address {addr} is not loopback: this build serves plain HTTP on loopback only (TLS is not implemented yet)"
+        ))
+        .into());
+    }
+    let runtime = engine::Runtime::get(&config)?;
     let updater = Updater::open(&config).context("cannot open the data directory")?;
     if dev {
-        dev::bootstrap(&updater, &config).context("development bootstrap failed")?;
+        let validator = engine::validator::OrtValidator::new(runtime, config.clone());
+        dev::bootstrap(&updater, &config, &validator).context("development bootstrap failed")?;
     } else {
         updater
             .install_initial_trust_root(&config.paths.initial_trust_root)
             .context("cannot install the initial trust root")?;
     }
     report(&updater)?;
-    let listen = args
-        .listen
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    tracing::info!(
-        %listen,
-        "ready: state open (the inference server arrives with the serving issue; nothing listens yet)"
-    );
+    let state = Arc::new(api::AppState {
+        models: serving::Models::default(),
+        max_body: config.server.max_body_size.0,
+    });
+    let n = state.models.load_active(runtime, &updater, &config)?;
+    tracing::info!(models = n, "active models loaded");
     if args.once {
+        state.models.unload_all();
         return Ok(());
     }
-    wait_for_stop()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(listen = %bound, "ready: serving the Open Inference Protocol v2 over HTTP");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_stop().await;
+            stop.cancel();
+        });
+        api::serve(
+            listener,
+            api::router(state.clone()),
+            config.server.header_read_timeout.get(),
+            shutdown,
+        )
+        .await;
+        anyhow::Ok(())
+    })?;
     tracing::info!("stopping");
+    state.models.unload_all();
     updater.registry().flush()?;
     Ok(())
 }
@@ -145,13 +189,18 @@ fn report(updater: &Updater) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_for_stop() -> anyhow::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block()?;
-    let sig = set.wait()?;
-    tracing::info!(signal = %sig, "signal received");
-    Ok(())
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "signal received");
 }

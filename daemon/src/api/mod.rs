@@ -1,0 +1,512 @@
+//! The HTTP layer: the Open Inference Protocol v2 routes (and Triton's extensions its clients
+//! call), error mapping to status codes, request body limits, and the connection loop
+//! (TCP_NODELAY, header read timeout against slow clients, graceful shutdown).
+//!
+//! API boundary: only this module knows HTTP; the engine reports `InferError`s and this module
+//! alone turns them into status codes (not found 404, unavailable 503, internal 500, queue full
+//! 429 with `Retry-After`, deadline 504, anything else 400).
+
+// Handlers return `Result<_, Response>` so that an early refusal is already the HTTP answer;
+// the size of `Response` in the error arm is irrelevant next to the request it answers.
+#![allow(clippy::result_large_err)]
+
+pub mod v2;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::model::{InferError, Job, LoadedModel};
+use crate::serving::Models;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The routing table.
+    pub models: Models,
+    /// Largest request body.
+    pub max_body: u64,
+}
+
+type S = State<Arc<AppState>>;
+
+/// The extensions this server implements (listed by `GET /v2`).
+pub const EXTENSIONS: [&str; 5] = [
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+    "schedule_policy",
+];
+
+/// A v2 error body with a status.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn infer_error(e: InferError) -> Response {
+    match e {
+        InferError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+        InferError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        InferError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+        InferError::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        InferError::Timeout { .. } => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        InferError::QueueFull { retry_after, .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            r
+        }
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/models/{m}",
+            get(|s: S, Path(m): Path<String>| model_metadata(s, m, None)),
+        )
+        .route(
+            "/v2/models/{m}/ready",
+            get(|s: S, Path(m): Path<String>| model_ready(s, m, None)),
+        )
+        .route(
+            "/v2/models/{m}/config",
+            get(|s: S, Path(m): Path<String>| model_config(s, m, None)),
+        )
+        .route(
+            "/v2/models/{m}/stats",
+            get(|s: S, Path(m): Path<String>| model_stats(s, m, None)),
+        )
+        .route(
+            "/v2/models/{m}/infer",
+            post(|s: S, Path(m): Path<String>, h: HeaderMap, b: Body| infer(s, m, None, h, b)),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}",
+            get(|s: S, Path((m, v)): Path<(String, String)>| model_metadata(s, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}/ready",
+            get(|s: S, Path((m, v)): Path<(String, String)>| model_ready(s, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}/config",
+            get(|s: S, Path((m, v)): Path<(String, String)>| model_config(s, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}/stats",
+            get(|s: S, Path((m, v)): Path<(String, String)>| model_stats(s, m, Some(v))),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}/infer",
+            post(
+                |s: S, Path((m, v)): Path<(String, String)>, h: HeaderMap, b: Body| {
+                    infer(s, m, Some(v), h, b)
+                },
+            ),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(
+        json!({ "name": "airlock", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }),
+    )
+}
+
+async fn server_ready(State(s): S) -> StatusCode {
+    let table = s.models.snapshot();
+    if table.values().all(|slot| slot.active.ready()) {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+fn lookup(s: &AppState, m: &str, v: Option<&str>) -> Result<Arc<LoadedModel>, Response> {
+    s.models
+        .get(m, v)
+        .map_err(|e| error(StatusCode::NOT_FOUND, e))
+}
+
+async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
+    let model = match lookup(&s, &m, v.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let versions: Vec<String> = s
+        .models
+        .snapshot()
+        .get(&m)
+        .map(|slot| slot.versions.keys().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    let tensors = |specs: &[airlock_signing::manifest::TensorSpec]| {
+        specs
+            .iter()
+            .map(|t| json!({ "name": t.name, "datatype": v2::datatype(t.dtype), "shape": v2::metadata_shape(t) }))
+            .collect::<Vec<_>>()
+    };
+    let mut params = json!({ "model_digest": model.digest, "execution_provider": format!("{:?}", model.provider).to_lowercase() });
+    if let Some(d) = &model.degraded {
+        params["degraded"] = json!(d);
+    }
+    Json(json!({
+        "name": model.name,
+        "versions": versions,
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(&model.contract.inputs),
+        "outputs": tensors(&model.contract.outputs),
+        "parameters": params,
+    }))
+    .into_response()
+}
+
+async fn model_ready(State(s): S, m: String, v: Option<String>) -> Response {
+    match s.models.get(&m, v.as_deref()) {
+        Ok(model) if model.ready() => StatusCode::OK.into_response(),
+        Ok(_) => StatusCode::BAD_REQUEST.into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn model_config(State(s): S, m: String, v: Option<String>) -> Response {
+    let model = match lookup(&s, &m, v.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    // Triton's convention: with max_batch_size > 0 the dims leave out the batch dimension.
+    let batched = model.batched;
+    let dims = |t: &airlock_signing::manifest::TensorSpec| {
+        let d = v2::metadata_shape(t);
+        if batched {
+            d[1..].to_vec()
+        } else {
+            d
+        }
+    };
+    let tensors = |specs: &[airlock_signing::manifest::TensorSpec]| {
+        specs.iter().map(|t| json!({ "name": t.name, "data_type": v2::config_type(t.dtype), "dims": dims(t) })).collect::<Vec<_>>()
+    };
+    let st = &model.settings;
+    Json(json!({
+        "name": model.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": { "latest": { "num_versions": 1 } },
+        "max_batch_size": if batched { st.max_batch_size } else { 0 },
+        "input": tensors(&model.contract.inputs),
+        "output": tensors(&model.contract.outputs),
+        "dynamic_batching": {
+            "preferred_batch_size": st.preferred_batch_sizes,
+            "max_queue_delay_microseconds": st.max_queue_delay.get().as_micros() as u64,
+        },
+        "instance_group": [{
+            "count": st.instances,
+            "kind": if model.provider == airlock_config::Provider::Cuda { "KIND_GPU" } else { "KIND_CPU" },
+        }],
+        "parameters": { "model_digest": { "string_value": model.digest } },
+    }))
+    .into_response()
+}
+
+fn stats_of(model: &LoadedModel) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &model.stats;
+    let success = st.success.load(Relaxed);
+    json!({
+        "name": model.name,
+        "version": model.version.to_string(),
+        "last_inference": st.last_inference_ms.load(Relaxed),
+        "inference_count": success,
+        "execution_count": st.executions.load(Relaxed),
+        "inference_stats": {
+            "success": { "count": success, "ns": st.queue_ns.load(Relaxed) + st.compute_ns.load(Relaxed) },
+            "fail": { "count": st.failure.load(Relaxed), "ns": 0 },
+            "queue": { "count": success, "ns": st.queue_ns.load(Relaxed) },
+            "compute_input": { "count": 0, "ns": 0 },
+            "compute_infer": { "count": st.executions.load(Relaxed), "ns": st.compute_ns.load(Relaxed) },
+            "compute_output": { "count": 0, "ns": 0 },
+        },
+        "rejected_count": st.rejected.load(Relaxed),
+        "timed_out_count": st.timed_out.load(Relaxed),
+        "session_rebuilds": st.rebuilds.load(Relaxed),
+        "batch_stats": [],
+    })
+}
+
+async fn all_stats(State(s): S) -> Json<Value> {
+    let table = s.models.snapshot();
+    let stats: Vec<Value> = table
+        .values()
+        .flat_map(|slot| slot.versions.values().map(|m| stats_of(m)))
+        .collect();
+    Json(json!({ "model_stats": stats }))
+}
+
+async fn model_stats(State(s): S, m: String, v: Option<String>) -> Response {
+    match lookup(&s, &m, v.as_deref()) {
+        Ok(model) => Json(json!({ "model_stats": [stats_of(&model)] })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn repository_index(State(s): S) -> Json<Value> {
+    let table = s.models.snapshot();
+    let index: Vec<Value> = table
+        .values()
+        .flat_map(|slot| {
+            slot.versions.values().map(|m| {
+                json!({ "name": m.name, "version": m.version.to_string(), "state": if m.ready() { "READY" } else { "UNAVAILABLE" } })
+            })
+        })
+        .collect();
+    Json(Value::Array(index))
+}
+
+/// Reads the body under the size limit (refusing by `Content-Length` before reading), and
+/// undoes `Content-Encoding: gzip` under the same limit.
+async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {max} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    let bytes = http_body_util::Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            }
+        })?
+        .to_bytes();
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        None | Some("identity") => Ok(bytes.to_vec()),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .take(max + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the gzip body does not decompress: {e}"),
+                    )
+                })?;
+            if out.len() as u64 > max {
+                return Err(too_large());
+            }
+            Ok(out)
+        }
+        Some(other) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other} is not supported (gzip is)"),
+        )),
+    }
+}
+
+async fn infer(
+    State(s): S,
+    m: String,
+    v: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let model = match lookup(&s, &m, v.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !model.ready() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model {m} is not ready"),
+        );
+    }
+    let body = match read_body(s.max_body, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let header_len = match headers.get("inference-header-content-length") {
+        None => body.len(),
+        Some(h) => match h.to_str().ok().and_then(|h| h.parse::<usize>().ok()) {
+            Some(n) if n <= body.len() => n,
+            Some(n) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                        body.len()
+                    ),
+                )
+            }
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Inference-Header-Content-Length is not a number",
+                )
+            }
+        },
+    };
+    let req = match v2::parse_request(&model.contract, &body[..header_len], &body[header_len..]) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if model.batched {
+        let rows: Vec<u64> = req.inputs.iter().map(|t| t.rows()).collect();
+        if rows.windows(2).any(|w| w[0] != w[1]) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("inputs disagree on the batch dimension: {rows:?}"),
+            );
+        }
+        if rows.first().copied().unwrap_or(0) > u64::from(model.settings.max_batch_size) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "batch of {} rows is larger than max_batch_size {}",
+                    rows[0], model.settings.max_batch_size
+                ),
+            );
+        }
+    }
+    let now = Instant::now();
+    let timeout = req
+        .timeout_us
+        .map(Duration::from_micros)
+        .unwrap_or(model.settings.default_timeout.get());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job {
+        inputs: req.inputs,
+        deadline: now + timeout,
+        enqueued: now,
+        reply: tx,
+    };
+    if let Err(e) = model.submit(job) {
+        return infer_error(e);
+    }
+    // Dropping this future (client gone) closes `rx`; the engine then skips the queued job.
+    let answer = match rx.await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return infer_error(e),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the engine dropped the request",
+            )
+        }
+    };
+    let (body, json_len) = v2::encode_response(
+        &model.name,
+        &model.version.to_string(),
+        &model.digest,
+        req.id.as_deref(),
+        &answer.outputs,
+        &req.outputs,
+        model.degraded.is_some(),
+    );
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    match json_len {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert("inference-header-content-length", HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    resp
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets open connections finish
+/// their current request.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Responses go out in one write; without NODELAY, delayed ACKs stall clients by 40 ms.
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}

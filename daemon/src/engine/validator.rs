@@ -1,0 +1,316 @@
+//! The ONNX Runtime implementation of the updater's `Validator`: load the staged model with the
+//! production provider and options, compare the contract with ONNX Runtime's own view of the
+//! model, run every golden vector and compare within rtol/atol, measure latency.
+//!
+//! Invariant: validation uses its own session (one instance, the model's settings), never a
+//! serving session, and a failure is a report, never a panic or an error that loses the report.
+
+use std::time::Instant;
+
+use airlock_config::{Config, Provider};
+use airlock_signing::manifest::{DType, Dim};
+use airlock_signing::npy::NpyArray;
+use airlock_updater::validate::{
+    check_vectors, CaseResult, StagedModel, ValidationReport, Validator,
+};
+
+use super::model::run_session;
+use super::tensor::{self, Data, Tensor};
+use super::Runtime;
+
+/// Validates staged versions with ONNX Runtime.
+pub struct OrtValidator {
+    runtime: &'static Runtime,
+    config: Config,
+}
+
+impl OrtValidator {
+    /// A validator for `config` (the model's `[serving]`/`[models]` settings decide the provider).
+    pub fn new(runtime: &'static Runtime, config: Config) -> Self {
+        OrtValidator { runtime, config }
+    }
+}
+
+fn to_tensor(name: &str, a: &NpyArray) -> Result<Tensor, String> {
+    let data = if a.header.dtype == DType::String {
+        // NumPy `<U<n>`: fixed-width UTF-32; trailing NULs pad each element.
+        let w = a.header.string_width * 4;
+        Data::Strings(
+            a.data
+                .chunks(w.max(1))
+                .map(|c| {
+                    c.chunks_exact(4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .take_while(|u| *u != 0)
+                        .filter_map(char::from_u32)
+                        .collect::<String>()
+                        .into_bytes()
+                })
+                .collect(),
+        )
+    } else {
+        Data::Raw(a.data.clone())
+    };
+    Tensor::new(name, a.header.dtype, a.header.shape.clone(), data)
+}
+
+/// Values as f64 for comparison (`None` for strings).
+fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
+    let Data::Raw(b) = &t.data else { return None };
+    macro_rules! conv {
+        ($n:literal, $f:expr) => {
+            b.chunks_exact($n)
+                .map(|c| $f(c.try_into().unwrap_or([0; $n])) as f64)
+                .collect()
+        };
+    }
+    Some(match t.dtype {
+        DType::Bool | DType::Uint8 => b.iter().map(|x| *x as f64).collect(),
+        DType::Int8 => b.iter().map(|x| *x as i8 as f64).collect(),
+        DType::Int16 => conv!(2, i16::from_le_bytes),
+        DType::Uint16 => conv!(2, u16::from_le_bytes),
+        DType::Int32 => conv!(4, i32::from_le_bytes),
+        DType::Uint32 => conv!(4, u32::from_le_bytes),
+        DType::Int64 => conv!(8, i64::from_le_bytes),
+        DType::Uint64 => conv!(8, u64::from_le_bytes),
+        DType::Float16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        DType::Bfloat16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        DType::Float32 => conv!(4, f32::from_le_bytes),
+        DType::Float64 => conv!(8, f64::from_le_bytes),
+        DType::String => return None,
+    })
+}
+
+/// Compares `got` with `want`: (passed, max abs error, max rel error, first problem).
+pub fn compare(
+    got: &Tensor,
+    want: &Tensor,
+    rtol: f64,
+    atol: f64,
+) -> (bool, f64, f64, Option<String>) {
+    if got.shape != want.shape {
+        return (
+            false,
+            f64::NAN,
+            f64::NAN,
+            Some(format!(
+                "{}: shape {:?}, expected {:?}",
+                got.name, got.shape, want.shape
+            )),
+        );
+    }
+    match (as_f64(got), as_f64(want)) {
+        (Some(g), Some(w)) => {
+            let (mut max_abs, mut max_rel, mut bad) = (0f64, 0f64, None);
+            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                let abs = (a - b).abs();
+                let rel = if *b != 0.0 { abs / b.abs() } else { abs };
+                // NaN matches NaN (same position); anything else must be within tolerance.
+                let ok = (a.is_nan() && b.is_nan()) || a == b || abs <= atol + rtol * b.abs();
+                if abs.is_finite() {
+                    max_abs = max_abs.max(abs);
+                    max_rel = max_rel.max(rel);
+                }
+                if !ok && bad.is_none() {
+                    bad = Some(format!(
+                        "{}[{i}] = {a}, expected {b} (rtol {rtol}, atol {atol})",
+                        got.name
+                    ));
+                }
+            }
+            (bad.is_none(), max_abs, max_rel, bad)
+        }
+        _ => {
+            let same = got.data == want.data;
+            (
+                same,
+                0.0,
+                0.0,
+                (!same).then(|| format!("{}: strings differ", got.name)),
+            )
+        }
+    }
+}
+
+fn percentile(sorted_us: &[f64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    sorted_us[((sorted_us.len() - 1) as f64 * p).round() as usize]
+}
+
+impl Validator for OrtValidator {
+    fn validate(&self, staged: &StagedModel<'_>) -> ValidationReport {
+        let m = staged.manifest;
+        let settings = self.config.serving.with(
+            self.config
+                .models
+                .get(m.model.name.as_str())
+                .unwrap_or(&Default::default()),
+        );
+        let mut notes = Vec::new();
+        let fail = |notes: Vec<String>, cases: Vec<CaseResult>, provider: Option<String>| {
+            ValidationReport {
+                passed: false,
+                engine: format!("onnxruntime {}", super::ORT_VERSION),
+                provider,
+                cases,
+                notes,
+            }
+        };
+        // 1. Vectors against the contract (shape and type), before spending a session on them.
+        let contract_cases = check_vectors(staged);
+        if contract_cases.iter().any(|c| !c.passed) {
+            notes.push("golden vectors do not match the contract".into());
+            return fail(notes, contract_cases, None);
+        }
+        // 2. A session with the production provider (and its fallback).
+        let model_path = staged.dir.join(m.model_file.as_str());
+        let mut provider = settings.execution_provider;
+        let session = match self.runtime.session(&model_path, &settings, provider) {
+            Ok(s) => Ok(s),
+            Err(e)
+                if provider == Provider::Cuda
+                    && settings.on_failure == airlock_config::OnFailure::Cpu =>
+            {
+                notes.push(format!(
+                    "CUDA unavailable ({e}); validated on CPU, as the model would serve"
+                ));
+                provider = Provider::Cpu;
+                self.runtime.session(&model_path, &settings, provider)
+            }
+            Err(e) => Err(e),
+        };
+        let provider_name = Some(format!("{provider:?}").to_lowercase());
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                notes.push(format!("the model does not load: {e}"));
+                return fail(notes, vec![], provider_name);
+            }
+        };
+        // 3. The contract against ONNX Runtime's own view of the model.
+        let mut contract_ok = true;
+        for (what, specs, outlets) in [
+            ("input", &m.contract.inputs, session.inputs()),
+            ("output", &m.contract.outputs, session.outputs()),
+        ] {
+            for spec in specs.iter() {
+                match outlets.iter().find(|o| o.name() == spec.name) {
+                    None => {
+                        contract_ok = false;
+                        notes.push(format!(
+                            "the manifest's {what} '{}' is not in the model",
+                            spec.name
+                        ));
+                    }
+                    Some(o) => {
+                        if let ort::value::ValueType::Tensor { ty, shape, .. } = o.dtype() {
+                            if tensor::dtype_of(*ty) != Some(spec.dtype) {
+                                contract_ok = false;
+                                notes.push(format!(
+                                    "{what} '{}': the model says {ty:?}, the manifest {}",
+                                    spec.name, spec.dtype
+                                ));
+                            }
+                            if let Some(dims) = &spec.shape {
+                                let fixed_mismatch = dims.len() != shape.len()
+                                    || dims.iter().zip(shape.iter()).any(|(d, s)| matches!(d, Dim::Fixed(n) if *s >= 0 && *n as i64 != *s));
+                                if fixed_mismatch {
+                                    contract_ok = false;
+                                    notes.push(format!("{what} '{}': the model's shape is {:?}, the manifest says {}", spec.name, shape, spec.describe()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if outlets.len() != specs.len() {
+                contract_ok = false;
+                notes.push(format!(
+                    "the model has {} {what}s, the manifest {}",
+                    outlets.len(),
+                    specs.len()
+                ));
+            }
+        }
+        // 4. Golden vectors, with latency.
+        let mut cases = Vec::new();
+        let mut latencies = Vec::new();
+        for case in &m.vectors {
+            let result = (|| -> Result<CaseResult, String> {
+                let (inputs, expected) = staged.load_case(case)?;
+                let tensors = m
+                    .contract
+                    .inputs
+                    .iter()
+                    .map(|s| to_tensor(&s.name, &inputs[&s.name]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let start = Instant::now();
+                let outputs = run_session(&mut session, &tensors, &m.contract)?;
+                latencies.push(start.elapsed().as_secs_f64() * 1e6);
+                let (mut passed, mut max_abs, mut max_rel, mut detail) =
+                    (true, 0f64, 0f64, Vec::new());
+                for (name, want) in &expected {
+                    let want = to_tensor(name, want)?;
+                    let got = outputs
+                        .iter()
+                        .find(|o| &o.name == name)
+                        .ok_or(format!("no output '{name}'"))?;
+                    let (ok, a, r, problem) = compare(got, &want, case.rtol, case.atol);
+                    passed &= ok;
+                    max_abs = max_abs.max(a);
+                    max_rel = max_rel.max(r);
+                    detail.extend(problem);
+                }
+                Ok(CaseResult {
+                    name: case.name.clone(),
+                    passed,
+                    detail: if detail.is_empty() {
+                        format!("{} output(s) within tolerance", expected.len())
+                    } else {
+                        detail.join("; ")
+                    },
+                    max_abs_error: Some(max_abs),
+                    max_rel_error: Some(max_rel),
+                })
+            })();
+            cases.push(result.unwrap_or_else(|e| CaseResult {
+                name: case.name.clone(),
+                passed: false,
+                detail: e,
+                max_abs_error: None,
+                max_rel_error: None,
+            }));
+        }
+        if !latencies.is_empty() {
+            let mut sorted = latencies.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            notes.push(format!(
+                "latency per vector: p50 {:.0} µs, p99 {:.0} µs ({} runs)",
+                percentile(&sorted, 0.5),
+                percentile(&sorted, 0.99),
+                sorted.len()
+            ));
+        }
+        if m.vectors.is_empty() {
+            notes.push(
+                "the bundle has no golden vectors: only loading and the contract were checked"
+                    .into(),
+            );
+        }
+        ValidationReport {
+            passed: contract_ok && cases.iter().all(|c| c.passed),
+            engine: format!("onnxruntime {}", super::ORT_VERSION),
+            provider: provider_name,
+            cases,
+            notes,
+        }
+    }
+}

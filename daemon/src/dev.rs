@@ -22,10 +22,11 @@ pub const DEMO_MODEL: &str = "demo-iris";
 /// The demo model's version.
 pub const DEMO_VERSION: &str = "1.0.0";
 
-/// The embedded development configuration: data in `./airlock-dev`, unattended-dev approvals.
-pub fn config() -> anyhow::Result<Config> {
+/// The embedded development configuration: data in `./airlock-dev`, unattended-dev approvals;
+/// `base` (from `--dev --config FILE`) supplies the other sections.
+pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mut c = Config::default();
+    let mut c = base.unwrap_or_default();
     c.paths.data_dir = cwd.join("airlock-dev");
     c.paths.initial_trust_root = c.paths.data_dir.join("dev").join("root.json");
     c.approval.mode = ApprovalMode::UnattendedDev;

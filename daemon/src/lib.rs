@@ -24,8 +24,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "airlockd", version, about = "The airlock appliance daemon")]
 pub struct Args {
-    /// Production configuration file.
-    #[arg(long, conflicts_with = "dev")]
+    /// Configuration file. With --dev, it supplies every section except [paths] and
+    /// [approval], which development mode sets itself.
+    #[arg(long)]
     pub config: Option<PathBuf>,
     /// Development mode: embedded defaults, data under ./airlock-dev, a generated development
     /// trust root, and the demo model imported, validated and promoted through the real pipeline.
@@ -92,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (config, dev) = match (&args.config, args.dev) {
         (Some(path), false) => (load(path)?, false),
-        (None, true) => (dev::config()?, true),
+        (base, true) => (dev::config(base.as_deref().map(load).transpose()?)?, true),
         _ => return Err(ConfigInvalid("give --config FILE (production) or --dev".into()).into()),
     };
     if args.print_config {

@@ -198,9 +198,11 @@ impl LoadedModel {
             rx,
             pending: VecDeque::new(),
         }));
+        let faults = Arc::new(Faults::from_env(&name));
         for (i, mut session) in sessions.into_iter().enumerate() {
             warm_up(&mut session, &manifest.contract, settings.warmup_runs);
             let worker = Worker {
+                faults: faults.clone(),
                 model: model.clone(),
                 shared: shared.clone(),
                 runtime,
@@ -344,17 +346,36 @@ pub fn run_session(
         .collect()
 }
 
-/// Test-only fault injection: `AIRLOCK_FAULT_RUN_ERROR=<model>` makes the next run of that
-/// model fail as an arena/out-of-memory error would. Read only in debug builds.
-fn injected_fault(model: &str) -> bool {
-    cfg!(debug_assertions)
-        && std::env::var("AIRLOCK_FAULT_RUN_ERROR").is_ok_and(|m| m == model)
-        && FAULT_ONCE.swap(false, Ordering::SeqCst)
+/// Fault-injection points for the failure tests, read from the environment in debug builds
+/// only (release builds ignore the variables):
+/// - `AIRLOCK_FAULT_RUN_ERROR=<model>`: the first run of that model fails as a CUDA arena /
+///   out-of-memory error would (the session is then rebuilt);
+/// - `AIRLOCK_FAULT_RUN_DELAY_MS=<ms>`: every run sleeps that long first (to fill queues).
+#[derive(Debug, Default)]
+struct Faults {
+    run_error: AtomicBool,
+    delay: Option<Duration>,
 }
 
-static FAULT_ONCE: AtomicBool = AtomicBool::new(true);
+impl Faults {
+    fn from_env(model: &str) -> Faults {
+        if !cfg!(debug_assertions) {
+            return Faults::default();
+        }
+        Faults {
+            run_error: AtomicBool::new(
+                std::env::var("AIRLOCK_FAULT_RUN_ERROR").is_ok_and(|m| m == model),
+            ),
+            delay: std::env::var("AIRLOCK_FAULT_RUN_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
+        }
+    }
+}
 
 struct Worker {
+    faults: Arc<Faults>,
     model: Arc<LoadedModel>,
     shared: Arc<Mutex<Shared>>,
     runtime: &'static Runtime,
@@ -457,7 +478,10 @@ impl Worker {
                 .iter()
                 .map(|j| j.inputs.first().map(|t| t.rows()).unwrap_or(1))
                 .collect();
-            let result = if injected_fault(&m.name) {
+            if let Some(d) = self.faults.delay {
+                std::thread::sleep(d);
+            }
+            let result = if self.faults.run_error.swap(false, Ordering::SeqCst) {
                 Err("injected fault: CUDA failure 2: out of memory (arena)".to_string())
             } else if batch.len() == 1 {
                 run_session(&mut session, &batch[0].inputs, &m.contract).map(|o| vec![o])

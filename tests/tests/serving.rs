@@ -276,11 +276,14 @@ impl GzipWriter {
     }
 }
 
+/// (body, extra headers, expected status, expected part of the error message).
+type BadCase = (Vec<u8>, Vec<(&'static str, String)>, u16, &'static str);
+
 #[test]
 fn bad_inputs_get_a_status_and_a_message_that_names_the_problem() {
     let s = DevServer::start(None, &[]);
     let infer = format!("{M}/infer");
-    let cases: Vec<(Vec<u8>, Vec<(&str, String)>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (b"{\"inputs\": [".to_vec(), vec![], 400, "malformed JSON"),
         (
             br#"{"inputs":[{"name":"x","datatype":"INT64","shape":[1,4],"data":[1,2,3,4]}]}"#.to_vec(),

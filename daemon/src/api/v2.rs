@@ -500,3 +500,77 @@ pub fn encode_response(
     body.extend_from_slice(&binary);
     (body, Some(header_len))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract() -> Contract {
+        let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec { name: name.into(), dtype, shape: Some(shape) };
+        Contract {
+            inputs: vec![
+                spec("text", DType::String, vec![Dim::Named("batch".into())]),
+                spec("flag", DType::Bool, vec![Dim::Fixed(1)]),
+                spec("small", DType::Int8, vec![Dim::Fixed(2)]),
+            ],
+            outputs: vec![spec("y", DType::Float32, vec![Dim::Fixed(1)])],
+        }
+    }
+
+    fn header(text_size: usize) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "inputs": [
+            { "name": "text", "datatype": "BYTES", "shape": [2], "parameters": { "binary_data_size": text_size } },
+            { "name": "flag", "datatype": "BOOL", "shape": [1], "data": [true] },
+            { "name": "small", "datatype": "INT8", "shape": [2], "data": [-128, 127] },
+        ]}))
+        .expect("json")
+    }
+
+    fn bytes_elems(items: &[&[u8]]) -> Vec<u8> {
+        items.iter().flat_map(|s| [(s.len() as u32).to_le_bytes().to_vec(), s.to_vec()].concat()).collect()
+    }
+
+    #[test]
+    fn bytes_tensors_parse_and_bad_length_prefixes_are_refused() {
+        let good = bytes_elems(&[b"hello", b""]);
+        let r = parse_request(&contract(), &header(good.len()), &good).expect("valid");
+        assert_eq!(r.inputs[0].data, Data::Strings(vec![b"hello".to_vec(), vec![]]));
+        assert_eq!(r.inputs[1].data, Data::Raw(vec![1]));
+        assert_eq!(r.inputs[2].data, Data::Raw(vec![0x80, 0x7f]));
+        // A prefix claiming more bytes than remain.
+        let mut long = bytes_elems(&[b"hello", b"x"]);
+        long[0] = 200;
+        let e = parse_request(&contract(), &header(long.len()), &long).expect_err("overlong");
+        assert!(e.contains("BYTES element 0 claims 200 bytes"), "{e}");
+        // Data that ends inside a prefix.
+        let cut = [bytes_elems(&[b"hello"]), vec![1, 0]].concat();
+        let e = parse_request(&contract(), &header(cut.len()), &cut).expect_err("cut");
+        assert!(e.contains("inside a 4-byte length prefix"), "{e}");
+        // The right bytes but the wrong count for the shape.
+        let three = bytes_elems(&[b"a", b"b", b"c"]);
+        let e = parse_request(&contract(), &header(three.len()), &three).expect_err("count");
+        assert!(e.contains("needs 2 BYTES elements, the data holds 3"), "{e}");
+        // Binary data left over after every input took its share.
+        let extra = [good.clone(), vec![0]].concat();
+        let e = parse_request(&contract(), &header(good.len()), &extra).expect_err("extra");
+        assert!(e.contains("belong to none of them"), "{e}");
+    }
+
+    #[test]
+    fn json_values_are_checked_against_the_datatype() {
+        let bad = |small: Value, flag: Value| {
+            let h = serde_json::to_vec(&json!({ "inputs": [
+                { "name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"] },
+                { "name": "flag", "datatype": "BOOL", "shape": [1], "data": [flag] },
+                { "name": "small", "datatype": "INT8", "shape": [2], "data": small },
+            ]}))
+            .expect("json");
+            parse_request(&contract(), &h, &[])
+        };
+        assert!(bad(json!([1, 2]), json!(false)).is_ok());
+        assert!(bad(json!([1, 300]), json!(false)).expect_err("range").contains("out of range for INT8"));
+        assert!(bad(json!([1, 2.5]), json!(false)).expect_err("int").contains("not an integer"));
+        assert!(bad(json!([1, 2]), json!(1)).expect_err("bool").contains("not a boolean"));
+        assert!(bad(json!([[1], [2]]), json!(true)).is_ok(), "nested arrays are flattened");
+    }
+}

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod dev;
 pub mod engine;
+pub mod metrics;
 pub mod serving;
 
 use std::path::PathBuf;
@@ -129,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(api::AppState {
         models: serving::Models::default(),
         max_body: config.server.max_body_size.0,
+        metrics: metrics::Metrics::new(),
     });
     let n = state.models.load_active(runtime, &updater, &config)?;
     tracing::info!(models = n, "active models loaded");

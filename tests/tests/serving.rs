@@ -512,3 +512,64 @@ fn tritonclient_sync_and_aio_json_and_binary() {
     );
     assert!(text.contains("tritonclient: OK"), "{text}");
 }
+
+#[test]
+fn metrics_are_valid_openmetrics_with_outcomes_and_latencies() {
+    let s = DevServer::start(None, &[]);
+    assert_eq!(post(&s, &format!("{M}/infer"), &[], &json_request()).0, 200);
+    assert_eq!(post(&s, &format!("{M}/infer"), &[], b"{").0, 400);
+    assert_eq!(
+        post(&s, "/v2/models/random-name-123/infer", &[], &json_request()).0,
+        404
+    );
+    let (code, h, body) = http(&s.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(code, 200);
+    assert!(
+        header(&h, "content-type").is_some_and(|c| c.starts_with("application/openmetrics-text"))
+    );
+    let text = String::from_utf8(body).expect("utf8");
+    // Parsed by the reference parser (prometheus_client's OpenMetrics parser).
+    let check = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+def value(name, **labels):
+    for s in fams[name].samples:
+        if all(s.labels.get(k) == v for k, v in labels.items()) and s.name.endswith("_total"):
+            return s.value
+    raise SystemExit(f"no sample {name} {labels}")
+assert value("airlock_inference_requests", model="demo-iris", outcome="success") == 1
+assert value("airlock_inference_requests", model="demo-iris", outcome="bad_request") == 1
+assert value("airlock_inference_requests", model="_unknown", outcome="not_found") == 1
+for h in ["airlock_request_duration_seconds", "airlock_queue_duration_seconds", "airlock_compute_duration_seconds", "airlock_batch_size"]:
+    assert fams[h].type == "histogram", h
+info = [s for s in fams["airlock_model_info"].samples][0]
+assert info.labels == {"model": "demo-iris", "version": "1.0.0", "provider": "cpu", "degraded": "false"}, info.labels
+assert "random-name-123" not in str(fams), "unknown model names never become label values"
+print("metrics: OK")
+"#;
+    let mut child = std::process::Command::new(airlock_tests::venv_python())
+        .args(["-c", check])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msg.contains("metrics: OK"),
+        "{msg}\n---\n{text}"
+    );
+}

@@ -38,6 +38,8 @@ pub struct AppState {
     pub models: Models,
     /// Largest request body.
     pub max_body: u64,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type S = State<Arc<AppState>>;
@@ -77,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/metrics", get(metrics))
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/repository/index", post(repository_index))
@@ -126,6 +129,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
+}
+
+async fn metrics(State(s): S) -> Response {
+    let body = s.metrics.render(&s.models);
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
 }
 
 async fn server_metadata() -> Json<Value> {
@@ -343,7 +356,46 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>,
     }
 }
 
-async fn infer(
+/// Counts every inference request by outcome and measures it. Unknown model names are counted
+/// under `_unknown` so that clients cannot create label values at will.
+async fn infer(state: S, m: String, v: Option<String>, headers: HeaderMap, body: Body) -> Response {
+    let s = state.0.clone();
+    let start = Instant::now();
+    let known = s.models.get(&m, v.as_deref()).ok();
+    let (label, version) = match &known {
+        Some(model) => (model.name.clone(), model.version.to_string()),
+        None => ("_unknown".to_string(), String::new()),
+    };
+    let gauge = s
+        .metrics
+        .in_flight
+        .get_or_create(&crate::metrics::ModelLabel {
+            model: label.clone(),
+        })
+        .clone();
+    gauge.inc();
+    let resp = infer_inner(state, m, v, headers, body).await;
+    gauge.dec();
+    let outcome = match resp.status() {
+        StatusCode::OK => "success",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::TOO_MANY_REQUESTS => "rejected",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        StatusCode::INTERNAL_SERVER_ERROR => "error",
+        _ => "bad_request",
+    };
+    s.metrics.outcome(&label, &version, outcome);
+    if known.is_some() {
+        s.metrics
+            .request_seconds
+            .get_or_create(&crate::metrics::ModelLabel { model: label })
+            .observe(start.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+async fn infer_inner(
     State(s): S,
     m: String,
     v: Option<String>,
@@ -433,6 +485,21 @@ async fn infer(
             )
         }
     };
+    let label = crate::metrics::ModelLabel {
+        model: model.name.clone(),
+    };
+    s.metrics
+        .queue_seconds
+        .get_or_create(&label)
+        .observe(answer.queue.as_secs_f64());
+    s.metrics
+        .compute_seconds
+        .get_or_create(&label)
+        .observe(answer.compute.as_secs_f64());
+    s.metrics
+        .batch_size
+        .get_or_create(&label)
+        .observe(answer.batch_rows as f64);
     let (body, json_len) = v2::encode_response(
         &model.name,
         &model.version.to_string(),

@@ -506,7 +506,11 @@ mod tests {
     use super::*;
 
     fn contract() -> Contract {
-        let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec { name: name.into(), dtype, shape: Some(shape) };
+        let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec {
+            name: name.into(),
+            dtype,
+            shape: Some(shape),
+        };
         Contract {
             inputs: vec![
                 spec("text", DType::String, vec![Dim::Named("batch".into())]),
@@ -527,14 +531,20 @@ mod tests {
     }
 
     fn bytes_elems(items: &[&[u8]]) -> Vec<u8> {
-        items.iter().flat_map(|s| [(s.len() as u32).to_le_bytes().to_vec(), s.to_vec()].concat()).collect()
+        items
+            .iter()
+            .flat_map(|s| [(s.len() as u32).to_le_bytes().to_vec(), s.to_vec()].concat())
+            .collect()
     }
 
     #[test]
     fn bytes_tensors_parse_and_bad_length_prefixes_are_refused() {
         let good = bytes_elems(&[b"hello", b""]);
         let r = parse_request(&contract(), &header(good.len()), &good).expect("valid");
-        assert_eq!(r.inputs[0].data, Data::Strings(vec![b"hello".to_vec(), vec![]]));
+        assert_eq!(
+            r.inputs[0].data,
+            Data::Strings(vec![b"hello".to_vec(), vec![]])
+        );
         assert_eq!(r.inputs[1].data, Data::Raw(vec![1]));
         assert_eq!(r.inputs[2].data, Data::Raw(vec![0x80, 0x7f]));
         // A prefix claiming more bytes than remain.
@@ -549,7 +559,10 @@ mod tests {
         // The right bytes but the wrong count for the shape.
         let three = bytes_elems(&[b"a", b"b", b"c"]);
         let e = parse_request(&contract(), &header(three.len()), &three).expect_err("count");
-        assert!(e.contains("needs 2 BYTES elements, the data holds 3"), "{e}");
+        assert!(
+            e.contains("needs 2 BYTES elements, the data holds 3"),
+            "{e}"
+        );
         // Binary data left over after every input took its share.
         let extra = [good.clone(), vec![0]].concat();
         let e = parse_request(&contract(), &header(good.len()), &extra).expect_err("extra");
@@ -568,9 +581,18 @@ mod tests {
             parse_request(&contract(), &h, &[])
         };
         assert!(bad(json!([1, 2]), json!(false)).is_ok());
-        assert!(bad(json!([1, 300]), json!(false)).expect_err("range").contains("out of range for INT8"));
-        assert!(bad(json!([1, 2.5]), json!(false)).expect_err("int").contains("not an integer"));
-        assert!(bad(json!([1, 2]), json!(1)).expect_err("bool").contains("not a boolean"));
-        assert!(bad(json!([[1], [2]]), json!(true)).is_ok(), "nested arrays are flattened");
+        assert!(bad(json!([1, 300]), json!(false))
+            .expect_err("range")
+            .contains("out of range for INT8"));
+        assert!(bad(json!([1, 2.5]), json!(false))
+            .expect_err("int")
+            .contains("not an integer"));
+        assert!(bad(json!([1, 2]), json!(1))
+            .expect_err("bool")
+            .contains("not a boolean"));
+        assert!(
+            bad(json!([[1], [2]]), json!(true)).is_ok(),
+            "nested arrays are flattened"
+        );
     }
 }

@@ -1,0 +1,197 @@
+//! OpenMetrics at `/metrics` (`prometheus-client`): requests by model/version/outcome, latency
+//! histograms (end to end, queue, compute), batch sizes, queue depth, in-flight requests,
+//! session rebuilds, and each model's execution provider and degraded state.
+//!
+//! Invariant: labels carry model names, versions, outcomes and providers only — never request
+//! content, tokens or client identities.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::serving::Models;
+
+/// Labels of a request outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// `success`, `bad_request`, `not_found`, `unavailable`, `rejected`, `timeout`, `error`.
+    pub outcome: String,
+}
+
+/// Labels naming a model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    /// Model name.
+    pub model: String,
+}
+
+/// Labels of the per-model info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelInfo {
+    /// Model name.
+    pub model: String,
+    /// Active version.
+    pub version: String,
+    /// Execution provider in use.
+    pub provider: String,
+    /// `true` when running degraded.
+    pub degraded: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    /// Requests by outcome.
+    pub requests: Family<Outcome, Counter>,
+    /// End-to-end latency of inference requests.
+    pub request_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Time in the queue.
+    pub queue_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Time the batch ran.
+    pub compute_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Rows per executed batch (as seen by each request).
+    pub batch_size: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Requests being handled.
+    pub in_flight: Family<ModelLabel, Gauge<i64, AtomicI64>>,
+    queue_depth: Family<ModelLabel, Gauge<i64, AtomicI64>>,
+    rebuilds: Family<ModelLabel, Gauge<i64, AtomicI64>>,
+    info: Family<ModelInfo, Gauge<i64, AtomicI64>>,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("airlock");
+        let requests = Family::<Outcome, Counter>::default();
+        let request_seconds =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        let queue_seconds =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        let compute_seconds =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        let batch_size =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 9))
+            });
+        let in_flight = Family::<ModelLabel, Gauge<i64, AtomicI64>>::default();
+        let queue_depth = Family::<ModelLabel, Gauge<i64, AtomicI64>>::default();
+        let rebuilds = Family::<ModelLabel, Gauge<i64, AtomicI64>>::default();
+        let info = Family::<ModelInfo, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "inference_requests",
+            "Inference requests by model, version and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "End-to-end inference latency",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "queue_duration_seconds",
+            "Time requests waited in the model's queue",
+            queue_seconds.clone(),
+        );
+        registry.register(
+            "compute_duration_seconds",
+            "Time the batch a request ran in took",
+            compute_seconds.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Rows in the batch each request ran in",
+            batch_size.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Inference requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting in the model's queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "session_rebuilds",
+            "Sessions rebuilt after a fatal run-time error",
+            rebuilds.clone(),
+        );
+        registry.register(
+            "model_info",
+            "The active version of each model, its provider and degraded state",
+            info.clone(),
+        );
+        Arc::new(Metrics {
+            requests,
+            request_seconds,
+            queue_seconds,
+            compute_seconds,
+            batch_size,
+            in_flight,
+            queue_depth,
+            rebuilds,
+            info,
+            registry,
+        })
+    }
+
+    /// Counts one request outcome.
+    pub fn outcome(&self, model: &str, version: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&Outcome {
+                model: model.into(),
+                version: version.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text, with the gauges read from the engine at scrape time.
+    pub fn render(&self, models: &Models) -> String {
+        self.info.clear();
+        for (name, slot) in models.snapshot().iter() {
+            let m = &slot.active;
+            let label = ModelLabel {
+                model: name.clone(),
+            };
+            self.queue_depth
+                .get_or_create(&label)
+                .set(m.queue_depth() as i64);
+            self.rebuilds
+                .get_or_create(&label)
+                .set(m.stats.rebuilds.load(Ordering::Relaxed) as i64);
+            self.info
+                .get_or_create(&ModelInfo {
+                    model: name.clone(),
+                    version: m.version.to_string(),
+                    provider: format!("{:?}", m.provider).to_lowercase(),
+                    degraded: m.degraded.is_some().to_string(),
+                })
+                .set(1);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

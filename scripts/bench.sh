@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Performance goals, measured by hand (never in tests): prints the table and writes it to
-# docs/PERFORMANCE.md. Arguments go to airlock-bench (e.g. --size 512MiB --runs 1 --no-doc).
+# Performance goals, measured by hand (never in tests): prints a table and writes it to
+# docs/PERFORMANCE.md.
+#   scripts/bench.sh [import] [ARGS]   bundle import vs zstd|tee|sha256sum (airlock-bench: --size 512MiB --runs 1 --no-doc)
+#   scripts/bench.sh serve [ARGS]      serving vs raw ONNX Runtime (airlock-serve-bench: --seconds N --no-doc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -q -p airlock-tests --bin airlock-bench
-exec target/release/airlock-bench "$@"
+what=${1:-import}
+[[ $# -gt 0 ]] && shift
+case $what in
+  import)
+    cargo build --release --locked -q -p airlock-tests --bin airlock-bench
+    exec target/release/airlock-bench "$@" ;;
+  serve)
+    cargo build --release --locked -q -p airlockd --bin airlockd
+    cargo build --release --locked -q -p airlock-tests --bin airlock-serve-bench
+    exec target/release/airlock-serve-bench "$@" ;;
+  *) echo "usage: scripts/bench.sh [import|serve] [ARGS]" >&2; exit 2 ;;
+esac

@@ -161,14 +161,18 @@ serving_settings! {
     cudnn_conv_search: String = "heuristic".to_string(),
     /// Intra-op threads per CPU session (0: ONNX Runtime's default).
     intra_op_threads: u32 = 1,
+    /// Let ONNX Runtime's intra-op threads spin while waiting for work (off by default: the
+    /// daemon shares its cores with the HTTP stack, and spinning threads take them away).
+    intra_op_spinning: bool = false,
     /// Sessions (instances) per model version, each on its own thread.
     instances: u32 = 1,
     /// Largest batch the dynamic batcher forms (1: no batching).
     max_batch_size: u32 = 8,
     /// Batch sizes dispatched as soon as they are reached.
     preferred_batch_sizes: Vec<u32> = Vec::new(),
-    /// How long the first request of a batch may wait for others.
-    max_queue_delay: HumanDuration = HumanDuration::from_micros(500),
+    /// How long the first request of a batch may wait for others (0: batch only what is
+    /// already queued, never wait).
+    max_queue_delay: HumanDuration = HumanDuration::from_micros(0),
     /// Requests queued per model before new ones get 429.
     queue_capacity: u32 = 256,
     /// Deadline (queue + execution) when a request gives none.

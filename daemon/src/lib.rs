@@ -10,6 +10,7 @@
 pub mod api;
 pub mod dev;
 pub mod engine;
+pub mod logging;
 pub mod metrics;
 pub mod serving;
 

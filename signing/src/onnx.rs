@@ -343,6 +343,64 @@ pub fn linear_classifier_eval(weights: &[f32; 12], bias: &[f32; 3], x: &[f32]) -
     out
 }
 
+/// A stack of `MatMul` + `Relu` layers, `x: float32[batch, in_dim]` → `y: float32[batch, last
+/// width]`, with deterministic pseudo-random weights (scaled by 1/sqrt(fan-in)). Used by the
+/// serving benchmark (compute-bound and tiny models).
+pub fn dense_relu(in_dim: i64, widths: &[i64], seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let (mut nodes, mut inits) = (Vec::new(), Vec::new());
+    let (mut prev, mut fan_in) = ("x".to_string(), in_dim);
+    for (i, w) in widths.iter().enumerate() {
+        let scale = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..fan_in * w).map(|_| next() * scale).collect();
+        inits.push(f32_tensor(&format!("W{i}"), &[fan_in, *w], &values));
+        let (mm, out) = (
+            format!("mm{i}"),
+            if i + 1 == widths.len() {
+                "y".to_string()
+            } else {
+                format!("h{i}")
+            },
+        );
+        for (op, ins, o) in [
+            ("MatMul", vec![prev.clone(), format!("W{i}")], mm.clone()),
+            ("Relu", vec![mm.clone()], out.clone()),
+        ] {
+            nodes.push(NodeProto {
+                input: ins,
+                output: vec![o],
+                name: format!("{op}_{i}"),
+                op_type: op.into(),
+                attribute: vec![],
+            });
+        }
+        prev = out;
+        fan_in = *w;
+    }
+    ModelProto {
+        ir_version: 8,
+        producer_name: "airlock".into(),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(GraphProto {
+            name: "dense_relu".into(),
+            node: nodes,
+            initializer: inits,
+            input: vec![f32_value("x", &[Err("batch"), Ok(in_dim)])],
+            output: vec![f32_value("y", &[Err("batch"), Ok(fan_in)])],
+        }),
+    }
+    .encode_to_vec()
+}
+
 /// Weights of the demo classifier.
 pub const DEMO_WEIGHTS: [f32; 12] = [
     0.9, -0.4, 0.1, -0.3, 0.8, 0.2, 0.5, 0.1, -0.7, -0.2, 0.3, 0.6,

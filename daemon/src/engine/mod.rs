@@ -121,6 +121,9 @@ impl Runtime {
         let err =
             |e: ort::Error| EngineError::Session(format!("cannot load {}: {e}", model.display()));
         let mut b = Session::builder(&self.env).map_err(err)?;
+        b = b
+            .with_intra_op_spinning(s.intra_op_spinning)
+            .map_err(|e| err(e.into()))?;
         if s.intra_op_threads > 0 {
             b = b
                 .with_intra_threads(s.intra_op_threads as usize)

@@ -1,0 +1,133 @@
+//! Logging: `tracing` to stderr (plain text, journald-friendly) and, when a log directory is
+//! configured, JSON lines to `airlockd.log` in that directory, rotated by size and capped in
+//! count (`[logging] max_file_size`, `max_files`). `tracing-appender`'s rolling writer rotates
+//! by time only, so the size-capped writer is here; `tracing-appender`'s non-blocking worker
+//! keeps file I/O off the serving threads.
+//!
+//! Invariant: the total size of the log directory stays below `max_file_size × max_files`
+//! (plus one line); nothing in this module decides *what* is logged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A file writer that rotates `NAME` → `NAME.1` → … → `NAME.<max-1>` when it reaches the size.
+pub struct SizeCapped {
+    dir: PathBuf,
+    name: String,
+    max_size: u64,
+    max_files: u32,
+    file: Option<File>,
+    written: u64,
+}
+
+impl SizeCapped {
+    /// Opens (appending to) `dir/name`, creating the directory.
+    pub fn open(dir: &Path, name: &str, max_size: u64, max_files: u32) -> io::Result<SizeCapped> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(name);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let written = file.metadata()?.len();
+        Ok(SizeCapped {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            max_size: max_size.max(4096),
+            max_files: max_files.max(1),
+            file: Some(file),
+            written,
+        })
+    }
+
+    fn path(&self, i: u32) -> PathBuf {
+        if i == 0 {
+            self.dir.join(&self.name)
+        } else {
+            self.dir.join(format!("{}.{i}", self.name))
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        let last = self.max_files - 1;
+        if last == 0 {
+            std::fs::remove_file(self.path(0)).or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        } else {
+            let _ = std::fs::remove_file(self.path(last));
+            for i in (0..last).rev() {
+                let from = self.path(i);
+                if from.exists() {
+                    std::fs::rename(&from, self.path(i + 1))?;
+                }
+            }
+        }
+        self.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(0))?,
+        );
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for SizeCapped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        let f = match self.file.as_mut() {
+            Some(f) => f,
+            None => {
+                self.rotate()?;
+                self.file
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("log file unavailable"))?
+            }
+        };
+        let n = f.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), File::flush)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_a_bounded_number_of_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = SizeCapped::open(dir.path(), "airlockd.log", 4096, 3).expect("open");
+        let line = vec![b'x'; 1000];
+        for _ in 0..40 {
+            w.write_all(&line).expect("write");
+            w.write_all(b"\n").expect("write");
+        }
+        w.flush().expect("flush");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec!["airlockd.log", "airlockd.log.1", "airlockd.log.2"]
+        );
+        let total: u64 = names
+            .iter()
+            .map(|n| std::fs::metadata(dir.path().join(n)).expect("meta").len())
+            .sum();
+        assert!(total <= 3 * 4096, "{total}");
+    }
+}

@@ -1,0 +1,388 @@
+//! `airlock-serve-bench`: the serving benchmark. In one run, with the same ONNX Runtime library
+//! and models, it measures raw in-process ONNX Runtime and the real `airlockd` fed over HTTP
+//! (keep-alive, binary tensor extension, fixed concurrency) by its own load generator, for a
+//! compute-bound model (4 × 1024×1024 MatMul+ReLU) and a tiny one (16→16 MatMul+ReLU, x [4,16]).
+//! Prints a table and writes it into `docs/PERFORMANCE.md` between `<!-- bench:serve -->` markers.
+//! Usage: `airlock-serve-bench [--seconds N] [--airlockd PATH] [--no-doc]` (run from the repo root).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use airlock_config::{ApprovalMode, ByteSize, Config};
+use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
+use airlock_signing::writer::{plan, write_plan, CreateOptions};
+use airlock_signing::PrivateKey;
+use airlock_updater::validate::ContractValidator;
+use airlock_updater::{Actor, Updater};
+use anyhow::{bail, Context};
+
+struct BenchModel {
+    name: &'static str,
+    in_dim: i64,
+    widths: &'static [i64],
+    rows: u64,
+    raw_batch: u64,
+    concurrency: &'static [usize],
+}
+
+const MODELS: [BenchModel; 2] = [
+    BenchModel {
+        name: "bench-mlp",
+        in_dim: 1024,
+        widths: &[1024, 1024, 1024, 1024],
+        rows: 1,
+        raw_batch: 32,
+        concurrency: &[32],
+    },
+    BenchModel {
+        name: "bench-tiny",
+        in_dim: 16,
+        widths: &[16],
+        rows: 4,
+        raw_batch: 4,
+        concurrency: &[1, 8],
+    },
+];
+
+fn ort_library() -> anyhow::Result<PathBuf> {
+    let mut c = Config::default();
+    c.engine.onnxruntime_library = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME")?);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or(home.join(".cache"));
+    for p in c.engine.onnxruntime_library.into_iter().chain([
+        PathBuf::from("/usr/lib/airlock/libonnxruntime.so"),
+        cache.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1"),
+    ]) {
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("ONNX Runtime not found: run scripts/setup.sh or set ORT_DYLIB_PATH")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Raw ONNX Runtime in this process: (runs/s, p50, p99) at `batch` rows.
+fn raw_ort(
+    env: &ort::environment::Environment,
+    model: &Path,
+    in_dim: i64,
+    batch: u64,
+    secs: f64,
+    threads: usize,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let mut s = ort::session::Session::builder(env)?
+        .with_intra_threads(threads)
+        .map_err(ort::Error::<()>::from)?
+        .commit_from_file(model)?;
+    let data = vec![0.5f32; (batch as i64 * in_dim) as usize];
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    for _ in 0..5 {
+        s.run(vec![(
+            "x",
+            ort::value::Tensor::from_array((vec![batch as i64, in_dim], data.clone()))?,
+        )])?;
+    }
+    let start = Instant::now();
+    while Instant::now() < end {
+        let t = Instant::now();
+        let input = ort::value::Tensor::from_array((vec![batch as i64, in_dim], data.clone()))?;
+        let out = s.run(vec![("x", input)])?;
+        let (_, y) = out["y"].try_extract_tensor::<f32>()?;
+        std::hint::black_box(y);
+        lat.push(t.elapsed());
+    }
+    let n = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    Ok((n, percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+/// One keep-alive client posting binary-extension requests until `end`; returns latencies.
+fn client(
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    header_len: usize,
+    end: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_len}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let request = [head.as_bytes(), body].concat();
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut lat = Vec::new();
+    let mut line = String::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        s.write_all(&request)?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        if !line.starts_with("HTTP/1.1 200") {
+            bail!("airlockd answered {line:?}");
+        }
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut buf = vec![0u8; len];
+        reader.read_exact(&mut buf)?;
+        lat.push(t.elapsed());
+    }
+    Ok(lat)
+}
+
+fn load(
+    addr: &str,
+    model: &BenchModel,
+    concurrency: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let raw: Vec<u8> = vec![0.5f32; (model.rows as i64 * model.in_dim) as usize]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    let head = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{ "name": "x", "datatype": "FP32", "shape": [model.rows, model.in_dim], "parameters": { "binary_data_size": raw.len() } }],
+        "outputs": [{ "name": "y", "parameters": { "binary_data": true } }],
+    }))?;
+    let body = [head.clone(), raw].concat();
+    let path = format!("/v2/models/{}/infer", model.name);
+    // Warm-up.
+    client(
+        addr,
+        &path,
+        &body,
+        head.len(),
+        Instant::now() + Duration::from_millis(300),
+    )?;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (addr, path, body, hl) = (addr.to_string(), path.clone(), body.clone(), head.len());
+            std::thread::spawn(move || client(&addr, &path, &body, hl, end))
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
+        );
+    }
+    let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    Ok((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+/// Brings the bench models into a dev appliance through the real pipeline (signed bundle,
+/// import, validation, unattended-dev approval, promotion).
+fn install_models(dir: &Path) -> anyhow::Result<()> {
+    let data = dir.join("airlock-dev");
+    let key = PrivateKey::read(&data.join("dev/dev-bundle.key"))?;
+    let mut c = Config::default();
+    c.paths.data_dir = data.clone();
+    c.approval.mode = ApprovalMode::UnattendedDev;
+    c.bundles.reserve_free_space = ByteSize(0);
+    let u = Updater::open(&c)?;
+    let me = Actor::new("bench")?;
+    for m in &MODELS {
+        if u.registry().model(m.name)?.and_then(|r| r.active).is_some() {
+            continue;
+        }
+        let src = dir.join(m.name);
+        std::fs::create_dir_all(&src)?;
+        std::fs::write(
+            src.join("model.onnx"),
+            airlock_signing::onnx::dense_relu(m.in_dim, m.widths, 7),
+        )?;
+        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+        let opts = CreateOptions {
+            name: ModelName::parse(m.name).map_err(anyhow::Error::msg)?,
+            version: semver::Version::new(1, 0, 0),
+            hardware: Hardware {
+                execution_provider: ExecutionProvider::Any,
+                min_compute_capability: None,
+                gpu_memory_budget_mib: None,
+                min_onnxruntime: None,
+            },
+            issued_at: now,
+            expires_at: now + time::Duration::days(30),
+            min_airlock_version: semver::Version::new(0, 1, 0),
+            rtol: 1e-4,
+            atol: 1e-5,
+        };
+        let p = plan(&src.join("model.onnx"), &[], None, &opts)?;
+        let bundle = dir.join(p.manifest.bundle_file_name());
+        write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
+        u.import_file(&bundle, &me)?;
+        let v = semver::Version::new(1, 0, 0);
+        u.validate(m.name, &v, &ContractValidator, &Actor::system())?;
+        u.registry().begin_promotion(u.now()?, m.name, &v, &me)?;
+        u.registry().complete_promotion(u.now()?, m.name, &me)?;
+    }
+    Ok(())
+}
+
+/// (sum, count) of the batch-size histogram of `model`, from `/metrics`.
+fn mean_batch(addr: &str, model: &str) -> anyhow::Result<(f64, f64)> {
+    let (_, _, body) = airlock_tests::http(addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&body);
+    let find = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("airlock_batch_size_{suffix}{{model=\"{model}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((find("sum"), find("count")))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut secs = 5.0;
+    let mut airlockd = PathBuf::from("target/release/airlockd");
+    let mut doc = Some(PathBuf::from("docs/PERFORMANCE.md"));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => secs = it.next().context("--seconds N")?.parse()?,
+            "--airlockd" => airlockd = PathBuf::from(it.next().context("--airlockd PATH")?),
+            "--no-doc" => doc = None,
+            o => bail!("unknown argument {o}"),
+        }
+    }
+    let airlockd = std::fs::canonicalize(&airlockd)
+        .with_context(|| format!("{} (build it: cargo build --release)", airlockd.display()))?;
+    let lib = ort_library()?;
+    let dir = std::fs::canonicalize("target")?.join("bench/serve");
+    std::fs::create_dir_all(&dir)?;
+    let st = Command::new(&airlockd)
+        .args(["--dev", "--once"])
+        .current_dir(&dir)
+        .env("ORT_DYLIB_PATH", &lib)
+        .stderr(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("airlockd --dev --once failed");
+    }
+    install_models(&dir)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serving]\nintra_op_threads = {cores}\nqueue_capacity = 4096\nwarmup_runs = 3\n\
+             [models.\"bench-mlp\"]\ninstances = 2\nintra_op_threads = 1\nmax_batch_size = 32\npreferred_batch_sizes = [16]\nmax_queue_delay = \"3ms\"\n\
+             [models.\"bench-tiny\"]\nmax_batch_size = 8\nintra_op_threads = 1\n"
+        ),
+    )?;
+    let mut child = Command::new(&airlockd)
+        .args(["--dev", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("ORT_DYLIB_PATH", &lib)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let addr = loop {
+        let Some(Ok(l)) = lines.next() else {
+            bail!("airlockd exited before it was ready")
+        };
+        if l.contains("ready: serving") {
+            break l
+                .split("listen=")
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let env = ort::init_from(&lib)?.with_name("bench").build()?;
+    let mut rows = Vec::new();
+    for m in &MODELS {
+        let model = dir.join(m.name).join("model.onnx");
+        let (raw_rps, raw_p50, raw_p99) =
+            raw_ort(&env, &model, m.in_dim, m.raw_batch, secs, cores)?;
+        let raw_rows = raw_rps * m.raw_batch as f64;
+        rows.push(format!(
+            "| {} | raw ONNX Runtime, in process, batch {} | {:.0} runs/s = {:.0} rows/s | {:.0} µs | {:.0} µs | — |",
+            m.name, m.raw_batch, raw_rps, raw_rows, raw_p50.as_secs_f64() * 1e6, raw_p99.as_secs_f64() * 1e6
+        ));
+        for &c in m.concurrency {
+            let before = mean_batch(&addr, m.name)?;
+            let (rps, p50, p99) = load(&addr, m, c, secs)?;
+            let after = mean_batch(&addr, m.name)?;
+            let batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+            let served_rows = rps * m.rows as f64;
+            let vs = if m.raw_batch > m.rows {
+                format!(
+                    "{:.2}× raw batch-{} rows/s",
+                    served_rows / raw_rows,
+                    m.raw_batch
+                )
+            } else {
+                format!(
+                    "p50 overhead {:+.0} µs over raw",
+                    (p50.as_secs_f64() - raw_p50.as_secs_f64()) * 1e6
+                )
+            };
+            rows.push(format!(
+                "| {} | airlockd over HTTP, {c} concurrent client(s), {} row(s)/request, binary; mean batch {batch:.1} rows | {:.0} req/s = {:.0} rows/s | {:.0} µs | {:.0} µs | {vs} |",
+                m.name, m.rows, rps, served_rows, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
+            ));
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let table = format!(
+        "Serving (`scripts/bench.sh serve`, {} s per row, {cores} cores, CPU provider, ONNX Runtime from {}; the load \
+         generator runs on the same cores as airlockd; {}):\n\n\
+         | model | setup | throughput | p50 | p99 | comparison |\n|---|---|---|---|---|---|\n{}\n",
+        secs,
+        lib.display(),
+        time::OffsetDateTime::now_utc().date(),
+        rows.join("\n")
+    );
+    println!("{table}");
+    if let Some(doc) = doc {
+        let text = std::fs::read_to_string(&doc).unwrap_or_default();
+        let (start, end) = ("<!-- bench:serve -->", "<!-- /bench:serve -->");
+        let new = match (text.find(start), text.find(end)) {
+            (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
+            _ => format!("{text}\n{start}\n{table}{end}\n"),
+        };
+        std::fs::write(&doc, new)?;
+        eprintln!("wrote {}", doc.display());
+    }
+    Ok(())
+}

@@ -35,6 +35,33 @@ pub struct Config {
     pub serving: Serving,
     /// Per-model overrides of `[serving]`, as `[models."NAME"]`.
     pub models: std::collections::BTreeMap<String, ServingOverrides>,
+    /// Log files.
+    pub logging: Logging,
+}
+
+/// `[logging]`: JSON log files beside stderr (which journald collects).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// Directory of the JSON log files; `""` turns them off (stderr only).
+    pub dir: PathBuf,
+    /// Size at which `airlockd.log` is rotated.
+    pub max_file_size: ByteSize,
+    /// Files kept (the current one included): the directory's size cap is their product.
+    pub max_files: u32,
+    /// Filter (`info`, `airlockd=debug,info`, …); the `AIRLOCK_LOG` environment variable wins.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            dir: PathBuf::from("/var/log/airlock"),
+            max_file_size: ByteSize(64 << 20),
+            max_files: 8,
+            level: "info".into(),
+        }
+    }
 }
 
 /// `[server]`: the HTTP listener.
@@ -495,6 +522,18 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.logging.max_files == 0 {
+            return fail("logging.max_files", "must be at least 1".into());
+        }
+        if self.logging.max_file_size.0 < 4096 {
+            return fail(
+                "logging.max_file_size",
+                format!(
+                    "{} is below the minimum of 4KiB",
+                    self.logging.max_file_size
+                ),
+            );
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return fail(

@@ -31,6 +31,7 @@ pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     c.paths.initial_trust_root = c.paths.data_dir.join("dev").join("root.json");
     c.approval.mode = ApprovalMode::UnattendedDev;
     c.approval.approvers = None;
+    c.logging.dir = c.paths.data_dir.join("logs");
     c.bundles.reserve_free_space = airlock_config::ByteSize(64 << 20);
     Ok(c)
 }

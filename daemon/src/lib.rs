@@ -62,20 +62,6 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// Logs go to stderr (journald picks them up under systemd); `AIRLOCK_LOG` sets the filter.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     airlock_config::load(path).map_err(|e| match e {
         airlock_config::LoadError::Invalid(c) => anyhow::Error::new(ConfigInvalid(c.to_string())),
@@ -102,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    let _log_guard = logging::init(&config.logging).context("cannot set up logging")?;
     let listen = match (&args.listen, dev) {
         (Some(l), _) => l.clone(),
         (None, true) => "127.0.0.1:8080".to_string(),

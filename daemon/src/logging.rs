@@ -11,6 +11,64 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Keeps the file writer's background thread alive; drop it last (it flushes).
+pub struct LogGuard {
+    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the global subscriber: stderr (plain text, colour only on a terminal) and, when
+/// `config.dir` is set, JSON lines in size-capped files. The `AIRLOCK_LOG` variable overrides
+/// the configured filter.
+pub fn init(config: &airlock_config::Logging) -> io::Result<LogGuard> {
+    let filter = || {
+        EnvFilter::try_from_env("AIRLOCK_LOG")
+            .or_else(|_| EnvFilter::try_new(&config.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .with_filter(filter());
+    let (file, guard) = if config.dir.as_os_str().is_empty() {
+        (None, None)
+    } else {
+        let writer = SizeCapped::open(
+            &config.dir,
+            "airlockd.log",
+            config.max_file_size.0,
+            config.max_files,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open the log directory {}: {e}",
+                    config.dir.display()
+                ),
+            )
+        })?;
+        let (nb, guard) = tracing_appender::non_blocking(writer);
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(nb)
+            .with_filter(filter());
+        (Some(layer), Some(guard))
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .try_init();
+    Ok(LogGuard { _guard: guard })
+}
+
 /// A file writer that rotates `NAME` → `NAME.1` → … → `NAME.<max-1>` when it reaches the size.
 pub struct SizeCapped {
     dir: PathBuf,
@@ -104,6 +162,22 @@ impl Write for SizeCapped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparent_trace_ids() {
+        use crate::api::trace_id;
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(t), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_a_bounded_number_of_files() {

@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = airlockd::Args::parse();
-    airlockd::init_logging();
     match airlockd::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

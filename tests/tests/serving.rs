@@ -573,3 +573,57 @@ print("metrics: OK")
         "{msg}\n---\n{text}"
     );
 }
+
+#[test]
+fn requests_are_logged_as_json_with_ids_and_trace_context_but_no_secrets() {
+    let s = DevServer::start(None, &[]);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (code, h, _) = post(
+        &s,
+        &format!("{M}/infer"),
+        &[
+            ("traceparent", tp),
+            ("Authorization", "Bearer s3cr3t-t0ken"),
+        ],
+        b"{",
+    );
+    assert_eq!(code, 400);
+    let id = header(&h, "x-request-id")
+        .expect("x-request-id")
+        .to_string();
+    let logs = s.dir.path().join("airlock-dev/logs/airlockd.log");
+    let start = std::time::Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&logs).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("request refused")) {
+            break l.to_string();
+        }
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "no JSON log line for the refused request in {}",
+            logs.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let v: Value = serde_json::from_str(&line).expect("log lines are JSON");
+    assert_eq!(v["span"]["id"], id.as_str());
+    assert_eq!(v["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(v["fields"]["status"], 400);
+    // Nothing secret reached the logs: not the client's token, not the dev keys.
+    let all = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&logs).expect("log"),
+        s.log()
+    );
+    assert!(!all.contains("s3cr3t-t0ken"), "a bearer token was logged");
+    for k in ["dev-root.key", "dev-bundle.key"] {
+        let key: Value = serde_json::from_slice(
+            &std::fs::read(s.dir.path().join("airlock-dev/dev").join(k)).expect("key"),
+        )
+        .expect("json");
+        assert!(
+            !all.contains(key["private_key"].as_str().expect("hex")),
+            "{k} leaked"
+        );
+    }
+}

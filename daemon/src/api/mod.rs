@@ -128,7 +128,68 @@ pub fn router(state: Arc<AppState>) -> Router {
             ),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if valid.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    (hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace != "0".repeat(32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && parts.next().is_none())
+    .then_some(trace)
+}
+
+/// Gives every request an id (echoed as `x-request-id`), a span carrying it and the client's
+/// W3C trace id, and one log line when it ends (errors at warn/info, successes at debug).
+/// Only the method, path, status and timing are logged — never headers or bodies.
+async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Instrument;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = format!(
+        "{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id)
+        .map(str::to_string);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        trace_id = trace.as_deref().unwrap_or(""),
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let micros = start.elapsed().as_micros() as u64;
+    span.in_scope(|| match status {
+        500.. => tracing::warn!(status, micros, "request failed"),
+        400.. => tracing::info!(status, micros, "request refused"),
+        _ => tracing::debug!(status, micros, "request"),
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 async fn metrics(State(s): S) -> Response {

@@ -37,6 +37,27 @@ pub struct Config {
     pub models: std::collections::BTreeMap<String, ServingOverrides>,
     /// Log files.
     pub logging: Logging,
+    /// The local admin API.
+    pub admin: Admin,
+}
+
+/// `[admin]`: the admin API on a Unix socket; the peer's uid decides who may use it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// The socket's path.
+    pub socket: PathBuf,
+    /// Uids allowed to manage tokens (the lifecycle issue extends this to roles).
+    pub admin_uids: Vec<u32>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            socket: PathBuf::from("/run/airlock/admin.sock"),
+            admin_uids: vec![0],
+        }
+    }
 }
 
 /// `[logging]`: JSON log files beside stderr (which journald collects).

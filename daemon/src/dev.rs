@@ -22,6 +22,13 @@ pub const DEMO_MODEL: &str = "demo-iris";
 /// The demo model's version.
 pub const DEMO_VERSION: &str = "1.0.0";
 
+/// This process's real uid (the developer running `--dev` administers it).
+fn nix_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0)
+}
+
 /// The embedded development configuration: data in `./airlock-dev`, unattended-dev approvals;
 /// `base` (from `--dev --config FILE`) supplies the other sections.
 pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
@@ -32,6 +39,8 @@ pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     c.approval.mode = ApprovalMode::UnattendedDev;
     c.approval.approvers = None;
     c.logging.dir = c.paths.data_dir.join("logs");
+    c.admin.socket = c.paths.data_dir.join("admin.sock");
+    c.admin.admin_uids = vec![nix_uid()];
     c.bundles.reserve_free_space = airlock_config::ByteSize(64 << 20);
     Ok(c)
 }

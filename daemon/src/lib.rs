@@ -6,7 +6,11 @@
 //!
 //! Invariant: `main.rs` stays thin; everything here is reachable from [`run`].
 #![deny(missing_docs)]
+// HTTP handlers return `Result<_, Response>` so that an early refusal already is the answer;
+// the size of `Response` in the error arm is irrelevant next to the request it answers.
+#![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod api;
 pub mod dev;
 pub mod engine;
@@ -105,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into());
     }
     let runtime = engine::Runtime::get(&config)?;
-    let updater = Updater::open(&config).context("cannot open the data directory")?;
+    let updater = Arc::new(Updater::open(&config).context("cannot open the data directory")?);
     if dev {
         let validator = engine::validator::OrtValidator::new(runtime, config.clone());
         dev::bootstrap(&updater, &config, &validator).context("development bootstrap failed")?;
@@ -115,10 +119,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("cannot install the initial trust root")?;
     }
     report(&updater)?;
+    let tokens = admin::load_tokens(&updater)?;
     let state = Arc::new(api::AppState {
         models: serving::Models::default(),
         max_body: config.server.max_body_size.0,
         metrics: metrics::Metrics::new(),
+        tokens: if dev { None } else { Some(tokens.clone()) },
     });
     let n = state.models.load_active(runtime, &updater, &config)?;
     tracing::info!(models = n, "active models loaded");
@@ -134,8 +140,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        let admin_listener = admin::bind(&config.admin.socket)?;
         tracing::info!(listen = %bound, "ready: serving the Open Inference Protocol v2 over HTTP");
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            config.admin.socket.clone(),
+            updater.clone(),
+            tokens.clone(),
+            config.admin.admin_uids.clone(),
+            shutdown.clone(),
+        ));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             wait_for_stop().await;
@@ -145,9 +160,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             listener,
             api::router(state.clone()),
             config.server.header_read_timeout.get(),
-            shutdown,
+            shutdown.clone(),
         )
         .await;
+        shutdown.cancel();
+        admin_task.await??;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");

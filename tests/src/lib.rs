@@ -58,16 +58,21 @@ pub struct DevServer {
 impl DevServer {
     /// Starts `airlockd --dev` with an optional config file body and extra environment.
     pub fn start(config: Option<&str>, env: &[(&str, &str)]) -> DevServer {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().expect("tmp");
-        let mut cmd = Command::new(bin("airlockd"));
-        cmd.args(["--dev", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path());
+        let mut args = vec!["--dev".to_string(), "--listen".into(), "127.0.0.1:0".into()];
         if let Some(c) = config {
             let p = dir.path().join("airlockd.toml");
             std::fs::write(&p, c).expect("write config");
-            cmd.arg("--config").arg(&p);
+            args.extend(["--config".to_string(), p.display().to_string()]);
         }
+        Self::spawn(dir, &args, env)
+    }
+
+    /// Starts `airlockd ARGS` in `dir` and waits until it serves.
+    pub fn spawn(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> DevServer {
+        use std::io::BufRead;
+        let mut cmd = Command::new(bin("airlockd"));
+        cmd.args(args).current_dir(dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }

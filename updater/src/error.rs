@@ -86,6 +86,9 @@ pub enum Error {
         /// The version.
         version: String,
     },
+    /// No token has this id.
+    #[error("no token with id {0}")]
+    UnknownToken(String),
     /// An identity string is not acceptable.
     #[error("invalid actor name {0:?}: 1 to 128 printable characters")]
     InvalidActor(String),
@@ -123,6 +126,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::SelfApproval { .. } => "self_approval",
             Error::DuplicateApproval { .. } => "duplicate_approval",
+            Error::UnknownToken(_) => "unknown_token",
             Error::InvalidActor(_) => "invalid_actor",
             Error::AuditChainBroken { .. } => "audit_chain_broken",
             Error::Database(_) => "database",

@@ -12,6 +12,7 @@ pub mod error;
 pub mod media;
 pub mod registry;
 pub mod store;
+pub mod tokens;
 pub mod validate;
 
 use std::io::Read;

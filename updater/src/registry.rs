@@ -241,6 +241,7 @@ pub struct Registry {
     models: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    tokens: sled::Tree,
     policy: ApprovalPolicy,
 }
 
@@ -276,6 +277,7 @@ impl Registry {
             models: db.open_tree("models")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
+            tokens: db.open_tree("tokens")?,
             db,
             policy,
         })
@@ -722,6 +724,89 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// Creates a token; returns its record and the full token, which is shown only this once.
+    pub fn create_token(
+        &self,
+        now: OffsetDateTime,
+        name: &str,
+        scopes: Vec<crate::tokens::Scope>,
+        actor: &Actor,
+    ) -> Result<(crate::tokens::TokenRecord, String)> {
+        let (id, secret) =
+            crate::tokens::generate().map_err(Error::io("cannot generate a token"))?;
+        let rec = crate::tokens::TokenRecord {
+            id: id.clone(),
+            name: name.to_string(),
+            scopes,
+            secret_sha256: crate::tokens::hash_secret(&secret),
+            created_by: actor.to_string(),
+            created_at: rfc3339(now),
+            revoked_at: None,
+        };
+        let time = rfc3339(now);
+        let entry = AuditEntry {
+            actor: actor.to_string(),
+            action: "token_create".into(),
+            model: None,
+            version: None,
+            detail: serde_json::json!({ "id": id, "name": name, "scopes": rec.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>() }),
+        };
+        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                tokens.insert(id.as_bytes(), json(&rec)?)?;
+                append(audit, meta, &time, std::slice::from_ref(&entry))
+            },
+        );
+        unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok((rec, format!("al_{id}_{secret}")))
+    }
+
+    /// Revokes a token at once (it stays listed, marked revoked).
+    pub fn revoke_token(
+        &self,
+        now: OffsetDateTime,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<crate::tokens::TokenRecord> {
+        let time = rfc3339(now);
+        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                let Some(b) = tokens.get(id.as_bytes())? else {
+                    return abort(Error::UnknownToken(id.to_string()));
+                };
+                let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
+                if rec.revoked_at.is_none() {
+                    rec.revoked_at = Some(time.clone());
+                    tokens.insert(id.as_bytes(), json(&rec)?)?;
+                    let entry = AuditEntry {
+                        actor: actor.to_string(),
+                        action: "token_revoke".into(),
+                        model: None,
+                        version: None,
+                        detail: serde_json::json!({ "id": id, "name": rec.name }),
+                    };
+                    append(audit, meta, &time, std::slice::from_ref(&entry))?;
+                }
+                Ok(rec)
+            },
+        );
+        let rec = unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok(rec)
+    }
+
+    /// Every token record (no secrets), by id.
+    pub fn tokens(&self) -> Result<std::collections::BTreeMap<String, crate::tokens::TokenRecord>> {
+        self.tokens
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), parse(&v)?))
+            })
+            .collect()
     }
 
     /// Audit records from `from` (at most `limit`).

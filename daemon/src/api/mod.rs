@@ -6,10 +6,6 @@
 //! alone turns them into status codes (not found 404, unavailable 503, internal 500, queue full
 //! 429 with `Retry-After`, deadline 504, anything else 400).
 
-// Handlers return `Result<_, Response>` so that an early refusal is already the HTTP answer;
-// the size of `Response` in the error arm is irrelevant next to the request it answers.
-#![allow(clippy::result_large_err)]
-
 pub mod v2;
 
 use std::io::Read;
@@ -40,6 +36,8 @@ pub struct AppState {
     pub max_body: u64,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Token records to authenticate against; `None` only in `--dev` (no authentication).
+    pub tokens: Option<crate::admin::TokenCache>,
 }
 
 type S = State<Arc<AppState>>;
@@ -128,8 +126,62 @@ pub fn router(state: Arc<AppState>) -> Router {
             ),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Bearer-token authentication: `/v2/health/*` stays open for load-balancer probes; `/metrics`
+/// needs the `metrics` scope; `/v2/models/{m}/...` needs `model:{m}` (or `model:*`); the other
+/// `/v2` routes need any valid token. Refusals say nothing about why a token failed (unknown,
+/// malformed and revoked look the same) and never echo it.
+async fn authenticate(
+    State(s): S,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use airlock_updater::tokens::Scope;
+    let Some(cache) = &s.tokens else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if path.starts_with("/v2/health/") {
+        return next.run(req).await;
+    }
+    let needed = if path == "/metrics" {
+        Some(Scope::Metrics)
+    } else {
+        path.strip_prefix("/v2/models/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|m| !m.is_empty() && *m != "stats")
+            .map(|m| Scope::Model(m.to_string()))
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let records = cache.load();
+    let Some(rec) = presented.and_then(|t| airlock_updater::tokens::verify(&records, t)) else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
+    if let Some(scope) = needed {
+        if !rec.grants(&scope) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this token does not grant access to this resource",
+            );
+        }
+    }
+    tracing::debug!(token = %rec.id, "authenticated");
+    next.run(req).await
 }
 
 /// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if valid.

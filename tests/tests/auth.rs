@@ -1,0 +1,215 @@
+//! Production mode's bearer tokens: created and revoked with `airlockctl` over the admin Unix
+//! socket (peer uid checked), stored hashed, scoped to models and `metrics`, revocable at once;
+//! health stays open; refusals reveal nothing; no token reaches logs, metrics or error bodies.
+
+use std::process::Command;
+
+use airlock_tests::{bin, http, DevServer};
+use serde_json::Value;
+
+fn uid() -> u32 {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("proc"))
+}
+
+fn ctl(socket: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("airlockctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("airlockctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A production-mode daemon over a data dir that `--dev --once` bootstrapped (demo model active).
+fn production(admins: &[u32]) -> (DevServer, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let st = Command::new(bin("airlockd"))
+        .args(["--dev", "--once"])
+        .current_dir(dir.path())
+        .output()
+        .expect("bootstrap");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let d = dir.path().display().to_string();
+    let socket = format!("{d}/run/admin.sock");
+    let config = format!(
+        "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\n[logging]\ndir = \"{d}/logs\"\n\
+         [admin]\nsocket = \"{socket}\"\nadmin_uids = {admins:?}\n"
+    );
+    std::fs::write(dir.path().join("prod.toml"), config).expect("config");
+    let args = vec!["--config".to_string(), format!("{d}/prod.toml")];
+    (DevServer::spawn(dir, &args, &[]), socket)
+}
+
+fn infer_body() -> Vec<u8> {
+    br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#
+        .to_vec()
+}
+
+#[test]
+fn tokens_scopes_revocation_and_no_leaks() {
+    let (s, socket) = production(&[uid()]);
+    let infer = "/v2/models/demo-iris/infer";
+    // Health is open; everything else needs a token.
+    assert_eq!(http(&s.addr, "GET", "/v2/health/ready", &[], b"").0, 200);
+    let (code, h, body) = http(&s.addr, "POST", infer, &[], &infer_body());
+    assert_eq!(code, 401);
+    assert!(h
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v == "Bearer"));
+    assert!(String::from_utf8_lossy(&body).contains("a valid bearer token is required"));
+    assert_eq!(http(&s.addr, "GET", "/v2", &[], b"").0, 401);
+    assert_eq!(http(&s.addr, "GET", "/metrics", &[], b"").0, 401);
+
+    // airlockctl creates a model-scoped token; it is shown once.
+    let (code, out, err) = ctl(
+        &socket,
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "model:demo-iris",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let token = out
+        .lines()
+        .find(|l| l.starts_with("al_"))
+        .expect("the token line")
+        .to_string();
+    let (code, out, _) = ctl(&socket, &["--json", "token", "list"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&token[20..]), "list never shows secrets");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    let id = listed["tokens"][0]["id"].as_str().expect("id").to_string();
+
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    assert_eq!(http(&s.addr, "POST", infer, &auth, &infer_body()).0, 200);
+    assert_eq!(
+        http(&s.addr, "GET", "/v2/models/demo-iris", &auth, b"").0,
+        200
+    );
+    // Out of scope: another model's path, and /metrics.
+    let (code, _, body) = http(&s.addr, "GET", "/metrics", &auth, b"");
+    assert_eq!(code, 403);
+    assert!(String::from_utf8_lossy(&body).contains("does not grant access"));
+    assert_eq!(
+        http(
+            &s.addr,
+            "POST",
+            "/v2/models/other/infer",
+            &auth,
+            &infer_body()
+        )
+        .0,
+        403
+    );
+    // A wrong secret with a real id looks exactly like garbage.
+    let forged = format!("Bearer {}{}", &token[..20], "0".repeat(64));
+    let (c1, _, b1) = http(
+        &s.addr,
+        "POST",
+        infer,
+        &[("Authorization", forged.as_str())],
+        &infer_body(),
+    );
+    let (c2, _, b2) = http(
+        &s.addr,
+        "POST",
+        infer,
+        &[("Authorization", "Bearer nonsense")],
+        &infer_body(),
+    );
+    assert_eq!(
+        (c1, &b1),
+        (c2, &b2),
+        "refusals reveal nothing about the token"
+    );
+
+    // A metrics token reads /metrics; the metrics never contain a token.
+    let (_, out, _) = ctl(
+        &socket,
+        &[
+            "token",
+            "create",
+            "--name",
+            "prometheus",
+            "--scope",
+            "metrics",
+        ],
+    );
+    let mtoken = out
+        .lines()
+        .find(|l| l.starts_with("al_"))
+        .expect("token")
+        .to_string();
+    let mbearer = format!("Bearer {mtoken}");
+    let (code, _, metrics) = http(
+        &s.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", mbearer.as_str())],
+        b"",
+    );
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert!(metrics.contains("airlock_inference_requests_total"));
+
+    // Revocation takes effect at once.
+    let (code, out, err) = ctl(&socket, &["token", "revoke", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(http(&s.addr, "POST", infer, &auth, &infer_body()).0, 401);
+    let (code, _, err) = ctl(&socket, &["token", "revoke", "ffffffffffffffff"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no token with id"), "{err}");
+
+    // No token anywhere: logs (stderr and JSON files), metrics, the audit log.
+    let logs = std::fs::read_dir(s.dir.path().join("logs"))
+        .expect("logs")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default())
+        .collect::<String>();
+    for t in [&token, &mtoken] {
+        let secret = &t[20..];
+        assert!(
+            !s.log().contains(secret) && !logs.contains(secret) && !metrics.contains(secret),
+            "a token leaked"
+        );
+    }
+    let db = std::fs::read_dir(s.dir.path().join("airlock-dev/state"))
+        .expect("state")
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .flatten()
+        .collect::<Vec<u8>>();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(&token[20..]),
+        "the state store holds only hashes"
+    );
+    assert!(s.stop(), "clean exit");
+}
+
+#[test]
+fn the_admin_socket_checks_the_peer_uid() {
+    let (s, socket) = production(&[u32::MAX - 1]);
+    let (code, _, err) = ctl(
+        &socket,
+        &["token", "create", "--name", "x", "--scope", "metrics"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("may not use the admin API"), "{err}");
+    let (code, _, err) = ctl("/nonexistent/admin.sock", &["token", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot connect"), "{err}");
+    drop(s);
+}

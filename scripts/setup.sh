@@ -8,6 +8,8 @@ want() { dpkg -s "$1" >/dev/null 2>&1 || need_pkgs+=("$1"); }
 want pkg-config   # -sys crates (later issues: libsystemd)
 want zstd         # the bench's baseline pipeline and operators' inspection of bundles
 want gcc          # zstd-sys builds the C library
+want curl         # TLS tests talk to airlockd with curl
+want openssl      # TLS tests make certificates
 
 want unzip        # unpacking the onnxruntime wheel
 want python3-venv # the Python test clients' virtual environment

@@ -95,6 +95,9 @@ pub struct Server {
     pub max_body_size: ByteSize,
     /// Time a client has to send the request head (slow-loris protection).
     pub header_read_timeout: HumanDuration,
+    /// Serve TLS (certificate and key in `<data_dir>/tls/`). `false` is allowed only on a
+    /// loopback address (e.g. behind a local TLS-terminating proxy).
+    pub tls: bool,
 }
 
 impl Default for Server {
@@ -103,6 +106,7 @@ impl Default for Server {
             listen: "0.0.0.0:8443".into(),
             max_body_size: ByteSize(64 << 20),
             header_read_timeout: HumanDuration::from_secs(10),
+            tls: true,
         }
     }
 }
@@ -556,14 +560,23 @@ impl Config {
                 ),
             );
         }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return fail(
-                "server.listen",
-                format!(
-                    "{:?} is not an address (allowed: IP:PORT, e.g. \"0.0.0.0:8443\")",
-                    self.server.listen
-                ),
-            );
+        match self.server.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                return fail(
+                    "server.listen",
+                    format!(
+                        "{:?} is not an address (allowed: IP:PORT, e.g. \"0.0.0.0:8443\")",
+                        self.server.listen
+                    ),
+                )
+            }
+            Ok(a) if !self.server.tls && !a.ip().is_loopback() => {
+                return fail(
+                    "server.tls",
+                    format!("false is allowed only with a loopback listen address, and server.listen is {a}"),
+                )
+            }
+            Ok(_) => {}
         }
         if !self.paths.data_dir.is_absolute() {
             return fail(
@@ -696,6 +709,11 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         let e = parse("[server]\nlisten = \"localhost\"\n").expect_err("bad");
         assert_eq!(e.key, "server.listen");
+        let e = parse("[server]\nlisten = \"0.0.0.0:8443\"\ntls = false\n")
+            .expect_err("plain on the network");
+        assert_eq!(e.key, "server.tls");
+        assert_eq!(e.line, Some(3));
+        assert!(parse("[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n").is_ok());
     }
 
     #[test]

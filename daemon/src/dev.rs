@@ -39,6 +39,7 @@ pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     c.approval.mode = ApprovalMode::UnattendedDev;
     c.approval.approvers = None;
     c.logging.dir = c.paths.data_dir.join("logs");
+    c.server.tls = false;
     c.admin.socket = c.paths.data_dir.join("admin.sock");
     c.admin.admin_uids = vec![nix_uid()];
     c.bundles.reserve_free_space = airlock_config::ByteSize(64 << 20);

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod logging;
 pub mod metrics;
 pub mod serving;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,10 +102,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr = listen
         .parse()
         .map_err(|_| ConfigInvalid(format!("--listen {listen:?} is not an address (IP:PORT)")))?;
-    // Plain HTTP is for loopback only; TLS for other addresses arrives with the TLS work.
-    if !addr.ip().is_loopback() {
+    // Plain HTTP only on loopback (--dev, or `tls = false` behind a local proxy).
+    if !config.server.tls && !addr.ip().is_loopback() {
         return Err(ConfigInvalid(format!(
-            "listen address {addr} is not loopback: this build serves plain HTTP on loopback only (TLS is not implemented yet)"
+            "listen address {addr} is not loopback: plain HTTP is refused there (set [server] tls = true)"
         ))
         .into());
     }
@@ -132,6 +133,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         state.models.unload_all();
         return Ok(());
     }
+    let tls = if config.server.tls {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+            names.extend(h.split_whitespace().next().map(str::to_string));
+        }
+        tls::ensure_certificate(&config.paths.data_dir, names)?;
+        let (cert, key) = tls::paths(&config.paths.data_dir);
+        Some(tls::Reloadable::new(cert, key)?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -141,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
         let admin_listener = admin::bind(&config.admin.socket)?;
-        tracing::info!(listen = %bound, "ready: serving the Open Inference Protocol v2 over HTTP");
+        tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
@@ -151,6 +163,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             config.admin.admin_uids.clone(),
             shutdown.clone(),
         ));
+        let acceptor = match &tls {
+            Some(r) => Some(tokio_rustls::TlsAcceptor::from(r.server_config()?)),
+            None => None,
+        };
+        // SIGHUP reloads what can change live: the TLS certificate and the token records.
+        {
+            let (tls, tokens, updater) = (tls.clone(), tokens.clone(), updater.clone());
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the TLS certificate and tokens");
+                    if let Some(t) = &tls {
+                        t.reload();
+                    }
+                    match updater.registry().tokens() {
+                        Ok(all) => tokens.store(Arc::new(all)),
+                        Err(e) => tracing::error!(error = %e, "token reload failed"),
+                    }
+                }
+            });
+        }
         let stop = shutdown.clone();
         tokio::spawn(async move {
             wait_for_stop().await;
@@ -159,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         api::serve(
             listener,
             api::router(state.clone()),
+            acceptor,
             config.server.header_read_timeout.get(),
             shutdown.clone(),
         )

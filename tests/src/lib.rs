@@ -124,6 +124,11 @@ impl DevServer {
         self.log.lock().expect("log").join("\n")
     }
 
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -26,7 +26,7 @@ fn ctl(socket: &str, args: &[&str]) -> (i32, String, String) {
 }
 
 /// A production-mode daemon over a data dir that `--dev --once` bootstrapped (demo model active).
-fn production(admins: &[u32]) -> (DevServer, String) {
+fn production(admins: &[u32], tls: bool) -> (DevServer, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let st = Command::new(bin("airlockd"))
         .args(["--dev", "--once"])
@@ -42,7 +42,7 @@ fn production(admins: &[u32]) -> (DevServer, String) {
     let socket = format!("{d}/run/admin.sock");
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
-         [server]\nlisten = \"127.0.0.1:0\"\n[logging]\ndir = \"{d}/logs\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ntls = {tls}\n[logging]\ndir = \"{d}/logs\"\n\
          [admin]\nsocket = \"{socket}\"\nadmin_uids = {admins:?}\n"
     );
     std::fs::write(dir.path().join("prod.toml"), config).expect("config");
@@ -57,7 +57,7 @@ fn infer_body() -> Vec<u8> {
 
 #[test]
 fn tokens_scopes_revocation_and_no_leaks() {
-    let (s, socket) = production(&[uid()]);
+    let (s, socket) = production(&[uid()], false);
     let infer = "/v2/models/demo-iris/infer";
     // Health is open; everything else needs a token.
     assert_eq!(http(&s.addr, "GET", "/v2/health/ready", &[], b"").0, 200);
@@ -201,7 +201,7 @@ fn tokens_scopes_revocation_and_no_leaks() {
 
 #[test]
 fn the_admin_socket_checks_the_peer_uid() {
-    let (s, socket) = production(&[u32::MAX - 1]);
+    let (s, socket) = production(&[u32::MAX - 1], false);
     let (code, _, err) = ctl(
         &socket,
         &["token", "create", "--name", "x", "--scope", "metrics"],
@@ -212,4 +212,131 @@ fn the_admin_socket_checks_the_peer_uid() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot connect"), "{err}");
     drop(s);
+}
+
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl (installed by scripts/setup.sh)");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
+    let (s, socket) = production(&[uid()], true);
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    let data = s.dir.path().join("airlock-dev/tls");
+    let url = format!("https://localhost:{port}/v2/health/ready");
+    // The generated certificate verifies for localhost; plain HTTP gets no answer.
+    let (code, out) = curl(&[
+        "--cacert",
+        data.join("cert.pem").to_str().expect("p"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "200"));
+    let (code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/v2/health/ready"),
+    ]);
+    assert_ne!(code, 0, "plain HTTP must not be served on a TLS listener");
+    assert!(
+        !s.log().contains("PRIVATE KEY"),
+        "the key never reaches the log"
+    );
+    // A new certificate, then SIGHUP: new handshakes get it; the daemon keeps serving.
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(data.join("key.pem"))
+        .arg("-out")
+        .arg(data.join("cert2.pem"))
+        .output()
+        .expect("openssl (installed by scripts/setup.sh)");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::copy(data.join("cert2.pem"), data.join("cert.pem")).expect("replace");
+    let pid = s.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let start = std::time::Instant::now();
+    while !s.log().contains("TLS certificate reloaded") {
+        assert!(start.elapsed().as_secs() < 10, "no reload: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out) = curl(&[
+        "--cacert",
+        data.join("cert2.pem").to_str().expect("p"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "200"),
+        "the new certificate is served"
+    );
+    // A broken certificate file on reload keeps the current one.
+    std::fs::write(data.join("cert.pem"), b"not a certificate").expect("w");
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    while !s.log().contains("TLS reload failed") {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "no failed reload logged: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out) = curl(&[
+        "--cacert",
+        data.join("cert2.pem").to_str().expect("p"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "200"),
+        "still serving with the previous certificate"
+    );
+    drop(socket);
 }

@@ -642,11 +642,12 @@ async fn infer_inner(
     resp
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then lets open connections finish
-/// their current request.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` is cancelled,
+/// then lets open connections finish their current request.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -665,28 +666,53 @@ pub async fn serve(
         };
         // Responses go out in one write; without NODELAY, delayed ACKs stall clients by 40 ms.
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
-        let token = shutdown.clone();
+        let (app, token, tls) = (app.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => connection(TokioIo::new(stream), app, header_timeout, token, peer).await,
+                Some(acceptor) => {
+                    // The handshake gets the same time budget as a request head.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            connection(TokioIo::new(tls_stream), app, header_timeout, token, peer)
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+async fn connection<I>(
+    io: I,
+    app: Router,
+    header_timeout: Duration,
+    token: CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

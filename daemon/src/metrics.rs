@@ -186,7 +186,7 @@ impl Metrics {
                     model: name.clone(),
                     version: m.version.to_string(),
                     provider: format!("{:?}", m.provider).to_lowercase(),
-                    degraded: m.degraded.is_some().to_string(),
+                    degraded: m.degraded().is_some().to_string(),
                 })
                 .set(1);
         }

@@ -254,3 +254,55 @@ pub fn venv_python() -> PathBuf {
     );
     p
 }
+
+/// Brings a model into a dev appliance's data dir (as `airlockd --dev --once` left it) through
+/// the real pipeline: a bundle signed with the dev bundle key, imported, validated against its
+/// contract, approved by the unattended-dev policy, promoted. The daemon must not be running.
+pub fn install_dev_model(
+    data_dir: &std::path::Path,
+    name: &str,
+    model_onnx: &[u8],
+) -> anyhow::Result<()> {
+    use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
+    let mut c = airlock_config::Config::default();
+    c.paths.data_dir = data_dir.to_path_buf();
+    c.approval.mode = airlock_config::ApprovalMode::UnattendedDev;
+    c.bundles.reserve_free_space = airlock_config::ByteSize(0);
+    let u = airlock_updater::Updater::open(&c)?;
+    let src = data_dir.join("src").join(name);
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(src.join("model.onnx"), model_onnx)?;
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+    let opts = CreateOptions {
+        name: ModelName::parse(name).map_err(anyhow::Error::msg)?,
+        version: semver::Version::new(1, 0, 0),
+        hardware: Hardware {
+            execution_provider: ExecutionProvider::Any,
+            min_compute_capability: None,
+            gpu_memory_budget_mib: None,
+            min_onnxruntime: None,
+        },
+        issued_at: now,
+        expires_at: now + time::Duration::days(30),
+        min_airlock_version: semver::Version::new(0, 1, 0),
+        rtol: 1e-4,
+        atol: 1e-5,
+    };
+    let p = plan(&src.join("model.onnx"), &[], None, &opts)?;
+    let bundle = src.join(p.manifest.bundle_file_name());
+    write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
+    let me = airlock_updater::Actor::new("test")?;
+    u.import_file(&bundle, &me)?;
+    let v = semver::Version::new(1, 0, 0);
+    u.validate(
+        name,
+        &v,
+        &airlock_updater::validate::ContractValidator,
+        &airlock_updater::Actor::system(),
+    )?;
+    u.registry().begin_promotion(u.now()?, name, &v, &me)?;
+    u.registry().complete_promotion(u.now()?, name, &me)?;
+    Ok(())
+}

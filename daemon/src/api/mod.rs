@@ -260,9 +260,18 @@ async fn server_metadata() -> Json<Value> {
     )
 }
 
+/// Whether `m` can answer: its own sessions, or (on_failure = "model:NAME") its fallback's.
+fn can_answer(s: &AppState, m: &LoadedModel) -> bool {
+    m.ready()
+        || m.fallback
+            .as_deref()
+            .and_then(|f| s.models.get(f, None).ok())
+            .is_some_and(|f| f.ready())
+}
+
 async fn server_ready(State(s): S) -> StatusCode {
     let table = s.models.snapshot();
-    if table.values().all(|slot| slot.active.ready()) {
+    if table.values().all(|slot| can_answer(&s, &slot.active)) {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
@@ -293,7 +302,7 @@ async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
             .collect::<Vec<_>>()
     };
     let mut params = json!({ "model_digest": model.digest, "execution_provider": format!("{:?}", model.provider).to_lowercase() });
-    if let Some(d) = &model.degraded {
+    if let Some(d) = model.degraded() {
         params["degraded"] = json!(d);
     }
     Json(json!({
@@ -309,7 +318,7 @@ async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
 
 async fn model_ready(State(s): S, m: String, v: Option<String>) -> Response {
     match s.models.get(&m, v.as_deref()) {
-        Ok(model) if model.ready() => StatusCode::OK.into_response(),
+        Ok(model) if can_answer(&s, &model) => StatusCode::OK.into_response(),
         Ok(_) => StatusCode::BAD_REQUEST.into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -519,12 +528,21 @@ async fn infer_inner(
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !model.ready() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("model {m} is not ready"),
-        );
-    }
+    // on_failure = "model:NAME": the fallback answers, and the answer says so.
+    let requested = model.name.clone();
+    let (model, via_fallback) =
+        match &model.fallback {
+            None => (model, false),
+            Some(f) => match s.models.get(f, None) {
+                Ok(fb) => (fb, true),
+                Err(_) => return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "model {requested} is degraded and its fallback model {f} is not loaded"
+                    ),
+                ),
+            },
+        };
     let body = match read_body(s.max_body, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -588,7 +606,19 @@ async fn infer_inner(
         return infer_error(e);
     }
     // Dropping this future (client gone) closes `rx`; the engine then skips the queued job.
-    let answer = match rx.await {
+    // The deadline covers the queue and execution even if no session ever picks the job up
+    // (e.g. while the GPU path recovers).
+    let waited = tokio::time::timeout_at(tokio::time::Instant::from_std(now + timeout), rx).await;
+    let Ok(waited) = waited else {
+        model
+            .stats
+            .timed_out
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return infer_error(InferError::Timeout {
+            waited_ms: now.elapsed().as_millis() as u64,
+        });
+    };
+    let answer = match waited {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return infer_error(e),
         Err(_) => {
@@ -620,7 +650,7 @@ async fn infer_inner(
         req.id.as_deref(),
         &answer.outputs,
         &req.outputs,
-        model.degraded.is_some(),
+        (via_fallback || model.degraded().is_some()).then_some(requested.as_str()),
     );
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();

@@ -460,7 +460,7 @@ pub fn encode_response(
     id: Option<&str>,
     outputs: &[Tensor],
     wanted: &[(usize, bool)],
-    degraded: bool,
+    degraded_request_for: Option<&str>,
 ) -> (Vec<u8>, Option<usize>) {
     let mut binary = Vec::new();
     let mut outs = Vec::with_capacity(wanted.len());
@@ -481,8 +481,11 @@ pub fn encode_response(
     }
     let mut params = Map::new();
     params.insert("model_digest".into(), json!(digest));
-    if degraded {
+    if let Some(requested) = degraded_request_for {
         params.insert("degraded".into(), json!(true));
+        if requested != model {
+            params.insert("requested_model".into(), json!(requested));
+        }
     }
     let mut root = Map::new();
     root.insert("model_name".into(), json!(model));

@@ -116,8 +116,13 @@ pub struct LoadedModel {
     pub batched: bool,
     /// The provider actually in use.
     pub provider: Provider,
-    /// Why the model runs degraded (e.g. CUDA unavailable, running on CPU), if it does.
-    pub degraded: Option<String>,
+    /// Why the model runs degraded (CUDA unavailable: on CPU, via a fallback model, or
+    /// waiting for recovery), if it does.
+    degraded: Mutex<Option<String>>,
+    /// `on_failure = "model:NAME"` after a GPU failure: requests go to this model.
+    pub fallback: Option<String>,
+    /// `on_failure = "fail"` after a GPU failure: why every request is refused with 503.
+    pub unavailable: Option<String>,
     /// Ready instances (0 while every instance is rebuilding).
     ready_instances: Arc<AtomicUsize>,
     /// Requests waiting.
@@ -160,20 +165,43 @@ impl LoadedModel {
         let model_path = dir.join(manifest.model_file.as_str());
         let name = manifest.model.name.to_string();
         let (mut provider, mut degraded) = (settings.execution_provider, None);
+        let (mut fallback, mut unavailable, mut recover) = (None, None, false);
         let mut sessions = Vec::new();
-        for i in 0..settings.instances {
-            let s = match runtime.session(&model_path, &settings, provider) {
-                Ok(s) => s,
-                Err(e) if provider == Provider::Cuda && settings.on_failure == OnFailure::Cpu => {
-                    tracing::warn!(model = %name, error = %e, "CUDA path failed; serving on the CPU provider (degraded)");
-                    degraded = Some(format!("CUDA unavailable ({e}); running on CPU"));
-                    provider = Provider::Cpu;
-                    runtime.session(&model_path, &settings, provider)?
+        match runtime.session(&model_path, &settings, provider) {
+            Ok(s) => sessions.push(s),
+            // The GPU path failed: the model's on_failure decides, visibly (degraded).
+            Err(e) if provider == Provider::Cuda => {
+                tracing::warn!(model = %name, error = %e, on_failure = ?settings.on_failure, "the CUDA path failed");
+                match &settings.on_failure {
+                    OnFailure::Cpu => {
+                        degraded = Some(format!("CUDA unavailable ({e}); running on CPU"));
+                        provider = Provider::Cpu;
+                        sessions.push(runtime.session(&model_path, &settings, provider)?);
+                    }
+                    OnFailure::Fail => {
+                        unavailable =
+                            Some(format!("model {name} is unavailable: CUDA failed ({e})"));
+                        degraded = unavailable.clone();
+                    }
+                    OnFailure::Model(other) => {
+                        degraded = Some(format!(
+                            "CUDA unavailable ({e}); answered by fallback model {other}"
+                        ));
+                        fallback = Some(other.clone());
+                    }
+                    OnFailure::Queue => {
+                        degraded = Some(format!("CUDA unavailable ({e}); requests wait for recovery until their deadline"));
+                        recover = true;
+                    }
                 }
-                Err(e) => return Err(e),
-            };
-            tracing::debug!(model = %name, instance = i, "session built");
-            sessions.push(s);
+            }
+            Err(e) => return Err(e),
+        }
+        if !sessions.is_empty() {
+            for i in 1..settings.instances {
+                sessions.push(runtime.session(&model_path, &settings, provider)?);
+                tracing::debug!(model = %name, instance = i, "session built");
+            }
         }
         let batched = batchable(&manifest.contract) && settings.max_batch_size > 1;
         let (tx, rx) = sync_channel::<Job>(settings.queue_capacity as usize);
@@ -185,7 +213,9 @@ impl LoadedModel {
             settings: settings.clone(),
             batched,
             provider,
-            degraded,
+            degraded: Mutex::new(degraded),
+            fallback,
+            unavailable,
             ready_instances: Arc::new(AtomicUsize::new(0)),
             depth: Arc::new(AtomicUsize::new(0)),
             ewma_us: Arc::new(AtomicU64::new(0)),
@@ -199,28 +229,36 @@ impl LoadedModel {
             pending: VecDeque::new(),
         }));
         let faults = Arc::new(Faults::from_env(&name));
-        for (i, mut session) in sessions.into_iter().enumerate() {
-            warm_up(&mut session, &manifest.contract, settings.warmup_runs);
-            let worker = Worker {
-                faults: faults.clone(),
-                model: model.clone(),
-                shared: shared.clone(),
-                runtime,
-                model_path: model_path.clone(),
-            };
-            model.ready_instances.fetch_add(1, Ordering::SeqCst);
-            let handle = std::thread::Builder::new()
-                .name(format!("ort-{name}-{i}"))
-                .spawn(move || worker.run(session))
-                .map_err(|e| EngineError::Session(format!("cannot start a session thread: {e}")))?;
-            model
-                .threads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(handle);
+        let start = Starter {
+            model: model.clone(),
+            shared,
+            faults,
+            runtime,
+            model_path,
+            contract: manifest.contract.clone(),
+        };
+        if recover {
+            // on_failure = "queue": requests wait (bounded queue, their own deadlines) while a
+            // background thread keeps trying to build the CUDA sessions.
+            std::thread::Builder::new()
+                .name(format!("recover-{name}"))
+                .spawn(move || start.recover())
+                .map_err(|e| {
+                    EngineError::Session(format!("cannot start the recovery thread: {e}"))
+                })?;
+        } else {
+            start.start(sessions)?;
         }
-        tracing::info!(model = %name, version = %model.version, provider = ?provider, batched, instances = settings.instances, "model loaded");
+        tracing::info!(model = %name, version = %model.version, provider = ?model.provider, batched, instances = settings.instances, degraded = ?model.degraded(), "model loaded");
         Ok(model)
+    }
+
+    /// Why the model is degraded, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether at least one instance can run requests.
@@ -235,6 +273,9 @@ impl LoadedModel {
 
     /// Queues a request; a full queue is refused at once with a retry estimate.
     pub fn submit(&self, job: Job) -> Result<(), InferError> {
+        if let Some(reason) = &self.unavailable {
+            return Err(InferError::Unavailable(reason.clone()));
+        }
         let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard
             .as_ref()
@@ -283,6 +324,70 @@ impl LoadedModel {
         }
         self.stopped.store(true, Ordering::SeqCst);
         tracing::info!(model = %self.name, version = %self.version, "model unloaded");
+    }
+}
+
+/// Starts instance threads for a model, now or once its sessions can be built.
+struct Starter {
+    model: Arc<LoadedModel>,
+    shared: Arc<Mutex<Shared>>,
+    faults: Arc<Faults>,
+    runtime: &'static Runtime,
+    model_path: PathBuf,
+    contract: Contract,
+}
+
+impl Starter {
+    fn start(&self, sessions: Vec<Session>) -> Result<(), EngineError> {
+        let m = &self.model;
+        for (i, mut session) in sessions.into_iter().enumerate() {
+            warm_up(&mut session, &self.contract, m.settings.warmup_runs);
+            let worker = Worker {
+                faults: self.faults.clone(),
+                model: m.clone(),
+                shared: self.shared.clone(),
+                runtime: self.runtime,
+                model_path: self.model_path.clone(),
+            };
+            m.ready_instances.fetch_add(1, Ordering::SeqCst);
+            let handle = std::thread::Builder::new()
+                .name(format!("ort-{}-{i}", m.name))
+                .spawn(move || worker.run(session))
+                .map_err(|e| EngineError::Session(format!("cannot start a session thread: {e}")))?;
+            m.threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle);
+        }
+        Ok(())
+    }
+
+    /// Retries the configured provider with backoff until it works or the model is unloaded.
+    fn recover(self) {
+        let m = self.model.clone();
+        let mut wait = Duration::from_millis(500);
+        while !m.stopped.load(Ordering::SeqCst)
+            && m.queue.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        {
+            let built: Result<Vec<Session>, EngineError> = (0..m.settings.instances)
+                .map(|_| {
+                    self.runtime
+                        .session(&self.model_path, &m.settings, m.provider)
+                })
+                .collect();
+            match built {
+                Ok(sessions) => {
+                    if self.start(sessions).is_ok() {
+                        *m.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        tracing::info!(model = %m.name, "recovered: the CUDA sessions are up");
+                    }
+                    return;
+                }
+                Err(e) => tracing::debug!(model = %m.name, error = %e, "recovery attempt failed"),
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
     }
 }
 

@@ -13,6 +13,13 @@ case $what in
     cargo build --release --locked -q -p airlock-tests --bin airlock-bench
     exec target/release/airlock-bench "$@" ;;
   serve)
+    # The peer for the tiny-model comparison: KServe's Python server with onnxruntime, in its
+    # own venv (only the bench needs it).
+    venv=${XDG_CACHE_HOME:-$HOME/.cache}/airlock/bench-venv
+    if ! "$venv/bin/python" -c 'import kserve, onnxruntime' 2>/dev/null; then
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q --disable-pip-version-check "kserve==0.21.0" "onnxruntime==1.31.1" numpy
+    fi
     cargo build --release --locked -q -p airlockd --bin airlockd
     cargo build --release --locked -q -p airlock-tests --bin airlock-serve-bench
     exec target/release/airlock-serve-bench "$@" ;;

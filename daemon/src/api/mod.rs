@@ -530,19 +530,20 @@ async fn infer_inner(
     };
     // on_failure = "model:NAME": the fallback answers, and the answer says so.
     let requested = model.name.clone();
-    let (model, via_fallback) =
-        match &model.fallback {
-            None => (model, false),
-            Some(f) => match s.models.get(f, None) {
-                Ok(fb) => (fb, true),
-                Err(_) => return error(
+    let (model, via_fallback) = match &model.fallback {
+        None => (model, false),
+        Some(f) => match s.models.get(f, None) {
+            Ok(fb) => (fb, true),
+            Err(_) => {
+                return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "model {requested} is degraded and its fallback model {f} is not loaded"
                     ),
-                ),
-            },
-        };
+                )
+            }
+        },
+    };
     let body = match read_body(s.max_body, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,

@@ -157,16 +157,23 @@ fn load(
     model: &BenchModel,
     concurrency: usize,
     secs: f64,
+    json: bool,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
-    let raw: Vec<u8> = vec![0.5f32; (model.rows as i64 * model.in_dim) as usize]
-        .iter()
-        .flat_map(|f| f.to_le_bytes())
-        .collect();
-    let head = serde_json::to_vec(&serde_json::json!({
-        "inputs": [{ "name": "x", "datatype": "FP32", "shape": [model.rows, model.in_dim], "parameters": { "binary_data_size": raw.len() } }],
-        "outputs": [{ "name": "y", "parameters": { "binary_data": true } }],
-    }))?;
-    let body = [head.clone(), raw].concat();
+    let values = vec![0.5f32; (model.rows as i64 * model.in_dim) as usize];
+    let raw: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let (head, body) = if json {
+        // As perf_analyzer sends JSON: Inference-Header-Content-Length equal to the whole body.
+        let b = serde_json::to_vec(&serde_json::json!({
+            "inputs": [{ "name": "x", "datatype": "FP32", "shape": [model.rows, model.in_dim], "data": values }],
+        }))?;
+        (b.clone(), b)
+    } else {
+        let head = serde_json::to_vec(&serde_json::json!({
+            "inputs": [{ "name": "x", "datatype": "FP32", "shape": [model.rows, model.in_dim], "parameters": { "binary_data_size": raw.len() } }],
+            "outputs": [{ "name": "y", "parameters": { "binary_data": true } }],
+        }))?;
+        (head.clone(), [head, raw].concat())
+    };
     let path = format!("/v2/models/{}/infer", model.name);
     // Warm-up.
     client(
@@ -259,6 +266,67 @@ fn mean_batch(addr: &str, model: &str) -> anyhow::Result<(f64, f64)> {
     Ok((find("sum"), find("count")))
 }
 
+/// Runs the KServe peer (the bench venv that `scripts/bench.sh serve` prepares) on the tiny model.
+fn kserve_peer(
+    dir: &Path,
+    m: &BenchModel,
+    secs: f64,
+) -> anyhow::Result<Vec<(usize, f64, Duration, Duration)>> {
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME")?);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or(home.join(".cache"));
+    let python = cache.join("airlock/bench-venv/bin/python");
+    if !python.exists() {
+        bail!(
+            "{} is missing (scripts/bench.sh serve installs kserve there)",
+            python.display()
+        );
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kserve_peer.py");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = Command::new(python)
+        .arg(script)
+        .env("PEER_MODEL_NAME", m.name)
+        .env("PEER_MODEL_PATH", dir.join(m.name).join("model.onnx"))
+        .env("PEER_HTTP_PORT", port.to_string())
+        .env("PEER_GRPC_PORT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let addr = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    let result = (|| {
+        loop {
+            if TcpStream::connect(&addr).is_ok()
+                && airlock_tests::http(
+                    &addr,
+                    "GET",
+                    &format!("/v2/models/{}/ready", m.name),
+                    &[],
+                    b"",
+                )
+                .0 == 200
+            {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the KServe peer did not become ready");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        m.concurrency
+            .iter()
+            .map(|&c| load(&addr, m, c, secs, true).map(|(r, a, b)| (c, r, a, b)))
+            .collect()
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 fn main() -> anyhow::Result<()> {
     let mut secs = 5.0;
     let mut airlockd = PathBuf::from("target/release/airlockd");
@@ -327,6 +395,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::spawn(move || for _ in lines.by_ref() {});
     let env = ort::init_from(&lib)?.with_name("bench").build()?;
     let mut rows = Vec::new();
+    let mut peer_rows: Vec<(usize, f64)> = Vec::new();
     for m in &MODELS {
         let model = dir.join(m.name).join("model.onnx");
         let (raw_rps, raw_p50, raw_p99) =
@@ -338,7 +407,7 @@ fn main() -> anyhow::Result<()> {
         ));
         for &c in m.concurrency {
             let before = mean_batch(&addr, m.name)?;
-            let (rps, p50, p99) = load(&addr, m, c, secs)?;
+            let (rps, p50, p99) = load(&addr, m, c, secs, false)?;
             let after = mean_batch(&addr, m.name)?;
             let batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
             let served_rows = rps * m.rows as f64;
@@ -360,10 +429,34 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
+    // JSON rows for airlockd and the KServe peer (same model, same body).
+    let tiny = &MODELS[1];
+    for &c in tiny.concurrency {
+        let (rps, p50, p99) = load(&addr, tiny, c, secs, true)?;
+        rows.push(format!(
+            "| {} | airlockd over HTTP, {c} concurrent client(s), JSON | {:.0} req/s | {:.0} µs | {:.0} µs | — |",
+            tiny.name, rps, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
+        ));
+        peer_rows.push((c, rps));
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+    match kserve_peer(&dir, tiny, secs) {
+        Ok(results) => {
+            for ((c, rps, p50, p99), (_, ours)) in results.into_iter().zip(&peer_rows) {
+                rows.push(format!(
+                    "| {} | KServe 0.21 Python server + onnxruntime, {c} concurrent client(s), JSON | {:.0} req/s | {:.0} µs | {:.0} µs | airlockd (JSON) does {:.1}× its req/s |",
+                    tiny.name, rps, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6, ours / rps
+                ));
+            }
+        }
+        Err(e) => rows.push(format!(
+            "| {} | KServe peer not measured: {e} | | | | |",
+            tiny.name
+        )),
+    }
     let table = format!(
         "Serving (`scripts/bench.sh serve`, {} s per row, {cores} cores, CPU provider, ONNX Runtime from {}; the load \
          generator runs on the same cores as airlockd; {}):\n\n\

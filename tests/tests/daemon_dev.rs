@@ -134,3 +134,20 @@ fn dev_mode_runs_until_sigterm() {
     assert!(exit.success(), "exit {exit:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("stopping")), "{rest:?}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_clearly() {
+    let s = airlock_tests::DevServer::start(None, &[]);
+    let out = Command::new(bin("airlockd"))
+        .args(["--dev", "--once", "--listen", "127.0.0.1:0"])
+        .current_dir(s.dir.path())
+        .output()
+        .expect("spawn");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is in use by another process (is another airlockd running"),
+        "{err}"
+    );
+    assert!(s.stop(), "the first daemon is unaffected");
+}

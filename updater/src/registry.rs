@@ -272,7 +272,17 @@ impl Registry {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .open()
+            .map_err(|e| {
+                if e.to_string().contains("could not acquire lock") {
+                    Error::Database(format!(
+                        "{} is in use by another process (is another airlockd running on this data directory?)",
+                        path.display()
+                    ))
+                } else {
+                    Error::from(e)
+                }
+            })?;
         Ok(Registry {
             models: db.open_tree("models")?,
             audit: db.open_tree("audit")?,

@@ -255,6 +255,23 @@ pub fn venv_python() -> PathBuf {
     p
 }
 
+/// A fresh scratch directory in which `airlockd --dev --once` bootstrapped a dev appliance
+/// (dev trust root, the demo model validated with the default CPU settings and active).
+pub fn bootstrapped_dev_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(bin("airlockd"))
+        .args(["--dev", "--once"])
+        .current_dir(dir.path())
+        .output()
+        .expect("bootstrap");
+    assert!(
+        out.status.success(),
+        "airlockd --dev --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
 /// Brings a model into a dev appliance's data dir (as `airlockd --dev --once` left it) through
 /// the real pipeline: a bundle signed with the dev bundle key, imported, validated against its
 /// contract, approved by the unattended-dev policy, promoted. The daemon must not be running.
@@ -271,6 +288,9 @@ pub fn install_dev_model(
     c.approval.mode = airlock_config::ApprovalMode::UnattendedDev;
     c.bundles.reserve_free_space = airlock_config::ByteSize(0);
     let u = airlock_updater::Updater::open(&c)?;
+    if u.registry().model(name)?.and_then(|m| m.active).is_some() {
+        return Ok(());
+    }
     let src = data_dir.join("src").join(name);
     std::fs::create_dir_all(&src)?;
     std::fs::write(src.join("model.onnx"), model_onnx)?;

@@ -27,17 +27,7 @@ fn ctl(socket: &str, args: &[&str]) -> (i32, String, String) {
 
 /// A production-mode daemon over a data dir that `--dev --once` bootstrapped (demo model active).
 fn production(admins: &[u32], tls: bool) -> (DevServer, String) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let st = Command::new(bin("airlockd"))
-        .args(["--dev", "--once"])
-        .current_dir(dir.path())
-        .output()
-        .expect("bootstrap");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let dir = airlock_tests::bootstrapped_dev_dir();
     let d = dir.path().display().to_string();
     let socket = format!("{d}/run/admin.sock");
     let config = format!(

@@ -21,17 +21,7 @@ fn body(timeout_us: Option<u64>) -> Vec<u8> {
 /// production provider, so a CUDA-configured model cannot pass it on a machine without a GPU —
 /// then restarts it with the model configured for CUDA.
 fn start(on_failure: &str) -> DevServer {
-    let dir = tempfile::tempdir().expect("tmp");
-    let st = std::process::Command::new(airlock_tests::bin("airlockd"))
-        .args(["--dev", "--once"])
-        .current_dir(dir.path())
-        .output()
-        .expect("bootstrap");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let dir = airlock_tests::bootstrapped_dev_dir();
     let config = dir.path().join("airlockd.toml");
     std::fs::write(&config, format!("[models.\"demo-iris\"]\nexecution_provider = \"cuda\"\non_failure = \"{on_failure}\"\n")).expect("w");
     let args = [
@@ -122,17 +112,7 @@ fn queue_holds_requests_until_their_deadline() {
 #[test]
 fn a_fallback_model_answers_and_the_answer_names_it() {
     // A second model with the same contract, installed through the real pipeline.
-    let dir = tempfile::tempdir().expect("tmp");
-    let st = std::process::Command::new(airlock_tests::bin("airlockd"))
-        .args(["--dev", "--once"])
-        .current_dir(dir.path())
-        .output()
-        .expect("bootstrap");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let dir = airlock_tests::bootstrapped_dev_dir();
     let small = airlock_signing::onnx::linear_classifier(&[0.1; 12], &[0.0; 3]);
     airlock_tests::install_dev_model(&dir.path().join("airlock-dev"), "iris-small", &small)
         .expect("install");

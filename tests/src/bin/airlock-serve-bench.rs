@@ -11,12 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_config::{ApprovalMode, ByteSize, Config};
-use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
-use airlock_signing::writer::{plan, write_plan, CreateOptions};
-use airlock_signing::PrivateKey;
-use airlock_updater::validate::ContractValidator;
-use airlock_updater::{Actor, Updater};
 use anyhow::{bail, Context};
 
 struct BenchModel {
@@ -48,13 +42,12 @@ const MODELS: [BenchModel; 2] = [
 ];
 
 fn ort_library() -> anyhow::Result<PathBuf> {
-    let mut c = Config::default();
-    c.engine.onnxruntime_library = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let explicit = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let home = PathBuf::from(std::env::var_os("HOME").context("HOME")?);
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or(home.join(".cache"));
-    for p in c.engine.onnxruntime_library.into_iter().chain([
+    for p in explicit.into_iter().chain([
         PathBuf::from("/usr/lib/airlock/libonnxruntime.so"),
         cache.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1"),
     ]) {
@@ -203,53 +196,22 @@ fn load(
     Ok((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)))
 }
 
-/// Brings the bench models into a dev appliance through the real pipeline (signed bundle,
+/// Brings the bench models into the dev appliance through the real pipeline (signed bundle,
 /// import, validation, unattended-dev approval, promotion).
 fn install_models(dir: &Path) -> anyhow::Result<()> {
-    let data = dir.join("airlock-dev");
-    let key = PrivateKey::read(&data.join("dev/dev-bundle.key"))?;
-    let mut c = Config::default();
-    c.paths.data_dir = data.clone();
-    c.approval.mode = ApprovalMode::UnattendedDev;
-    c.bundles.reserve_free_space = ByteSize(0);
-    let u = Updater::open(&c)?;
-    let me = Actor::new("bench")?;
     for m in &MODELS {
-        if u.registry().model(m.name)?.and_then(|r| r.active).is_some() {
-            continue;
-        }
-        let src = dir.join(m.name);
-        std::fs::create_dir_all(&src)?;
-        std::fs::write(
-            src.join("model.onnx"),
-            airlock_signing::onnx::dense_relu(m.in_dim, m.widths, 7),
+        airlock_tests::install_dev_model(
+            &dir.join("airlock-dev"),
+            m.name,
+            &airlock_signing::onnx::dense_relu(m.in_dim, m.widths, 7),
         )?;
-        let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let opts = CreateOptions {
-            name: ModelName::parse(m.name).map_err(anyhow::Error::msg)?,
-            version: semver::Version::new(1, 0, 0),
-            hardware: Hardware {
-                execution_provider: ExecutionProvider::Any,
-                min_compute_capability: None,
-                gpu_memory_budget_mib: None,
-                min_onnxruntime: None,
-            },
-            issued_at: now,
-            expires_at: now + time::Duration::days(30),
-            min_airlock_version: semver::Version::new(0, 1, 0),
-            rtol: 1e-4,
-            atol: 1e-5,
-        };
-        let p = plan(&src.join("model.onnx"), &[], None, &opts)?;
-        let bundle = dir.join(p.manifest.bundle_file_name());
-        write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
-        u.import_file(&bundle, &me)?;
-        let v = semver::Version::new(1, 0, 0);
-        u.validate(m.name, &v, &ContractValidator, &Actor::system())?;
-        u.registry().begin_promotion(u.now()?, m.name, &v, &me)?;
-        u.registry().complete_promotion(u.now()?, m.name, &me)?;
     }
     Ok(())
+}
+
+/// Where `install_dev_model` left a model's `.onnx` file.
+fn model_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("airlock-dev/src").join(name).join("model.onnx")
 }
 
 /// (sum, count) of the batch-size histogram of `model`, from `/metrics`.
@@ -290,7 +252,7 @@ fn kserve_peer(
     let mut child = Command::new(python)
         .arg(script)
         .env("PEER_MODEL_NAME", m.name)
-        .env("PEER_MODEL_PATH", dir.join(m.name).join("model.onnx"))
+        .env("PEER_MODEL_PATH", model_file(dir, m.name))
         .env("PEER_HTTP_PORT", port.to_string())
         .env("PEER_GRPC_PORT", "0")
         .stdout(Stdio::null())
@@ -397,7 +359,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut peer_rows: Vec<(usize, f64)> = Vec::new();
     for m in &MODELS {
-        let model = dir.join(m.name).join("model.onnx");
+        let model = model_file(&dir, m.name);
         let (raw_rps, raw_p50, raw_p99) =
             raw_ort(&env, &model, m.in_dim, m.raw_batch, secs, cores)?;
         let raw_rows = raw_rps * m.raw_batch as f64;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use airlock_config::{ApprovalMode, Config};
-use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
+use airlock_signing::manifest::ModelName;
 use airlock_signing::trust::{Role, RootBuilder};
 use airlock_signing::writer::{plan, write_plan, CreateOptions};
 use airlock_signing::PrivateKey;
@@ -83,22 +83,11 @@ fn demo_bundle(dir: &Path, key: &PrivateKey) -> anyhow::Result<PathBuf> {
     std::fs::write(src.join("model.onnx"), model)?;
     std::fs::write(src.join("vectors/case-1/inputs/x.npy"), x)?;
     std::fs::write(src.join("vectors/case-1/expected/y.npy"), y)?;
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-    let opts = CreateOptions {
-        name: ModelName::parse(DEMO_MODEL).map_err(anyhow::Error::msg)?,
-        version: semver::Version::parse(DEMO_VERSION)?,
-        hardware: Hardware {
-            execution_provider: ExecutionProvider::Any,
-            min_compute_capability: None,
-            gpu_memory_budget_mib: None,
-            min_onnxruntime: None,
-        },
-        issued_at: now,
-        expires_at: now + time::Duration::days(365),
-        min_airlock_version: semver::Version::new(0, 1, 0),
-        rtol: 1e-4,
-        atol: 1e-5,
-    };
+    let opts = CreateOptions::new(
+        ModelName::parse(DEMO_MODEL).map_err(anyhow::Error::msg)?,
+        semver::Version::parse(DEMO_VERSION)?,
+        time::Duration::days(365),
+    )?;
     let p = plan(
         &src.join("model.onnx"),
         &[],

@@ -44,6 +44,35 @@ pub struct CreateOptions {
     pub atol: f64,
 }
 
+impl CreateOptions {
+    /// Options for `name` `version`, issued now (whole seconds) and valid for `valid_for`, for any
+    /// execution provider, requiring this airlock version, with tolerances rtol 1e-4, atol 1e-5.
+    pub fn new(
+        name: ModelName,
+        version: semver::Version,
+        valid_for: time::Duration,
+    ) -> Result<Self> {
+        let now = OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        Ok(CreateOptions {
+            name,
+            version,
+            hardware: Hardware {
+                execution_provider: crate::manifest::ExecutionProvider::Any,
+                min_compute_capability: None,
+                gpu_memory_budget_mib: None,
+                min_onnxruntime: None,
+            },
+            issued_at: now,
+            expires_at: now + valid_for,
+            min_airlock_version: semver::Version::parse(env!("CARGO_PKG_VERSION"))
+                .map_err(|e| input_err(format!("this build's version: {e}")))?,
+            rtol: 1e-4,
+            atol: 1e-5,
+        })
+    }
+}
+
 /// A manifest and where each of its payload files comes from.
 #[derive(Debug, Clone)]
 pub struct Plan {

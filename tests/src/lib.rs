@@ -280,7 +280,7 @@ pub fn install_dev_model(
     name: &str,
     model_onnx: &[u8],
 ) -> anyhow::Result<()> {
-    use airlock_signing::manifest::{ExecutionProvider, Hardware, ModelName};
+    use airlock_signing::manifest::ModelName;
     use airlock_signing::writer::{plan, write_plan, CreateOptions};
     let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
     let mut c = airlock_config::Config::default();
@@ -294,22 +294,11 @@ pub fn install_dev_model(
     let src = data_dir.join("src").join(name);
     std::fs::create_dir_all(&src)?;
     std::fs::write(src.join("model.onnx"), model_onnx)?;
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
-    let opts = CreateOptions {
-        name: ModelName::parse(name).map_err(anyhow::Error::msg)?,
-        version: semver::Version::new(1, 0, 0),
-        hardware: Hardware {
-            execution_provider: ExecutionProvider::Any,
-            min_compute_capability: None,
-            gpu_memory_budget_mib: None,
-            min_onnxruntime: None,
-        },
-        issued_at: now,
-        expires_at: now + time::Duration::days(30),
-        min_airlock_version: semver::Version::new(0, 1, 0),
-        rtol: 1e-4,
-        atol: 1e-5,
-    };
+    let opts = CreateOptions::new(
+        ModelName::parse(name).map_err(anyhow::Error::msg)?,
+        semver::Version::new(1, 0, 0),
+        time::Duration::days(30),
+    )?;
     let p = plan(&src.join("model.onnx"), &[], None, &opts)?;
     let bundle = src.join(p.manifest.bundle_file_name());
     write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;

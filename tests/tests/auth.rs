@@ -220,6 +220,31 @@ fn curl(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `curl --cacert CA URL`: (exit code, HTTP status).
+fn https_status(ca: &std::path::Path, url: &str) -> (i32, String) {
+    curl(&[
+        "--cacert",
+        ca.to_str().expect("path"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url,
+    ])
+}
+
+/// Waits (from `start`, up to `secs`) until the daemon has logged `text`.
+fn wait_for_log(s: &DevServer, text: &str, start: std::time::Instant, secs: u64) {
+    while !s.log().contains(text) {
+        assert!(
+            start.elapsed().as_secs() < secs,
+            "{text:?} was never logged: {}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
     let (s, socket) = production(&[uid()], true);
@@ -227,16 +252,10 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
     let data = s.dir.path().join("airlock-dev/tls");
     let url = format!("https://localhost:{port}/v2/health/ready");
     // The generated certificate verifies for localhost; plain HTTP gets no answer.
-    let (code, out) = curl(&[
-        "--cacert",
-        data.join("cert.pem").to_str().expect("p"),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url,
-    ]);
-    assert_eq!((code, out.as_str()), (0, "200"));
+    assert_eq!(
+        https_status(&data.join("cert.pem"), &url),
+        (0, "200".to_string())
+    );
     let (code, _) = curl(&[
         "-o",
         "/dev/null",
@@ -281,22 +300,10 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         .expect("kill")
         .success());
     let start = std::time::Instant::now();
-    while !s.log().contains("TLS certificate reloaded") {
-        assert!(start.elapsed().as_secs() < 10, "no reload: {}", s.log());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let (code, out) = curl(&[
-        "--cacert",
-        data.join("cert2.pem").to_str().expect("p"),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url,
-    ]);
+    wait_for_log(&s, "TLS certificate reloaded", start, 10);
     assert_eq!(
-        (code, out.as_str()),
-        (0, "200"),
+        https_status(&data.join("cert2.pem"), &url),
+        (0, "200".to_string()),
         "the new certificate is served"
     );
     // A broken certificate file on reload keeps the current one.
@@ -306,26 +313,10 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         .status()
         .expect("kill")
         .success());
-    while !s.log().contains("TLS reload failed") {
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "no failed reload logged: {}",
-            s.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let (code, out) = curl(&[
-        "--cacert",
-        data.join("cert2.pem").to_str().expect("p"),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &url,
-    ]);
+    wait_for_log(&s, "TLS reload failed", start, 20);
     assert_eq!(
-        (code, out.as_str()),
-        (0, "200"),
+        https_status(&data.join("cert2.pem"), &url),
+        (0, "200".to_string()),
         "still serving with the previous certificate"
     );
     drop(socket);

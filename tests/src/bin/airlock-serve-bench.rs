@@ -111,10 +111,15 @@ fn client(
 ) -> anyhow::Result<Vec<Duration>> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_len}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    // An empty body means a GET (the HTTP floor row), anything else an inference POST.
+    let head = if body.is_empty() {
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+    } else {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_len}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+    };
     let request = [head.as_bytes(), body].concat();
     let mut reader = BufReader::new(s.try_clone()?);
     let mut lat = Vec::new();
@@ -390,6 +395,20 @@ fn main() -> anyhow::Result<()> {
                 m.name, m.rows, rps, served_rows, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
             ));
         }
+    }
+    // The floor under every request: the same keep-alive client on GET /v2/health/live (routing,
+    // tracing middleware, HTTP on loopback; no model).
+    {
+        let start = Instant::now();
+        let mut lat = client(&addr, "/v2/health/live", b"", 0, start + Duration::from_secs_f64(secs))?;
+        let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+        lat.sort();
+        rows.push(format!(
+            "| (none) | airlockd HTTP floor: GET /v2/health/live, 1 client | {:.0} req/s | {:.0} µs | {:.0} µs | — |",
+            rps,
+            percentile(&lat, 0.5).as_secs_f64() * 1e6,
+            percentile(&lat, 0.99).as_secs_f64() * 1e6
+        ));
     }
     // JSON rows for airlockd and the KServe peer (same model, same body).
     let tiny = &MODELS[1];

@@ -400,7 +400,13 @@ fn main() -> anyhow::Result<()> {
     // tracing middleware, HTTP on loopback; no model).
     {
         let start = Instant::now();
-        let mut lat = client(&addr, "/v2/health/live", b"", 0, start + Duration::from_secs_f64(secs))?;
+        let mut lat = client(
+            &addr,
+            "/v2/health/live",
+            b"",
+            0,
+            start + Duration::from_secs_f64(secs),
+        )?;
         let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
         lat.sort();
         rows.push(format!(

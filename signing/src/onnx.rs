@@ -241,6 +241,20 @@ pub fn read_model_info(bytes: Vec<u8>) -> Result<ModelInfo> {
     })
 }
 
+/// An opset-13, IR-8 model around `graph`, encoded.
+fn opset13_model(graph: GraphProto) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        producer_name: "airlock".into(),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+    }
+    .encode_to_vec()
+}
+
 /// A float32 tensor initializer with inline data.
 pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     TensorProto {
@@ -294,38 +308,29 @@ pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {
         op_type: op.into(),
         attribute: attrs,
     };
-    let model = ModelProto {
-        ir_version: 8,
-        producer_name: "airlock".into(),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            name: "linear_classifier".into(),
-            node: vec![
-                node("Gemm", &["x", "W", "b"], "logits", vec![]),
-                node(
-                    "Softmax",
-                    &["logits"],
-                    "y",
-                    vec![AttributeProto {
-                        name: "axis".into(),
-                        i: 1,
-                        r#type: 2,
-                        ..Default::default()
-                    }],
-                ),
-            ],
-            initializer: vec![
-                f32_tensor("W", &[4, 3], weights),
-                f32_tensor("b", &[3], bias),
-            ],
-            input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
-            output: vec![f32_value("y", &[Err("batch"), Ok(3)])],
-        }),
-    };
-    model.encode_to_vec()
+    opset13_model(GraphProto {
+        name: "linear_classifier".into(),
+        node: vec![
+            node("Gemm", &["x", "W", "b"], "logits", vec![]),
+            node(
+                "Softmax",
+                &["logits"],
+                "y",
+                vec![AttributeProto {
+                    name: "axis".into(),
+                    i: 1,
+                    r#type: 2,
+                    ..Default::default()
+                }],
+            ),
+        ],
+        initializer: vec![
+            f32_tensor("W", &[4, 3], weights),
+            f32_tensor("b", &[3], bias),
+        ],
+        input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
+        output: vec![f32_value("y", &[Err("batch"), Ok(3)])],
+    })
 }
 
 /// Evaluates [`linear_classifier`] in plain Rust (to write golden vectors the model must match).
@@ -383,22 +388,13 @@ pub fn dense_relu(in_dim: i64, widths: &[i64], seed: u64) -> Vec<u8> {
         prev = out;
         fan_in = *w;
     }
-    ModelProto {
-        ir_version: 8,
-        producer_name: "airlock".into(),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(GraphProto {
-            name: "dense_relu".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![f32_value("x", &[Err("batch"), Ok(in_dim)])],
-            output: vec![f32_value("y", &[Err("batch"), Ok(fan_in)])],
-        }),
-    }
-    .encode_to_vec()
+    opset13_model(GraphProto {
+        name: "dense_relu".into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![f32_value("x", &[Err("batch"), Ok(in_dim)])],
+        output: vec![f32_value("y", &[Err("batch"), Ok(fan_in)])],
+    })
 }
 
 /// Weights of the demo classifier.

@@ -21,7 +21,11 @@ fn body(timeout_us: Option<u64>) -> Vec<u8> {
 /// production provider, so a CUDA-configured model cannot pass it on a machine without a GPU —
 /// then restarts it with the model configured for CUDA.
 fn start(on_failure: &str) -> DevServer {
-    let dir = airlock_tests::bootstrapped_dev_dir();
+    start_in(airlock_tests::bootstrapped_dev_dir(), on_failure)
+}
+
+/// Restarts the dev appliance in `dir` with demo-iris configured for CUDA and `on_failure`.
+fn start_in(dir: tempfile::TempDir, on_failure: &str) -> DevServer {
     let config = dir.path().join("airlockd.toml");
     std::fs::write(&config, format!("[models.\"demo-iris\"]\nexecution_provider = \"cuda\"\non_failure = \"{on_failure}\"\n")).expect("w");
     let args = [
@@ -116,17 +120,7 @@ fn a_fallback_model_answers_and_the_answer_names_it() {
     let small = airlock_signing::onnx::linear_classifier(&[0.1; 12], &[0.0; 3]);
     airlock_tests::install_dev_model(&dir.path().join("airlock-dev"), "iris-small", &small)
         .expect("install");
-    let config = dir.path().join("airlockd.toml");
-    std::fs::write(&config, "[models.\"demo-iris\"]\nexecution_provider = \"cuda\"\non_failure = \"model:iris-small\"\n").expect("w");
-    let args = [
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().expect("p"),
-    ]
-    .map(String::from);
-    let s = DevServer::spawn(dir, &args, &[]);
+    let s = start_in(dir, "model:iris-small");
     let (code, _, b) = http(&s.addr, "POST", INFER, &[], &body(None));
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
     let v = json_of(&b);

@@ -3,7 +3,9 @@
 //! (keep-alive, binary tensor extension, fixed concurrency) by its own load generator, for a
 //! compute-bound model (4 × 1024×1024 MatMul+ReLU) and a tiny one (16→16 MatMul+ReLU, x [4,16]).
 //! Prints a table and writes it into `docs/PERFORMANCE.md` between `<!-- bench:serve -->` markers.
-//! Usage: `airlock-serve-bench [--seconds N] [--airlockd PATH] [--no-doc]` (run from the repo root).
+//! Usage: `airlock-serve-bench [--seconds N] [--airlockd PATH] [--no-doc]` (run from the repo root);
+//! for tuning, `--only MODEL` measures one model's rows and `--mlp-settings 'k = v;…'` replaces the
+//! compute-bound model's `[models."bench-mlp"]` settings (neither writes the document).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -21,6 +23,20 @@ struct BenchModel {
     raw_batch: u64,
     concurrency: &'static [usize],
 }
+
+impl BenchModel {
+    /// Bytes of one binary-extension inference request as `load` sends it (headers included).
+    fn request_len(&self) -> usize {
+        300 + (self.rows as i64 * self.in_dim) as usize * 4
+    }
+    /// Bytes of the answer (headers, JSON header, binary output), roughly.
+    fn response_len(&self) -> usize {
+        400 + (self.rows as i64 * self.widths[self.widths.len() - 1]) as usize * 4
+    }
+}
+
+/// `[models."bench-mlp"]` settings (`--mlp-settings` replaces them; `;` separates lines).
+const MLP_SETTINGS: &str = "instances = 2\nintra_op_threads = 1\nmax_batch_size = 32\npreferred_batch_sizes = [16]\nmax_queue_delay = \"3ms\"";
 
 const MODELS: [BenchModel; 2] = [
     BenchModel {
@@ -148,6 +164,49 @@ fn client(
         lat.push(t.elapsed());
     }
     Ok(lat)
+}
+
+/// The loopback floor under any HTTP server here: one client thread and one echo thread in this
+/// process exchanging `req` and `resp` bytes over keep-alive TCP with `TCP_NODELAY`, no HTTP.
+fn tcp_floor(req: usize, resp: usize, secs: f64) -> anyhow::Result<(f64, Duration, Duration)> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = l.accept()?;
+        s.set_nodelay(true)?;
+        let (mut inb, out) = (vec![0u8; req], vec![1u8; resp]);
+        while s.read_exact(&mut inb).is_ok() {
+            s.write_all(&out)?;
+        }
+        Ok(())
+    });
+    let mut c = TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let (out, mut inb) = (vec![2u8; req], vec![0u8; resp]);
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        c.write_all(&out)?;
+        c.read_exact(&mut inb)?;
+        lat.push(t.elapsed());
+    }
+    let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    Ok((rps, percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+/// Pins every thread of process `pid` to `cpus` (a `taskset` list such as `0` or `0-1`).
+fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let st = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("taskset (util-linux)")?;
+    if !st.success() {
+        bail!("taskset -a -p -c {cpus} {pid} failed");
+    }
+    Ok(())
 }
 
 fn load(
@@ -298,6 +357,8 @@ fn main() -> anyhow::Result<()> {
     let mut secs = 5.0;
     let mut airlockd = PathBuf::from("target/release/airlockd");
     let mut doc = Some(PathBuf::from("docs/PERFORMANCE.md"));
+    let mut only: Option<String> = None;
+    let mut mlp_settings = MLP_SETTINGS.to_string();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -305,6 +366,14 @@ fn main() -> anyhow::Result<()> {
             "--seconds" => secs = it.next().context("--seconds N")?.parse()?,
             "--airlockd" => airlockd = PathBuf::from(it.next().context("--airlockd PATH")?),
             "--no-doc" => doc = None,
+            "--only" => only = Some(it.next().context("--only MODEL")?.clone()),
+            "--mlp-settings" => {
+                mlp_settings = it
+                    .next()
+                    .context("--mlp-settings 'TOML'")?
+                    .replace(';', "\n");
+                doc = None;
+            }
             o => bail!("unknown argument {o}"),
         }
     }
@@ -331,7 +400,7 @@ fn main() -> anyhow::Result<()> {
         &config,
         format!(
             "[serving]\nintra_op_threads = {cores}\nqueue_capacity = 4096\nwarmup_runs = 3\n\
-             [models.\"bench-mlp\"]\ninstances = 2\nintra_op_threads = 1\nmax_batch_size = 32\npreferred_batch_sizes = [16]\nmax_queue_delay = \"3ms\"\n\
+             [models.\"bench-mlp\"]\n{mlp_settings}\n\
              [models.\"bench-tiny\"]\nmax_batch_size = 8\nintra_op_threads = 1\n"
         ),
     )?;
@@ -363,11 +432,18 @@ fn main() -> anyhow::Result<()> {
     let env = ort::init_from(&lib)?.with_name("bench").build()?;
     let mut rows = Vec::new();
     let mut peer_rows: Vec<(usize, f64)> = Vec::new();
-    for m in &MODELS {
+    let mut tiny_raw_p50 = Duration::ZERO;
+    for m in MODELS
+        .iter()
+        .filter(|m| only.as_deref().is_none_or(|o| o == m.name))
+    {
         let model = model_file(&dir, m.name);
         let (raw_rps, raw_p50, raw_p99) =
             raw_ort(&env, &model, m.in_dim, m.raw_batch, secs, cores)?;
         let raw_rows = raw_rps * m.raw_batch as f64;
+        if m.name == MODELS[1].name {
+            tiny_raw_p50 = raw_p50;
+        }
         rows.push(format!(
             "| {} | raw ONNX Runtime, in process, batch {} | {:.0} runs/s = {:.0} rows/s | {:.0} µs | {:.0} µs | — |",
             m.name, m.raw_batch, raw_rps, raw_rows, raw_p50.as_secs_f64() * 1e6, raw_p99.as_secs_f64() * 1e6
@@ -395,6 +471,14 @@ fn main() -> anyhow::Result<()> {
                 m.name, m.rows, rps, served_rows, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
             ));
         }
+    }
+    if only.is_some() {
+        println!("{}", rows.join("\n"));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        return Ok(());
     }
     // The floor under every request: the same keep-alive client on GET /v2/health/live (routing,
     // tracing middleware, HTTP on loopback; no model).
@@ -425,6 +509,28 @@ fn main() -> anyhow::Result<()> {
             tiny.name, rps, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
         ));
         peer_rows.push((c, rps));
+    }
+    // What this VM charges for loopback round trips: the same exchange with no HTTP at all, and
+    // the tiny model again with airlockd and the load generator on one vCPU, where no wake-up
+    // crosses vCPUs (a cross-vCPU wake-up is what dominates the round trip on this VM).
+    {
+        let tiny = &MODELS[1];
+        let (rps, p50, p99) = tcp_floor(tiny.request_len(), tiny.response_len(), secs)?;
+        rows.push(format!(
+            "| (none) | loopback TCP round trip, no HTTP: {} B out, {} B back, 1 client | {:.0} req/s | {:.0} µs | {:.0} µs | — |",
+            tiny.request_len(), tiny.response_len(), rps, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6
+        ));
+        let me = std::process::id();
+        pin(child.id(), "0")?;
+        pin(me, "0")?;
+        let pinned = load(&addr, tiny, 1, secs, false);
+        pin(child.id(), &format!("0-{}", cores - 1))?;
+        pin(me, &format!("0-{}", cores - 1))?;
+        let (rps, p50, p99) = pinned?;
+        rows.push(format!(
+            "| {} | airlockd over HTTP, 1 concurrent client, binary, airlockd and client pinned to one vCPU (`taskset`) | {:.0} req/s | {:.0} µs | {:.0} µs | p50 overhead {:+.0} µs over raw |",
+            tiny.name, rps, p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6, (p50.as_secs_f64() - tiny_raw_p50.as_secs_f64()) * 1e6
+        ));
     }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

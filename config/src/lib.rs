@@ -39,23 +39,102 @@ pub struct Config {
     pub logging: Logging,
     /// The local admin API.
     pub admin: Admin,
+    /// Promotion, rollback and retention.
+    pub lifecycle: Lifecycle,
 }
 
-/// `[admin]`: the admin API on a Unix socket; the peer's uid decides who may use it.
+/// `[admin]`: the admin API on a Unix socket (the peer's uid and groups map to roles) and on
+/// the TLS listener (bearer tokens with `admin:ROLE` scopes).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// The socket's path.
     pub socket: PathBuf,
-    /// Uids allowed to manage tokens (the lifecycle issue extends this to roles).
-    pub admin_uids: Vec<u32>,
+    /// The socket file's permission bits (who may connect at all; roles decide what they may do).
+    pub socket_mode: u32,
+    /// Who has which role: keys `uid:N`, `gid:N` or `group:NAME` (any of the peer's groups),
+    /// values `viewer`, `operator`, `approver` or `admin`. A peer holds every role it matches.
+    pub roles: std::collections::BTreeMap<String, Role>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             socket: PathBuf::from("/run/airlock/admin.sock"),
-            admin_uids: vec![0],
+            socket_mode: 0o660,
+            roles: [("uid:0".to_string(), Role::Admin)].into(),
+        }
+    }
+}
+
+/// A role in the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything (models, versions, reports, audit, trust root).
+    Viewer,
+    /// Viewer, plus import, promote and rollback.
+    Operator,
+    /// Viewer, plus approve and reject.
+    Approver,
+    /// Everything, plus tokens and the trust root.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "operator" => Role::Operator,
+            "approver" => Role::Approver,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// `[lifecycle]`: how versions are put into and out of service.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// How long requests already running on a replaced version may take to finish before its
+    /// sessions are released anyway.
+    pub drain_timeout: HumanDuration,
+    /// Approved versions kept on disk per model (the active one and the rollback target are
+    /// always kept).
+    pub retain_versions: u32,
+    /// After a promotion, how long the new version is watched for automatic rollback (`0s`: off).
+    pub auto_rollback_window: HumanDuration,
+    /// Automatic rollback when more than this share of the new version's requests fail (0–1).
+    pub auto_rollback_error_rate: f64,
+    /// Automatic rollback when the new version's mean compute latency exceeds this (`0s`: off).
+    pub auto_rollback_latency: HumanDuration,
+    /// Requests the new version must have answered before the thresholds are judged.
+    pub auto_rollback_min_requests: u64,
+    /// Timing runs per batch size when validation measures latency.
+    pub validation_latency_runs: u32,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            drain_timeout: HumanDuration::from_secs(30),
+            retain_versions: 3,
+            auto_rollback_window: HumanDuration::from_secs(600),
+            auto_rollback_error_rate: 0.05,
+            auto_rollback_latency: HumanDuration::from_secs(0),
+            auto_rollback_min_requests: 20,
+            validation_latency_runs: 20,
         }
     }
 }
@@ -472,6 +551,46 @@ impl Config {
                 )
             }
             _ => {}
+        }
+        for k in self.admin.roles.keys() {
+            let ok = match k.split_once(':') {
+                Some(("uid" | "gid", n)) => n.parse::<u32>().is_ok(),
+                Some(("group", n)) => !n.is_empty(),
+                _ => false,
+            };
+            if !ok {
+                return fail(
+                    &format!("admin.roles.{k}"),
+                    format!(
+                        "{k:?} is not an identity (allowed: \"uid:N\", \"gid:N\", \"group:NAME\")"
+                    ),
+                );
+            }
+        }
+        if self.admin.socket_mode > 0o777 {
+            return fail(
+                "admin.socket_mode",
+                format!(
+                    "{:o} is not a permission mode (allowed: 0o000 to 0o777)",
+                    self.admin.socket_mode
+                ),
+            );
+        }
+        let l = &self.lifecycle;
+        if !(0.0..=1.0).contains(&l.auto_rollback_error_rate) {
+            return fail(
+                "lifecycle.auto_rollback_error_rate",
+                format!(
+                    "{} is not a share (allowed: 0 to 1)",
+                    l.auto_rollback_error_rate
+                ),
+            );
+        }
+        if l.retain_versions == 0 {
+            return fail(
+                "lifecycle.retain_versions",
+                "must be at least 1 (the active version)".into(),
+            );
         }
         let b = &self.bundles;
         if !(10..=31).contains(&b.max_zstd_window_log) {

@@ -1,28 +1,37 @@
-//! The admin API on a Unix socket (`[admin] socket`), the start of the `/api/v1` surface the
-//! lifecycle issue completes. The peer's uid (`SO_PEERCRED`) decides who may use it; today:
-//! tokens — create (the secret is returned once), list (never secrets), revoke (at once).
+//! The admin API (`/api/v1`, JSON) on two transports: the Unix socket (`[admin] socket`), where
+//! the peer's uid, gid and supplementary groups (`SO_PEERCRED`, `/proc/PID/status`) map to roles
+//! through `[admin.roles]`; and the TLS listener, where a bearer token's `admin:ROLE` scopes do.
+//! Resources: status, models and versions (state, history, validation reports), bundles (import
+//! from a path on the appliance or a streamed upload), approvals, promotion and rollback, the
+//! trust root, the audit log, and tokens. `docs/api.md` documents every endpoint.
 //!
-//! Invariant: a token's secret exists only in the response to its creation; the serving path
-//! sees only the refreshed cache of hashed records.
+//! Invariants: every handler checks the caller's role before doing anything; a token's secret
+//! exists only in the response to its creation; blocking work (imports, loads, sled) runs on
+//! blocking threads, never on the runtime's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airlock_config::Role;
+use airlock_updater::registry::{ModelRecord, VersionRecord};
 use airlock_updater::tokens::{Scope, TokenRecord};
 use airlock_updater::{Actor, Updater};
 use arc_swap::ArcSwap;
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
+use semver::Version;
 use serde_json::{json, Value};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::error;
+use crate::lifecycle::{Lifecycle, LifecycleError};
 
 /// The hashed token records the serving path checks against (`None`: no authentication, --dev).
 pub type TokenCache = Arc<ArcSwap<BTreeMap<String, TokenRecord>>>;
@@ -34,24 +43,660 @@ pub fn load_tokens(updater: &Updater) -> anyhow::Result<TokenCache> {
     )))
 }
 
-struct AdminState {
-    updater: Arc<Updater>,
-    tokens: TokenCache,
-    admins: Vec<u32>,
+/// Who is calling, and what they may do.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// As recorded in the audit log (`uid:1000(alice)`, `token:ID(NAME)`).
+    pub actor: Actor,
+    /// Roles held.
+    pub roles: BTreeSet<Role>,
+}
+
+impl Identity {
+    fn may(&self, needed: Role) -> bool {
+        self.roles.contains(&Role::Admin)
+            || self.roles.contains(&needed)
+            || (needed == Role::Viewer && !self.roles.is_empty())
+    }
+}
+
+/// Roles a token's scopes grant on the TLS listener.
+pub fn token_identity(rec: &TokenRecord) -> Option<Identity> {
+    let roles: BTreeSet<Role> = rec
+        .scopes
+        .iter()
+        .filter_map(|s| match s {
+            Scope::Admin(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
+    let actor = Actor::new(&format!("token:{}({})", rec.id, rec.name)).ok()?;
+    (!roles.is_empty()).then_some(Identity { actor, roles })
+}
+
+/// The local user and group databases (`/etc/passwd`, `/etc/group`), as the appliance has them.
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+}
+
+/// The supplementary groups of process `pid` (from `/proc/PID/status`).
+fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The identity of a socket peer: roles from `[admin.roles]` by uid, gid, group id and name.
+pub fn peer_identity(
+    table: &BTreeMap<String, Role>,
     uid: u32,
+    gid: u32,
+    pid: Option<i32>,
+) -> Identity {
+    let mut gids = vec![gid];
+    if let Some(p) = pid {
+        gids.extend(groups_of(p));
+    }
+    let mut keys = vec![format!("uid:{uid}")];
+    for g in &gids {
+        keys.push(format!("gid:{g}"));
+        keys.extend(group_name(*g).map(|n| format!("group:{n}")));
+    }
+    let roles = keys.iter().filter_map(|k| table.get(k).copied()).collect();
+    let name = match user_name(uid) {
+        Some(n) => format!("uid:{uid}({n})"),
+        None => format!("uid:{uid}"),
+    };
+    Identity {
+        actor: Actor::new(&name).unwrap_or_else(|_| Actor::system()),
+        roles,
+    }
+}
+
+/// What the handlers share.
+pub struct AdminState {
+    /// The lifecycle engine.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The token cache the serving path uses (refreshed on every change).
+    pub tokens: TokenCache,
 }
 
 type S = State<Arc<AdminState>>;
+type Who = Extension<Identity>;
 
-fn authorised(s: &AdminState) -> Result<Actor, Response> {
-    if !s.admins.contains(&s.uid) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("uid {} may not use the admin API", s.uid),
-        ));
+fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
+    if who.may(needed) {
+        return Ok(());
     }
-    Actor::new(&format!("uid:{}", s.uid))
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let held = if who.roles.is_empty() {
+        "no role".to_string()
+    } else {
+        who.roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} ({held}) may not {what}: that needs the {} role",
+            who.actor,
+            needed.as_str()
+        ),
+    ))
+}
+
+/// Maps a lifecycle error to its status: unknown 404, refused by the rules 409, a bundle
+/// refusal 422, no space 507, busy 409, anything else 500.
+fn lc_error(e: LifecycleError) -> Response {
+    use airlock_updater::Error as E;
+    let status = match &e {
+        LifecycleError::Updater(u) => match u {
+            E::UnknownModel(_) | E::UnknownVersion { .. } | E::UnknownToken(_) => {
+                StatusCode::NOT_FOUND
+            }
+            E::IllegalTransition { .. }
+            | E::Conflict { .. }
+            | E::SelfApproval { .. }
+            | E::DuplicateApproval { .. }
+            | E::AntiRollback { .. } => StatusCode::CONFLICT,
+            E::Bundle(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::InsufficientSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::InvalidActor(_) => StatusCode::BAD_REQUEST,
+            E::AuditChainBroken { .. } | E::Database(_) | E::Io { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        },
+        LifecycleError::Busy(_) | LifecycleError::Refused(_) => StatusCode::CONFLICT,
+        LifecycleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let kind = match &e {
+        LifecycleError::Updater(u) => u.kind(),
+        LifecycleError::Busy(_) => "busy",
+        LifecycleError::Refused(_) => "refused",
+        LifecycleError::Load(_) => "load_failed",
+    };
+    (
+        status,
+        Json(json!({ "error": e.to_string(), "kind": kind })),
+    )
+        .into_response()
+}
+
+/// Runs blocking lifecycle work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(lc_error),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation panicked: {e}"),
+        )),
+    }
+}
+
+fn version(v: &str) -> Result<Version, Response> {
+    Version::parse(v).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{v:?} is not a version (MAJOR.MINOR.PATCH)"),
+        )
+    })
+}
+
+fn json_body(body: &[u8]) -> Result<Value, Response> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, Response> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 1024 => Ok(Some(s)),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("\"{key}\" must be a string of at most 1024 characters"),
+        )),
+    }
+}
+
+fn version_summary(v: &VersionRecord) -> Value {
+    json!({
+        "version": v.version.to_string(),
+        "state": v.state,
+        "manifest_sha256": v.manifest_digest,
+        "payload_size": v.payload_size,
+        "imported_by": v.imported_by,
+        "imported_at": v.imported_at,
+        "source": v.source,
+        "approvals": v.approvals,
+        "validation_passed": v.validation.as_ref().map(|r| r.passed),
+        "contract_change": v.validation.as_ref().and_then(|r| r.contract_change.clone()),
+        "changed_at": v.changed_at,
+    })
+}
+
+fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
+    let served = s.lifecycle.app.models.get(&m.name, None).ok();
+    let mut v = json!({
+        "name": m.name,
+        "active": m.active.as_ref().map(|v| v.to_string()),
+        "promoting": m.promoting,
+        "highest_seen": m.highest_seen.to_string(),
+        "serving": served.as_ref().map(|l| json!({
+            "version": l.version.to_string(),
+            "ready": l.ready(),
+            "provider": format!("{:?}", l.provider).to_lowercase(),
+            "degraded": l.degraded(),
+        })),
+        "rollback_target": m.rollback_target().ok().map(|v| v.to_string()),
+    });
+    if full {
+        v["versions"] = m.versions.values().rev().map(version_summary).collect();
+    } else {
+        v["versions"] = json!(m.versions.len());
+        v["awaiting_approval"] = json!(m
+            .versions
+            .values()
+            .filter(|v| v.state == airlock_updater::VersionState::Validated)
+            .count());
+    }
+    v
+}
+
+async fn whoami(Extension(who): Who) -> Response {
+    Json(json!({
+        "actor": who.actor,
+        "roles": who.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn status(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "read the status") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    let r = blocking(move || {
+        let models = lc.updater.registry().models()?;
+        let audit = lc.updater.registry().verify_audit();
+        let trust = lc.updater.trust_root()?;
+        Ok((models, audit, trust.version()))
+    })
+    .await;
+    let (models, audit, trust) = match r {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let validating: BTreeMap<String, String> = s
+        .lifecycle
+        .in_validation
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(m, v)| (m.clone(), v.to_string()))
+        .collect();
+    Json(json!({
+        "daemon": { "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() },
+        "you": { "actor": who.actor, "roles": who.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() },
+        "models": models.iter().map(|m| model_json(m, &s, false)).collect::<Vec<_>>(),
+        "validating": validating,
+        "trust_root_version": trust,
+        "audit": match audit { Ok(n) => json!({ "records": n, "verified": true }), Err(e) => json!({ "verified": false, "error": e.to_string() }) },
+    }))
+    .into_response()
+}
+
+async fn models_list(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "list models") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.registry().models()?)).await {
+        Ok(models) => Json(json!({
+            "models": models.iter().map(|m| model_json(m, &s, false)).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn model_record(s: &AdminState, name: String) -> Result<ModelRecord, Response> {
+    let lc = s.lifecycle.clone();
+    blocking(move || {
+        lc.updater
+            .registry()
+            .model(&name)?
+            .ok_or_else(|| airlock_updater::Error::UnknownModel(name).into())
+    })
+    .await
+}
+
+async fn model_show(State(s): S, Extension(who): Who, UrlPath(m): UrlPath<String>) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "read models") {
+        return r;
+    }
+    match model_record(&s, m).await {
+        Ok(rec) => Json(model_json(&rec, &s, true)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn version_show(
+    State(s): S,
+    Extension(who): Who,
+    UrlPath((m, v)): UrlPath<(String, String)>,
+) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "read versions") {
+        return r;
+    }
+    let ver = match version(&v) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let rec = match model_record(&s, m.clone()).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(vr) = rec.versions.get(&ver) else {
+        return error(StatusCode::NOT_FOUND, format!("{m} has no version {ver}"));
+    };
+    let mut out = version_summary(vr);
+    out["model"] = json!(m);
+    out["validation"] = json!(vr.validation);
+    out["validation_sha256"] = json!(vr.validation.as_ref().map(|r| r.digest()));
+    out["validating"] = json!(
+        s.lifecycle
+            .in_validation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&m)
+            == Some(&ver)
+    );
+    out["signers"] = json!(vr.signers);
+    // The version's history, from the audit log.
+    let lc = s.lifecycle.clone();
+    let (mm, vv) = (m.clone(), ver.to_string());
+    if let Ok(records) =
+        blocking(move || Ok(lc.updater.registry().audit_records(0, usize::MAX)?)).await
+    {
+        out["history"] = records
+            .iter()
+            .filter(|r| {
+                r.model.as_deref() == Some(mm.as_str()) && r.version.as_deref() == Some(vv.as_str())
+            })
+            .map(|r| json!({ "seq": r.seq, "time": r.time, "actor": r.actor, "action": r.action, "detail": r.detail }))
+            .collect();
+    }
+    Json(out).into_response()
+}
+
+async fn bundles_list(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "list bundles") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.registry().models()?)).await {
+        Ok(models) => {
+            let mut all = Vec::new();
+            for m in &models {
+                for v in m.versions.values() {
+                    let mut j = version_summary(v);
+                    j["model"] = json!(m.name);
+                    all.push(j);
+                }
+            }
+            Json(json!({ "bundles": all })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
+    json!({
+        "model": i.model,
+        "version": i.version.to_string(),
+        "manifest_sha256": i.digest,
+        "state": "staged",
+        "validating": true,
+    })
+}
+
+/// `POST /bundles/import {"path": "/media/usb/x.alb"}`: the daemon reads a file on the appliance.
+async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
+    if let Err(r) = check(&who, Role::Operator, "import bundles") {
+        return r;
+    }
+    let req = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(path) = req.get("path").and_then(Value::as_str).map(PathBuf::from) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"path\": \"/path/on/the/appliance/NAME-VERSION.alb\"}",
+        );
+    };
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        let f = std::fs::File::open(&path)
+            .map_err(|e| LifecycleError::Refused(format!("cannot open {}: {e}", path.display())))?;
+        lc.import(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            &path.display().to_string(),
+            &actor,
+        )
+    })
+    .await
+    {
+        Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /bundles` with the bundle as the body: streamed straight into the updater (never
+/// buffered whole); a body cut off half-way leaves nothing staged.
+async fn bundle_upload(State(s): S, Extension(who): Who, body: Body) -> Response {
+    if let Err(r) = check(&who, Role::Operator, "import bundles") {
+        return r;
+    }
+    use futures_util::TryStreamExt;
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(format!("the upload was cut off: {e}")));
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        lc.import(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            "upload",
+            &actor,
+        )
+    })
+    .await
+    {
+        Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn approve(
+    State(s): S,
+    Extension(who): Who,
+    UrlPath((m, v)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check(&who, Role::Approver, "approve versions") {
+        return r;
+    }
+    let (ver, req) = match (version(&v), json_body(&body)) {
+        (Ok(v), Ok(b)) => (v, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let comment = match opt_str(&req, "comment") {
+        Ok(c) => c.map(str::to_string),
+        Err(r) => return r,
+    };
+    let ack = req
+        .get("acknowledge_contract_change")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    let (mm, vv) = (m.clone(), ver.clone());
+    match blocking(move || lc.approve(&mm, &vv, &actor, comment.as_deref(), ack)).await {
+        Ok(state) => Json(json!({ "model": m, "version": ver.to_string(), "state": state, "approved_by": who.actor })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn reject(
+    State(s): S,
+    Extension(who): Who,
+    UrlPath((m, v)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check(&who, Role::Approver, "reject versions") {
+        return r;
+    }
+    let (ver, req) = match (version(&v), json_body(&body)) {
+        (Ok(v), Ok(b)) => (v, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let reason = match opt_str(&req, "reason") {
+        Ok(c) => c.map(str::to_string),
+        Err(r) => return r,
+    };
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    let (mm, vv) = (m.clone(), ver.clone());
+    match blocking(move || lc.reject(&mm, &vv, &actor, reason.as_deref())).await {
+        Ok(()) => Json(json!({ "model": m, "version": ver.to_string(), "state": "rejected" }))
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn promote(
+    State(s): S,
+    Extension(who): Who,
+    UrlPath(m): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check(&who, Role::Operator, "promote versions") {
+        return r;
+    }
+    let req = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(v) = req.get("version").and_then(Value::as_str) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"version\": \"MAJOR.MINOR.PATCH\"}",
+        );
+    };
+    let ver = match version(v) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    let (mm, vv) = (m.clone(), ver.clone());
+    match blocking(move || lc.promote(&mm, &vv, &actor)).await {
+        Ok(()) => Json(json!({ "model": m, "active": ver.to_string() })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn rollback(
+    State(s): S,
+    Extension(who): Who,
+    UrlPath(m): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check(&who, Role::Operator, "roll back") {
+        return r;
+    }
+    let req = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let to = match opt_str(&req, "version") {
+        Ok(Some(v)) => match version(v) {
+            Ok(v) => Some(v),
+            Err(r) => return r,
+        },
+        Ok(None) => None,
+        Err(r) => return r,
+    };
+    let reason = match opt_str(&req, "reason") {
+        Ok(c) => c.map(str::to_string),
+        Err(r) => return r,
+    };
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    let mm = m.clone();
+    match blocking(move || lc.rollback(&mm, to.as_ref(), &actor, reason.as_deref())).await {
+        Ok(v) => Json(json!({ "model": m, "active": v.to_string() })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn trust_show(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "read the trust root") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.trust_root()?)).await {
+        Ok(root) => Json(json!({ "version": root.version(), "root": root.body() })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn trust_import(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
+    if let Err(r) = check(&who, Role::Admin, "replace the trust root") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    match blocking(move || Ok(lc.updater.rotate_trust_root(&body, &actor)?)).await {
+        Ok(root) => {
+            tracing::warn!(version = root.version(), by = %who.actor, "trust root rotated");
+            Json(json!({ "version": root.version(), "root": root.body() })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn audit_list(State(s): S, Extension(who): Who, uri: axum::http::Uri) -> Response {
+    let q: BTreeMap<&str, &str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    if let Err(r) = check(&who, Role::Viewer, "read the audit log") {
+        return r;
+    }
+    let num = |k: &str, d: u64| -> Result<u64, Response> {
+        q.get(k).map_or(Ok(d), |v| {
+            v.parse().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k}={v:?} is not a number"),
+                )
+            })
+        })
+    };
+    let (from, limit) = match (num("from", 0), num("limit", 100)) {
+        (Ok(f), Ok(l)) => (f, l.min(10_000) as usize),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.registry().audit_records(from, limit)?)).await {
+        Ok(records) => Json(json!({ "records": records })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn audit_verify(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "verify the audit log") {
+        return r;
+    }
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.registry().verify_audit()?)).await {
+        Ok(n) => Json(json!({ "verified": true, "records": n })).into_response(),
+        Err(r) => r,
+    }
 }
 
 fn public(r: &TokenRecord) -> Value {
@@ -65,40 +710,37 @@ fn public(r: &TokenRecord) -> Value {
     })
 }
 
-fn refresh(s: &AdminState) -> Result<(), Response> {
-    let all = s
-        .updater
-        .registry()
-        .tokens()
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
+    let all = s.lifecycle.updater.registry().tokens()?;
     s.tokens.store(Arc::new(all));
     Ok(())
 }
 
-async fn list(State(s): S) -> Response {
-    if let Err(r) = authorised(&s) {
+async fn tokens_list(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Admin, "list tokens") {
         return r;
     }
-    match s.updater.registry().tokens() {
+    let lc = s.lifecycle.clone();
+    match blocking(move || Ok(lc.updater.registry().tokens()?)).await {
         Ok(all) => {
             Json(json!({ "tokens": all.values().map(public).collect::<Vec<_>>() })).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
-async fn create(State(s): S, body: axum::body::Bytes) -> Response {
-    let actor = match authorised(&s) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
+    if let Err(r) = check(&who, Role::Admin, "create tokens") {
+        return r;
+    }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body must be JSON: {\"name\": \"...\", \"scopes\": [\"model:NAME\" | \"model:*\" | \"metrics\"]}");
+        return error(StatusCode::BAD_REQUEST, "the body must be JSON: {\"name\": \"...\", \"scopes\": [\"model:NAME\" | \"model:*\" | \"metrics\" | \"admin:ROLE\"]}");
     };
     let Some(name) = req
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty() && n.len() <= 64)
+        .map(str::to_string)
     else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -110,56 +752,93 @@ async fn create(State(s): S, body: axum::body::Bytes) -> Response {
             .iter()
             .map(|v| Scope::parse(v.as_str().unwrap_or("")))
             .collect::<Result<Vec<_>, _>>(),
-        _ => Err("\"scopes\" must be a non-empty array (model:NAME, model:*, metrics)".to_string()),
+        _ => Err(
+            "\"scopes\" must be a non-empty array (model:NAME, model:*, metrics, admin:ROLE)"
+                .to_string(),
+        ),
     };
     let scopes = match scopes {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let now = match s.updater.now() {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    match s.updater.registry().create_token(now, name, scopes, &actor) {
+    let st = s.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        let now = st.lifecycle.updater.now()?;
+        let r = st
+            .lifecycle
+            .updater
+            .registry()
+            .create_token(now, &name, scopes, &actor)?;
+        refresh(&st)?;
+        Ok(r)
+    })
+    .await
+    {
         Ok((rec, token)) => {
-            if let Err(r) = refresh(&s) {
-                return r;
-            }
-            tracing::info!(id = %rec.id, name = %rec.name, by = %actor, "token created");
+            tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token created");
             let mut v = public(&rec);
             v["token"] = json!(token);
             (StatusCode::CREATED, Json(v)).into_response()
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
-async fn revoke(State(s): S, UrlPath(id): UrlPath<String>) -> Response {
-    let actor = match authorised(&s) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let now = match s.updater.now() {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    match s.updater.registry().revoke_token(now, &id, &actor) {
+async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<String>) -> Response {
+    if let Err(r) = check(&who, Role::Admin, "revoke tokens") {
+        return r;
+    }
+    let st = s.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        let now = st.lifecycle.updater.now()?;
+        let r = st
+            .lifecycle
+            .updater
+            .registry()
+            .revoke_token(now, &id, &actor)?;
+        refresh(&st)?;
+        Ok(r)
+    })
+    .await
+    {
         Ok(rec) => {
-            if let Err(r) = refresh(&s) {
-                return r;
-            }
-            tracing::info!(id = %rec.id, name = %rec.name, by = %actor, "token revoked");
+            tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token revoked");
             Json(public(&rec)).into_response()
         }
-        Err(airlock_updater::Error::UnknownToken(id)) => {
-            error(StatusCode::NOT_FOUND, format!("no token with id {id}"))
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
-/// Binds the admin socket (replacing a stale socket from an earlier run, nothing else).
-pub fn bind(socket: &std::path::Path) -> anyhow::Result<UnixListener> {
+/// The `/api/v1` routes (relative: both transports nest them under `/api/v1`). Each request
+/// must carry an [`Identity`] extension, which the transport inserts.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/whoami", get(whoami))
+        .route("/status", get(status))
+        .route("/models", get(models_list))
+        .route("/models/{m}", get(model_show))
+        .route("/models/{m}/versions/{v}", get(version_show))
+        .route("/models/{m}/versions/{v}/approve", post(approve))
+        .route("/models/{m}/versions/{v}/reject", post(reject))
+        .route("/models/{m}/promote", post(promote))
+        .route("/models/{m}/rollback", post(rollback))
+        .route("/bundles", get(bundles_list).post(bundle_upload))
+        .route("/bundles/import", post(bundle_import_path))
+        .route("/trust", get(trust_show).post(trust_import))
+        .route("/audit", get(audit_list))
+        .route("/audit/verify", get(audit_verify))
+        .route("/tokens", get(tokens_list).post(token_create))
+        .route("/tokens/{id}", delete(token_revoke))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Binds the admin socket (replacing a stale socket from an earlier run, nothing else) with
+/// `mode` permission bits.
+pub fn bind(socket: &std::path::Path, mode: u32) -> anyhow::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -170,7 +849,8 @@ pub fn bind(socket: &std::path::Path) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(socket)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin socket {}: {e}", socket.display()))?;
-    tracing::info!(socket = %socket.display(), "admin API listening");
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    tracing::info!(socket = %socket.display(), mode = format!("{mode:o}"), "admin API listening");
     Ok(listener)
 }
 
@@ -178,34 +858,25 @@ pub fn bind(socket: &std::path::Path) -> anyhow::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     socket: PathBuf,
-    updater: Arc<Updater>,
-    tokens: TokenCache,
-    admins: Vec<u32>,
+    state: Arc<AdminState>,
+    roles: BTreeMap<String, Role>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let app = Router::new().nest_service("/api/v1", router(state));
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r { Ok(x) => x, Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; } },
         };
-        let uid = match stream.peer_cred() {
-            Ok(c) => c.uid(),
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "admin peer credentials unavailable; connection refused");
                 continue;
             }
         };
-        let state = Arc::new(AdminState {
-            updater: updater.clone(),
-            tokens: tokens.clone(),
-            admins: admins.clone(),
-            uid,
-        });
-        let app = Router::new()
-            .route("/api/v1/tokens", get(list).post(create))
-            .route("/api/v1/tokens/{id}", delete(revoke))
-            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-            .with_state(state);
+        let who = peer_identity(&roles, cred.uid(), cred.gid(), cred.pid());
+        let app = app.clone().layer(Extension(who));
         tokio::spawn(async move {
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let _ = hyper::server::conn::http1::Builder::new()

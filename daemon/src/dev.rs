@@ -41,7 +41,8 @@ pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     c.logging.dir = c.paths.data_dir.join("logs");
     c.server.tls = false;
     c.admin.socket = c.paths.data_dir.join("admin.sock");
-    c.admin.admin_uids = vec![nix_uid()];
+    c.admin.roles = [(format!("uid:{}", nix_uid()), airlock_config::Role::Admin)].into();
+    c.admin.socket_mode = 0o600;
     c.bundles.reserve_free_space = airlock_config::ByteSize(64 << 20);
     Ok(c)
 }

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod api;
 pub mod dev;
 pub mod engine;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod serving;
@@ -129,6 +130,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let n = state.models.load_active(runtime, &updater, &config)?;
     tracing::info!(models = n, "active models loaded");
+    let lifecycle =
+        lifecycle::Lifecycle::new(updater.clone(), state.clone(), runtime, config.clone());
+    let admin_state = Arc::new(admin::AdminState {
+        lifecycle: lifecycle.clone(),
+        tokens: tokens.clone(),
+    });
     if args.once {
         state.models.unload_all();
         return Ok(());
@@ -152,15 +159,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
-        let admin_listener = admin::bind(&config.admin.socket)?;
+        let admin_listener = admin::bind(&config.admin.socket, config.admin.socket_mode)?;
         tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             config.admin.socket.clone(),
-            updater.clone(),
-            tokens.clone(),
-            config.admin.admin_uids.clone(),
+            admin_state.clone(),
+            config.admin.roles.clone(),
             shutdown.clone(),
         ));
         let acceptor = match &tls {
@@ -191,7 +197,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
         api::serve(
             listener,
-            api::router(state.clone()),
+            // The admin API on the TCP listener only where tokens authenticate it (not --dev).
+            api::router(state.clone(), (!dev).then(|| admin::router(admin_state.clone()))),
             acceptor,
             config.server.header_read_timeout.get(),
             shutdown.clone(),

@@ -72,6 +72,27 @@ impl Models {
         replaced
     }
 
+    /// Makes `model` the active version of its name in one atomic step and takes the version it
+    /// replaces out of the table (requests already holding it finish on it); returns that one.
+    pub fn swap(&self, model: Arc<LoadedModel>) -> Option<Arc<LoadedModel>> {
+        let mut replaced = None;
+        self.table.rcu(|t| {
+            let mut t = (**t).clone();
+            let slot = t.entry(model.name.clone()).or_insert_with(|| ModelSlot {
+                active: model.clone(),
+                versions: BTreeMap::new(),
+            });
+            replaced = (!Arc::ptr_eq(&slot.active, &model)).then(|| slot.active.clone());
+            if let Some(old) = &replaced {
+                slot.versions.remove(&old.version);
+            }
+            slot.active = model.clone();
+            slot.versions.insert(model.version.clone(), model.clone());
+            t
+        });
+        replaced
+    }
+
     /// Loads and activates every version the registry says is active.
     pub fn load_active(
         &self,

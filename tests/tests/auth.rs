@@ -30,10 +30,14 @@ fn production(admins: &[u32], tls: bool) -> (DevServer, String) {
     let dir = airlock_tests::bootstrapped_dev_dir();
     let d = dir.path().display().to_string();
     let socket = format!("{d}/run/admin.sock");
+    let roles: String = admins
+        .iter()
+        .map(|u| format!("\"uid:{u}\" = \"admin\"\n"))
+        .collect();
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
          [server]\nlisten = \"127.0.0.1:0\"\ntls = {tls}\n[logging]\ndir = \"{d}/logs\"\n\
-         [admin]\nsocket = \"{socket}\"\nadmin_uids = {admins:?}\n"
+         [admin]\nsocket = \"{socket}\"\n[admin.roles]\n{roles}"
     );
     std::fs::write(dir.path().join("prod.toml"), config).expect("config");
     let args = vec!["--config".to_string(), format!("{d}/prod.toml")];

@@ -25,12 +25,12 @@ use airlock_signing::{
 use semver::Version;
 use time::OffsetDateTime;
 
+pub use audit::AuditEntry;
 pub use error::{Error, Result};
 pub use registry::{Actor, ApprovalPolicy, Registry, VersionState};
 pub use store::Layout;
 pub use validate::{StagedModel, ValidationReport, Validator};
 
-use audit::AuditEntry;
 use store::StagingSink;
 
 /// A completed import.
@@ -119,6 +119,31 @@ impl Updater {
             Ok(())
         })?;
         store::fsync_dir(dest.parent().unwrap_or(self.layout.root()))
+    }
+
+    /// Replaces the trust root with a rotated one if the current root's rules accept it
+    /// (signed by a threshold of both the current and the new root keys, version increasing,
+    /// not expired); the refusal names the rule otherwise. Returns the new root.
+    pub fn rotate_trust_root(&self, candidate: &[u8], actor: &Actor) -> Result<TrustRoot> {
+        let current = self.trust_root()?;
+        let accepted = current.accept_rotation(candidate, &self.expiry_check()?)?;
+        let dest = self.layout.trust_root();
+        airlock_signing::writer::write_atomically(&dest, |w| {
+            std::io::Write::write_all(w, candidate)?;
+            Ok(())
+        })?;
+        store::fsync_dir(dest.parent().unwrap_or(self.layout.root()))?;
+        self.registry.audit_only(
+            self.now()?,
+            &[AuditEntry {
+                actor: actor.to_string(),
+                action: "trust_root_rotated".into(),
+                model: None,
+                version: None,
+                detail: serde_json::json!({ "from": current.version(), "to": accepted.version() }),
+            }],
+        )?;
+        Ok(accepted)
     }
 
     /// The current trust root.
@@ -219,6 +244,19 @@ impl Updater {
             )));
         }
         Ok((airlock_signing::Manifest::from_json(&bytes)?, dir))
+    }
+
+    /// Retention: marks a retired version `removed` and deletes its store directory.
+    pub fn prune(&self, model: &str, version: &Version, actor: &Actor) -> Result<()> {
+        let digest = self
+            .registry
+            .mark_removed(self.now()?, model, version, actor)?;
+        let dir = self.layout.stored(&digest);
+        std::fs::remove_dir_all(&dir).map_err(Error::io(format!(
+            "cannot remove {} of {model} {version}",
+            dir.display()
+        )))?;
+        store::fsync_dir(dir.parent().unwrap_or(self.layout.root()))
     }
 
     /// Validates a staged version with `validator` and records the result.

@@ -8,6 +8,7 @@
 //! staged ─validate─▶ validated ─approve×N─▶ approved ─begin/complete_promotion─▶ active ─▶ retired
 //!    └────────────▶ validation_failed          │                                   ▲        │
 //!  staged|validated|validation_failed|approved ─reject─▶ rejected        rollback ─┘◀───────┘
+//!                                                          retired ─retention─▶ removed
 //! ```
 //!
 //! Invariant: only the transitions above are possible; at most one version of a model is
@@ -50,6 +51,8 @@ pub enum VersionState {
     Active,
     /// Served before; may be rolled back to.
     Retired,
+    /// Retired and removed from disk by retention; history only.
+    Removed,
 }
 
 impl fmt::Display for VersionState {
@@ -62,6 +65,7 @@ impl fmt::Display for VersionState {
             VersionState::Rejected => "rejected",
             VersionState::Active => "active",
             VersionState::Retired => "retired",
+            VersionState::Removed => "removed",
         })
     }
 }
@@ -210,6 +214,24 @@ impl ModelRecord {
             });
         }
         Ok(rec)
+    }
+
+    /// The version a rollback without an explicit target returns to: the most recently retired
+    /// version that was approved on this appliance.
+    pub fn rollback_target(&self) -> Result<Version> {
+        self.versions
+            .values()
+            .filter(|v| v.state == VersionState::Retired && v.approved_here)
+            .max_by(|a, b| {
+                a.changed_at
+                    .cmp(&b.changed_at)
+                    .then(a.version.cmp(&b.version))
+            })
+            .map(|v| v.version.clone())
+            .ok_or_else(|| Error::Conflict {
+                model: self.name.clone(),
+                reason: "no retired version approved on this appliance to roll back to".into(),
+            })
     }
 
     fn no_promotion(&self) -> Result<()> {
@@ -695,13 +717,7 @@ impl Registry {
             rec.no_promotion()?;
             let target = match to {
                 Some(v) => v.clone(),
-                None => rec
-                    .versions
-                    .values()
-                    .filter(|v| v.state == VersionState::Retired && v.approved_here)
-                    .max_by(|a, b| a.changed_at.cmp(&b.changed_at).then(a.version.cmp(&b.version)))
-                    .map(|v| v.version.clone())
-                    .ok_or_else(|| Error::Conflict { model: model.into(), reason: "no retired version to roll back to".into() })?,
+                None => rec.rollback_target()?,
             };
             let t = rec.version_mut(&target)?.clone();
             // Anti-rollback: only a version this appliance approved before may serve again.
@@ -720,6 +736,33 @@ impl Registry {
             rec.active = Some(target.clone());
             let detail = serde_json::json!({ "from": from.map(|v| v.to_string()), "to": target.to_string() });
             Ok(Step { value: target.clone(), model: Some(rec), audit: vec![entry(actor, "rollback", model, &target, detail)] })
+        })
+    }
+
+    /// Retention: a `retired` version that is not the rollback target becomes `removed`; the
+    /// caller deletes its store directory after this returns.
+    pub fn mark_removed(
+        &self,
+        now: OffsetDateTime,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+    ) -> Result<String> {
+        self.step(model, now, None, |cur| {
+            let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
+            rec.no_promotion()?;
+            if rec.rollback_target().ok().as_ref() == Some(version) {
+                return Err(Error::Conflict {
+                    model: model.into(),
+                    reason: format!("{version} is the rollback target and is kept"),
+                });
+            }
+            let v = rec.version_in(version, &[VersionState::Retired], "remove (only retired versions)")?;
+            v.state = VersionState::Removed;
+            v.changed_at = rfc3339(now);
+            let digest = v.manifest_digest.clone();
+            let detail = serde_json::json!({ "from": "retired", "to": "removed", "manifest_sha256": digest });
+            Ok(Step { value: digest, model: Some(rec), audit: vec![entry(actor, "remove", model, version, detail)] })
         })
     }
 

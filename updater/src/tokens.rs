@@ -14,6 +14,9 @@ pub enum Scope {
     Model(String),
     /// Reading `/metrics`.
     Metrics,
+    /// The admin API on the TLS listener with one role (`admin:viewer`, `admin:operator`,
+    /// `admin:approver`, `admin:admin`).
+    Admin(airlock_config::Role),
 }
 
 impl Scope {
@@ -21,10 +24,13 @@ impl Scope {
     pub fn parse(s: &str) -> Result<Scope, String> {
         match s {
             "metrics" => Ok(Scope::Metrics),
-            _ => match s.strip_prefix("model:") {
-                Some(m) if !m.is_empty() => Ok(Scope::Model(m.to_string())),
+            _ => match (s.strip_prefix("model:"), s.strip_prefix("admin:")) {
+                (Some(m), _) if !m.is_empty() => Ok(Scope::Model(m.to_string())),
+                (_, Some(r)) if airlock_config::Role::parse(r).is_some() => {
+                    Ok(Scope::Admin(airlock_config::Role::parse(r).unwrap_or(airlock_config::Role::Viewer)))
+                }
                 _ => Err(format!(
-                    "invalid scope {s:?} (allowed: model:NAME, model:*, metrics)"
+                    "invalid scope {s:?} (allowed: model:NAME, model:*, metrics, admin:viewer|operator|approver|admin)"
                 )),
             },
         }
@@ -36,6 +42,7 @@ impl std::fmt::Display for Scope {
         match self {
             Scope::Model(m) => write!(f, "model:{m}"),
             Scope::Metrics => f.write_str("metrics"),
+            Scope::Admin(r) => write!(f, "admin:{}", r.as_str()),
         }
     }
 }

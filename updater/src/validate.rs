@@ -70,6 +70,10 @@ pub struct ValidationReport {
     pub cases: Vec<CaseResult>,
     /// Other findings (requirements, latency, contract changes).
     pub notes: Vec<String>,
+    /// How the I/O contract differs from the version active at validation time, if it does:
+    /// approval must then acknowledge it explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_change: Option<String>,
 }
 
 impl ValidationReport {
@@ -152,6 +156,7 @@ impl Validator for ContractValidator {
             notes.push("the bundle has no golden vectors".into());
         }
         ValidationReport {
+            contract_change: None,
             passed: cases.iter().all(|c| c.passed),
             engine: "contract-check".into(),
             provider: None,

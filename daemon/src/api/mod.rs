@@ -73,9 +73,12 @@ fn infer_error(e: InferError) -> Response {
 }
 
 /// The router.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v2", get(server_metadata))
+pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
+    let r = match admin {
+        Some(a) => Router::new().nest_service("/api/v1", a),
+        None => Router::new(),
+    };
+    r.route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/metrics", get(metrics))
         .route("/v2/health/ready", get(server_ready))
@@ -151,6 +154,7 @@ async fn authenticate(
     if path.starts_with("/v2/health/") {
         return next.run(req).await;
     }
+    let admin = path == "/api/v1" || path.starts_with("/api/v1/");
     let needed = if path == "/metrics" {
         Some(Scope::Metrics)
     } else {
@@ -172,6 +176,19 @@ async fn authenticate(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
+    if admin {
+        // The admin API: the token's admin:ROLE scopes are its roles.
+        let Some(who) = crate::admin::token_identity(&rec) else {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this token does not grant access to the admin API",
+            );
+        };
+        let mut req = req;
+        req.extensions_mut().insert(who);
+        tracing::debug!(token = %rec.id, "authenticated (admin API)");
+        return next.run(req).await;
+    }
     if let Some(scope) = needed {
         if !rec.grants(&scope) {
             return error(

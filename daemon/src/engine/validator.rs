@@ -157,6 +157,7 @@ impl Validator for OrtValidator {
         let mut notes = Vec::new();
         let fail = |notes: Vec<String>, cases: Vec<CaseResult>, provider: Option<String>| {
             ValidationReport {
+                contract_change: None,
                 passed: false,
                 engine: format!("onnxruntime {}", super::ORT_VERSION),
                 provider,
@@ -306,6 +307,7 @@ impl Validator for OrtValidator {
             );
         }
         ValidationReport {
+            contract_change: None,
             passed: contract_ok && cases.iter().all(|c| c.passed),
             engine: format!("onnxruntime {}", super::ORT_VERSION),
             provider: provider_name,

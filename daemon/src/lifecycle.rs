@@ -1,0 +1,548 @@
+//! The model lifecycle inside the daemon: import (from a path or a streamed upload), validation
+//! on this machine's execution provider, approval, promotion with zero dropped requests,
+//! rollback (by hand or automatic), and retention. The registry (`airlock-updater`) decides what
+//! is legal and records it; this module does the serving side of each step in an order that a
+//! crash at any point leaves consistent:
+//!
+//! ```text
+//! promote: begin_promotion (intent persisted) → load + warm → complete_promotion → swap → drain
+//! rollback: load + warm the target → registry rollback → swap → drain
+//! ```
+//!
+//! A crash before `complete_promotion` is undone at start-up (the registry abandons the intent,
+//! the old version is loaded); a crash after it is completed by start-up (the new version is
+//! loaded because the registry says it is active). Invariant: the routing table only ever holds
+//! versions the registry has made active (or is about to, in the same step), and a replaced
+//! version is released only after the requests holding it finished or the drain timeout passed.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_config::Config;
+use airlock_updater::{Actor, Updater, ValidationReport, VersionState};
+use semver::Version;
+
+use crate::api::AppState;
+use crate::engine::model::LoadedModel;
+use crate::engine::validator::OrtValidator;
+use crate::engine::Runtime;
+
+/// Why a lifecycle step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The registry or store refused or failed.
+    #[error(transparent)]
+    Updater(#[from] airlock_updater::Error),
+    /// Another step that excludes this one is running.
+    #[error("{0}")]
+    Busy(String),
+    /// The step is refused for a reason the registry does not know (e.g. an unacknowledged
+    /// contract change).
+    #[error("{0}")]
+    Refused(String),
+    /// The version could not be loaded for serving; nothing changed.
+    #[error("{0}")]
+    Load(String),
+}
+
+type Result<T> = std::result::Result<T, LifecycleError>;
+
+/// A fault-injection point for crash tests: with `AIRLOCK_FAULT_PAUSE=NAME[:MS]` in the
+/// environment the daemon logs that it reached `NAME` and sleeps there (default 5000 ms), so a
+/// test can kill it inside a step. Costs one environment lookup otherwise.
+pub fn fault_point(name: &str) {
+    let Ok(spec) = std::env::var("AIRLOCK_FAULT_PAUSE") else {
+        return;
+    };
+    let (point, ms) = spec.split_once(':').unwrap_or((spec.as_str(), "5000"));
+    if point == name {
+        tracing::warn!(point = name, "fault point reached");
+        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(5000)));
+    }
+}
+
+/// The lifecycle engine, shared by the admin API's handlers (which call it on blocking threads).
+pub struct Lifecycle {
+    /// The registry and store.
+    pub updater: Arc<Updater>,
+    /// What is served.
+    pub app: Arc<AppState>,
+    runtime: &'static Runtime,
+    config: Config,
+    validator: OrtValidator,
+    /// One import at a time (imports are disk-bound; a second one is refused, not queued).
+    importing: Mutex<Option<String>>,
+    /// One validation at a time (bounded share of the machine).
+    validating: Mutex<()>,
+    /// Promotion and rollback of one model are serialised.
+    model_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// Versions being validated in the background, for `--watch`.
+    pub in_validation: Mutex<BTreeMap<String, Version>>,
+}
+
+/// The version an import created.
+#[derive(Debug, Clone)]
+pub struct ImportedVersion {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: Version,
+    /// SHA-256 of the manifest.
+    pub digest: String,
+}
+
+impl Lifecycle {
+    /// A lifecycle engine over `updater`, serving into `app`.
+    pub fn new(
+        updater: Arc<Updater>,
+        app: Arc<AppState>,
+        runtime: &'static Runtime,
+        config: Config,
+    ) -> Arc<Self> {
+        // Validation runs with one intra-op thread: it must not take serving's cores.
+        let mut vconfig = config.clone();
+        vconfig.serving.intra_op_threads = 1;
+        for o in vconfig.models.values_mut() {
+            o.intra_op_threads = Some(1);
+        }
+        Arc::new(Lifecycle {
+            validator: OrtValidator::new(runtime, vconfig),
+            updater,
+            app,
+            runtime,
+            config,
+            importing: Mutex::new(None),
+            validating: Mutex::new(()),
+            model_locks: Mutex::new(BTreeMap::new()),
+            in_validation: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn model_lock(&self, model: &str) -> Arc<Mutex<()>> {
+        self.model_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(model.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Imports a bundle stream (verify, stage, store, record), then starts its validation in
+    /// the background. A second import while one runs is refused with [`LifecycleError::Busy`].
+    pub fn import(
+        self: &Arc<Self>,
+        input: impl Read,
+        source: &str,
+        actor: &Actor,
+    ) -> Result<ImportedVersion> {
+        {
+            let mut slot = self.importing.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = slot.as_ref() {
+                return Err(LifecycleError::Busy(format!(
+                    "another import is running (from {other}); try again when it has finished"
+                )));
+            }
+            *slot = Some(source.to_string());
+        }
+        let result = self.updater.import(input, source, actor);
+        *self.importing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let imported = result?;
+        let m = &imported.verified.manifest;
+        let out = ImportedVersion {
+            model: m.model.name.to_string(),
+            version: m.model.version.clone(),
+            digest: imported.verified.digest.to_hex(),
+        };
+        tracing::info!(model = %out.model, version = %out.version, by = %actor, source, "bundle imported; validating");
+        self.in_validation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(out.model.clone(), out.version.clone());
+        let me = self.clone();
+        let (model, version) = (out.model.clone(), out.version.clone());
+        std::thread::Builder::new()
+            .name(format!("validate-{model}"))
+            .spawn(move || {
+                if let Err(e) = me.validate(&model, &version) {
+                    tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
+                }
+                me.in_validation
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&model);
+            })
+            .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
+        Ok(out)
+    }
+
+    /// Validates a staged version on this machine's execution provider, comparing its contract
+    /// with the active version's, and records the report.
+    pub fn validate(&self, model: &str, version: &Version) -> Result<ValidationReport> {
+        let _one = self.validating.lock().unwrap_or_else(|p| p.into_inner());
+        fault_point("validate");
+        let change = self.contract_change(model, version)?;
+        let validator = ContractAware {
+            inner: &self.validator,
+            change,
+        };
+        let (report, state) =
+            self.updater
+                .validate(model, version, &validator, &Actor::system())?;
+        tracing::info!(model, version = %version, passed = report.passed, provider = ?report.provider, state = %state, "validated");
+        Ok(report)
+    }
+
+    /// How `version`'s I/O contract differs from the active version's, if it does.
+    fn contract_change(&self, model: &str, version: &Version) -> Result<Option<String>> {
+        let Some(rec) = self.updater.registry().model(model)? else {
+            return Ok(None);
+        };
+        let Some(active) = rec.active.as_ref().filter(|a| *a != version) else {
+            return Ok(None);
+        };
+        let (new, _) = self.updater.stored_manifest(model, version)?;
+        let (old, _) = self.updater.stored_manifest(model, active)?;
+        let mut diffs = Vec::new();
+        for (what, a, b) in [
+            ("input", &old.contract.inputs, &new.contract.inputs),
+            ("output", &old.contract.outputs, &new.contract.outputs),
+        ] {
+            for o in a.iter() {
+                match b.iter().find(|n| n.name == o.name) {
+                    None => diffs.push(format!("{what} '{}' removed", o.name)),
+                    Some(n) if n.dtype != o.dtype || n.shape != o.shape => diffs.push(format!(
+                        "{what} '{}' changed from {} {} to {} {}",
+                        o.name,
+                        o.dtype,
+                        o.describe(),
+                        n.dtype,
+                        n.describe()
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for n in b.iter().filter(|n| !a.iter().any(|o| o.name == n.name)) {
+                diffs.push(format!("{what} '{}' added", n.name));
+            }
+        }
+        Ok((!diffs.is_empty()).then(|| {
+            format!(
+                "contract differs from active {active}: {}",
+                diffs.join("; ")
+            )
+        }))
+    }
+
+    /// Records an approval. A version whose contract differs from the active one's needs
+    /// `acknowledge_contract_change`.
+    pub fn approve(
+        &self,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+        comment: Option<&str>,
+        acknowledge_contract_change: bool,
+    ) -> Result<VersionState> {
+        let rec = self
+            .updater
+            .registry()
+            .model(model)?
+            .ok_or_else(|| airlock_updater::Error::UnknownModel(model.into()))?;
+        let v =
+            rec.versions
+                .get(version)
+                .ok_or_else(|| airlock_updater::Error::UnknownVersion {
+                    model: model.into(),
+                    version: version.to_string(),
+                })?;
+        let change = v
+            .validation
+            .as_ref()
+            .and_then(|r| r.contract_change.clone());
+        let comment = match (&change, acknowledge_contract_change) {
+            (Some(c), false) => {
+                return Err(LifecycleError::Refused(format!(
+                    "{model} {version}: {c}; clients may break. Approve with \"acknowledge_contract_change\": true (airlockctl: --acknowledge-contract-change) if that is intended"
+                )))
+            }
+            (Some(_), true) => Some(format!(
+                "[contract change acknowledged]{}",
+                comment.map(|c| format!(" {c}")).unwrap_or_default()
+            )),
+            (None, _) => comment.map(str::to_string),
+        };
+        let now = self.updater.now()?;
+        Ok(self
+            .updater
+            .registry()
+            .approve(now, model, version, actor, comment.as_deref())?)
+    }
+
+    /// Rejects a version.
+    pub fn reject(
+        &self,
+        model: &str,
+        version: &Version,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let now = self.updater.now()?;
+        Ok(self
+            .updater
+            .registry()
+            .reject(now, model, version, actor, reason)?)
+    }
+
+    fn load(&self, model: &str, version: &Version) -> Result<Arc<LoadedModel>> {
+        let (manifest, dir) = self.updater.stored_manifest(model, version)?;
+        let rec = self
+            .updater
+            .registry()
+            .model(model)?
+            .ok_or_else(|| airlock_updater::Error::UnknownModel(model.into()))?;
+        let digest = rec
+            .versions
+            .get(version)
+            .map(|v| v.manifest_digest.clone())
+            .unwrap_or_default();
+        let settings = self
+            .config
+            .serving
+            .with(self.config.models.get(model).unwrap_or(&Default::default()));
+        LoadedModel::load(self.runtime, &manifest, dir, digest, settings)
+            .map_err(|e| LifecycleError::Load(format!("{model} {version} cannot be loaded: {e}")))
+    }
+
+    /// Promotes an approved version with zero dropped requests (see the module docs).
+    pub fn promote(self: &Arc<Self>, model: &str, version: &Version, actor: &Actor) -> Result<()> {
+        let lock = self.model_lock(model);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reg = self.updater.registry();
+        let p = reg.begin_promotion(self.updater.now()?, model, version, actor)?;
+        fault_point("promote:begun");
+        let loaded = match self.load(model, version) {
+            Ok(l) => l,
+            Err(e) => {
+                reg.abort_promotion(self.updater.now()?, model, actor, &e.to_string())?;
+                return Err(e);
+            }
+        };
+        fault_point("promote:loaded");
+        if let Err(e) = reg.complete_promotion(self.updater.now()?, model, actor) {
+            loaded.unload();
+            return Err(e.into());
+        }
+        fault_point("promote:completed");
+        self.swap(loaded);
+        tracing::info!(model, from = ?p.from.map(|v| v.to_string()), to = %version, by = %actor, "promoted");
+        self.watch(model, version.clone());
+        self.retain(model);
+        Ok(())
+    }
+
+    /// Rolls back to `to` (default: the most recently retired version approved here).
+    pub fn rollback(
+        self: &Arc<Self>,
+        model: &str,
+        to: Option<&Version>,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<Version> {
+        let lock = self.model_lock(model);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reg = self.updater.registry();
+        let rec = reg
+            .model(model)?
+            .ok_or_else(|| airlock_updater::Error::UnknownModel(model.into()))?;
+        let target = match to {
+            Some(v) => v.clone(),
+            None => rec.rollback_target()?,
+        };
+        // Refuse illegal targets before spending a load on them.
+        match rec.versions.get(&target) {
+            Some(v) if v.state == VersionState::Retired && v.approved_here => {}
+            Some(v) => {
+                return Err(airlock_updater::Error::IllegalTransition {
+                    model: model.into(),
+                    version: target.to_string(),
+                    state: v.state,
+                    action: "roll back to it (only retired versions approved on this appliance)"
+                        .into(),
+                }
+                .into())
+            }
+            None => {
+                return Err(airlock_updater::Error::UnknownVersion {
+                    model: model.into(),
+                    version: target.to_string(),
+                }
+                .into())
+            }
+        }
+        let loaded = self.load(model, &target)?;
+        fault_point("rollback:loaded");
+        let now = self.updater.now()?;
+        if let Err(e) = reg.rollback(now, model, Some(&target), actor) {
+            loaded.unload();
+            return Err(e.into());
+        }
+        if let Some(r) = reason {
+            reg.audit_only(
+                now,
+                &[airlock_updater::AuditEntry {
+                    actor: actor.to_string(),
+                    action: "rollback_reason".into(),
+                    model: Some(model.into()),
+                    version: Some(target.to_string()),
+                    detail: serde_json::json!({ "reason": r }),
+                }],
+            )?;
+        }
+        fault_point("rollback:recorded");
+        self.swap(loaded);
+        tracing::warn!(model, to = %target, by = %actor, reason = reason.unwrap_or(""), "rolled back");
+        Ok(target)
+    }
+
+    /// Routes requests to `loaded` atomically, then drains and releases the version it replaced.
+    fn swap(&self, loaded: Arc<LoadedModel>) {
+        let Some(old) = self.app.models.swap(loaded) else {
+            return;
+        };
+        let timeout = self.config.lifecycle.drain_timeout.get();
+        std::thread::spawn(move || {
+            // Requests that picked `old` before the swap hold an Arc to it; wait for them.
+            let start = Instant::now();
+            while Arc::strong_count(&old) > 1 && start.elapsed() < timeout {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if Arc::strong_count(&old) > 1 {
+                tracing::warn!(model = %old.name, version = %old.version, holders = Arc::strong_count(&old) - 1, "drain timeout passed; releasing the replaced version anyway");
+            }
+            old.unload();
+        });
+    }
+
+    /// Watches a freshly promoted version for the auto-rollback window.
+    fn watch(self: &Arc<Self>, model: &str, version: Version) {
+        let l = &self.config.lifecycle;
+        let window = l.auto_rollback_window.get();
+        if window.is_zero() {
+            return;
+        }
+        let (rate, latency, min) = (
+            l.auto_rollback_error_rate,
+            l.auto_rollback_latency.get(),
+            l.auto_rollback_min_requests,
+        );
+        let Ok(served) = self.app.models.get(model, Some(&version.to_string())) else {
+            return;
+        };
+        let me = self.clone();
+        let model = model.to_string();
+        let weak = Arc::downgrade(&served);
+        drop(served);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < window {
+                std::thread::sleep(Duration::from_millis(250));
+                let Some(m) = weak.upgrade() else { return };
+                let s = &m.stats;
+                use std::sync::atomic::Ordering::Relaxed;
+                let (ok, bad) = (s.success.load(Relaxed), s.failure.load(Relaxed));
+                let (execs, ns) = (s.executions.load(Relaxed), s.compute_ns.load(Relaxed));
+                drop(m);
+                if ok + bad < min.max(1) {
+                    continue;
+                }
+                let err_rate = bad as f64 / (ok + bad) as f64;
+                let mean = Duration::from_nanos(ns / execs.max(1));
+                let why = if err_rate > rate {
+                    Some(format!(
+                        "error rate {:.1} % over {} requests exceeds {:.1} %",
+                        err_rate * 100.0,
+                        ok + bad,
+                        rate * 100.0
+                    ))
+                } else if !latency.is_zero() && mean > latency {
+                    Some(format!(
+                        "mean compute latency {} µs exceeds {} µs",
+                        mean.as_micros(),
+                        latency.as_micros()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    let actor =
+                        Actor::new("airlockd:auto-rollback").unwrap_or_else(|_| Actor::system());
+                    match me.rollback(
+                        &model,
+                        None,
+                        &actor,
+                        Some(&format!("automatic: {version} {why}")),
+                    ) {
+                        Ok(to) => {
+                            tracing::error!(model = %model, from = %version, to = %to, reason = %why, "automatic rollback")
+                        }
+                        Err(e) => {
+                            tracing::error!(model = %model, version = %version, reason = %why, error = %e, "automatic rollback needed but refused")
+                        }
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Removes from disk the approved versions of `model` beyond the newest
+    /// `[lifecycle] retain_versions`, never the active one or the rollback target.
+    fn retain(&self, model: &str) {
+        let keep = self.config.lifecycle.retain_versions as usize;
+        let reg = self.updater.registry();
+        let Ok(Some(rec)) = reg.model(model) else {
+            return;
+        };
+        let target = rec.rollback_target().ok();
+        let mut retired: Vec<_> = rec
+            .versions
+            .values()
+            .filter(|v| v.state == VersionState::Retired && v.approved_here)
+            .collect();
+        retired.sort_by(|a, b| b.version.cmp(&a.version));
+        // The active version counts towards `keep`.
+        for v in retired.into_iter().skip(keep.saturating_sub(1)) {
+            if Some(&v.version) == target.as_ref() {
+                continue;
+            }
+            match self.updater.prune(model, &v.version, &Actor::system()) {
+                Ok(()) => {
+                    tracing::info!(model, version = %v.version, "pruned from disk (retention)")
+                }
+                Err(e) => {
+                    tracing::warn!(model, version = %v.version, error = %e, "retention could not prune")
+                }
+            }
+        }
+    }
+}
+
+/// Adds the contract comparison to the ONNX Runtime validator's report.
+struct ContractAware<'a> {
+    inner: &'a OrtValidator,
+    change: Option<String>,
+}
+
+impl airlock_updater::Validator for ContractAware<'_> {
+    fn validate(&self, model: &airlock_updater::StagedModel<'_>) -> ValidationReport {
+        let mut r = self.inner.validate(model);
+        if let Some(c) = &self.change {
+            r.notes
+                .push(format!("{c} (approval must acknowledge the change)"));
+            r.contract_change = Some(c.clone());
+        }
+        r
+    }
+}

@@ -146,6 +146,7 @@ impl Lifecycle {
             }
             *slot = Some(source.to_string());
         }
+        fault_point("import");
         let result = self.updater.import(input, source, actor);
         *self.importing.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let imported = result?;

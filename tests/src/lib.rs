@@ -134,6 +134,14 @@ impl DevServer {
         format!("http://{}", self.addr)
     }
 
+    /// Kills the daemon with SIGKILL (a crash or power cut) and hands back its directory, so
+    /// that the next daemon can start over the same state.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"))
+    }
+
     /// Stops the daemon with SIGTERM and returns whether it exited cleanly.
     pub fn stop(mut self) -> bool {
         self.terminate()
@@ -314,4 +322,183 @@ pub fn install_dev_model(
     u.registry().begin_promotion(u.now()?, name, &v, &me)?;
     u.registry().complete_promotion(u.now()?, name, &me)?;
     Ok(())
+}
+
+/// The first output of the iris bundles below for `value` (what a version answers).
+pub fn iris_answer(value: f32) -> f32 {
+    airlock_signing::onnx::linear_classifier_eval(
+        &[0f32; 12],
+        &[value, 0.0, 0.0],
+        &[5.1, 3.5, 1.4, 0.2],
+    )[0]
+}
+
+/// A signed bundle of `demo-iris` VERSION that answers [`iris_answer`]`(value)` (zero weights,
+/// bias `[value, 0, 0]`, softmax), with one golden vector; `off_by` shifts the expected outputs (a model that misses
+/// its golden vectors when it exceeds the tolerance). Signed with the dev bundle key of the dev
+/// appliance at `data_dir`; written under `data_dir/../bundles/`.
+pub fn iris_bundle(
+    data_dir: &std::path::Path,
+    version: &str,
+    value: f32,
+    off_by: f32,
+) -> anyhow::Result<PathBuf> {
+    use airlock_signing::manifest::{DType, ModelName};
+    use airlock_signing::onnx::{linear_classifier, linear_classifier_eval};
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
+    let (w, b) = ([0f32; 12], [value, 0.0, 0.0]);
+    let x = [5.1f32, 3.5, 1.4, 0.2];
+    let y: Vec<f32> = linear_classifier_eval(&w, &b, &x)
+        .into_iter()
+        .map(|v| v + off_by)
+        .collect();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let root = data_dir
+        .parent()
+        .unwrap_or(data_dir)
+        .join("bundles")
+        .join(format!("src-{version}-{off_by}"));
+    std::fs::create_dir_all(root.join("vectors/case-1/inputs"))?;
+    std::fs::create_dir_all(root.join("vectors/case-1/expected"))?;
+    std::fs::write(root.join("model.onnx"), linear_classifier(&w, &b))?;
+    std::fs::write(
+        root.join("vectors/case-1/inputs/x.npy"),
+        airlock_signing::npy::encode(DType::Float32, 0, &[1, 4], &f32s(&x))?,
+    )?;
+    std::fs::write(
+        root.join("vectors/case-1/expected/y.npy"),
+        airlock_signing::npy::encode(DType::Float32, 0, &[1, 3], &f32s(&y))?,
+    )?;
+    let opts = CreateOptions::new(
+        ModelName::parse("demo-iris").map_err(anyhow::Error::msg)?,
+        semver::Version::parse(version)?,
+        time::Duration::days(30),
+    )?;
+    let p = plan(
+        &root.join("model.onnx"),
+        &[],
+        Some(&root.join("vectors")),
+        &opts,
+    )?;
+    let bundle = root.join(p.manifest.bundle_file_name());
+    write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
+    Ok(bundle)
+}
+
+/// Runs `airlockctl --socket SOCKET ARGS` as `uid` (its own group, no supplementary groups;
+/// `None`: as this process). Returns (exit code, stdout, stderr).
+pub fn airlockctl_as(
+    uid: Option<u32>,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = match uid {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={u}"),
+                format!("--regid={u}"),
+                "--clear-groups".into(),
+            ])
+            .arg(bin("airlockctl"));
+            c
+        }
+        None => Command::new(bin("airlockctl")),
+    };
+    let out = cmd
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run airlockctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A production-mode daemon over a data dir that `--dev --once` bootstrapped (the demo
+/// classifier, demo-iris 1.0.0, active), with `[admin.roles]` from `roles`
+/// (`("uid:1001", "operator")`), `approvers` required approvals, the admin socket world-
+/// connectable (roles decide), and `extra` TOML appended. Returns the server, the socket and
+/// an inference token (scope `model:*`, created through the socket as root).
+pub fn production_server(
+    roles: &[(&str, &str)],
+    approvers: u32,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (DevServer, PathBuf, String) {
+    let dir = bootstrapped_dev_dir();
+    // Other uids must reach the socket: the scratch dir is 0700 by default.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = dir.path().display().to_string();
+    let socket = dir.path().join("run/admin.sock");
+    let table: String = roles
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+        .collect();
+    let config = format!(
+        "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
+         [approval]\nmode = \"approvers\"\napprovers = {approvers}\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[logging]\ndir = \"{d}/logs\"\n\
+         [bundles]\nreserve_free_space = \"1MiB\"\n\
+         {extra}\n\
+         [admin]\nsocket = \"{}\"\nsocket_mode = 0o666\n[admin.roles]\n{table}",
+        socket.display()
+    );
+    std::fs::write(dir.path().join("prod.toml"), config).expect("config");
+    let args = vec!["--config".to_string(), format!("{d}/prod.toml")];
+    let server = DevServer::spawn(dir, &args, env);
+    let (code, out, err) = airlockctl_as(
+        None,
+        &socket,
+        &[
+            "--json", "token", "create", "--name", "tests", "--scope", "model:*",
+        ],
+    );
+    assert_eq!(code, 0, "token create: {err}");
+    let token = serde_json::from_str::<serde_json::Value>(&out).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    (server, socket, token)
+}
+
+/// Restarts a production daemon (as [`production_server`] configured it) over `dir`.
+pub fn restart_production(dir: tempfile::TempDir, env: &[(&str, &str)]) -> DevServer {
+    let args = vec![
+        "--config".to_string(),
+        dir.path().join("prod.toml").display().to_string(),
+    ];
+    DevServer::spawn(dir, &args, env)
+}
+
+/// `POST /v2/models/demo-iris/infer` with one row (`token`: a bearer token, `""` for none); returns (status, model_version, first output
+/// value) — the iris bundles above answer their `value` everywhere.
+pub fn iris_infer(addr: &str, token: &str) -> (u16, String, f32) {
+    let body =
+        br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
+    let auth = format!("Bearer {token}");
+    let headers: &[(&str, &str)] = if token.is_empty() {
+        &[]
+    } else {
+        &[("Authorization", auth.as_str())]
+    };
+    let Ok((status, _, resp)) = std::panic::catch_unwind(|| {
+        http(addr, "POST", "/v2/models/demo-iris/infer", headers, body)
+    }) else {
+        return (0, String::new(), f32::NAN);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
+    (
+        status,
+        v["model_version"].as_str().unwrap_or("").to_string(),
+        v["outputs"][0]["data"][0].as_f64().unwrap_or(f64::NAN) as f32,
+    )
 }

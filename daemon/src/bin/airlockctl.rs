@@ -1,11 +1,12 @@
-//! `airlockctl`: the operator's CLI over the admin API on the Unix socket. Today: tokens (the
-//! lifecycle issue adds models, bundles, approvals, trust and audit).
-//! Exit codes: 0 ok, 1 refused by the daemon, 2 usage or connection problem.
+//! `airlockctl`: the operator's CLI over airlockd's admin API on the Unix socket (who you are is
+//! your uid and groups; `[admin.roles]` decides what you may do). Tables for people, `--json`
+//! for scripts. Exit codes: 0 ok, 1 refused by the daemon, 2 usage or connection problem.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -14,7 +15,8 @@ use serde_json::{json, Value};
 #[command(
     name = "airlockctl",
     version,
-    about = "Operate an airlock appliance through airlockd's admin API"
+    about = "Operate an airlock appliance through airlockd's admin API",
+    after_help = "Exit codes: 0 ok, 1 refused by airlockd (the reason is printed), 2 usage or connection problem."
 )]
 struct Cli {
     /// The admin socket.
@@ -24,7 +26,7 @@ struct Cli {
         default_value = "/run/airlock/admin.sock"
     )]
     socket: PathBuf,
-    /// Print JSON instead of tables.
+    /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -33,9 +35,135 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// API tokens for the inference API and /metrics.
+    /// The appliance at a glance: models, what awaits approval, trust root, audit chain.
+    Status,
+    /// Who airlockd thinks you are, and your roles.
+    Whoami,
+    /// Models and their versions.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Bundles: import, inspect, approve, reject.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Put versions into and out of service.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// The trust root.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// API tokens for the inference API, /metrics and the admin API over TLS.
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Every model: active version, versions, awaiting approval.
+    List,
+    /// One model with all its versions.
+    Show {
+        /// The model.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Import a bundle (streamed to airlockd; with --on-appliance airlockd opens the path
+    /// itself). Validation starts right after.
+    Import {
+        /// The bundle file.
+        path: PathBuf,
+        /// Let airlockd read PATH itself (e.g. a USB stick mounted on the appliance).
+        #[arg(long)]
+        on_appliance: bool,
+        /// Wait for validation and show its report.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Every imported version of every model.
+    List,
+    /// One version: state, approvals, validation report, history.
+    Show {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+    },
+    /// Approve a validated version (never your own import).
+    Approve {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// A comment for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Approve although the I/O contract differs from the active version's.
+        #[arg(long)]
+        acknowledge_contract_change: bool,
+    },
+    /// Reject a version that never served.
+    Reject {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Put an approved version into service (zero dropped requests).
+    Promote {
+        /// The model.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// Return to the previous approved version (or --to VERSION).
+    Rollback {
+        /// The model.
+        name: String,
+        /// A specific retired version.
+        #[arg(long)]
+        to: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCmd {
+    /// The current trust root: version, expiry, roles and keys.
+    Show,
+    /// Install a rotated root.json (accepted only if the current root's rules allow it).
+    Import {
+        /// The new root.json.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Audit records, oldest first.
+    List {
+        /// First sequence number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many records.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Verify the hash chain of the whole log.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +173,7 @@ enum TokenCmd {
         /// A name for people (who or what uses it).
         #[arg(long)]
         name: String,
-        /// model:NAME, model:* or metrics; repeat for several.
+        /// model:NAME, model:*, metrics or admin:ROLE; repeat for several.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
     },
@@ -58,103 +186,628 @@ enum TokenCmd {
     },
 }
 
-fn call(
-    socket: &PathBuf,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        format!(
+/// A failure: refused by the daemon (exit 1) or could not talk to it (exit 2).
+enum Fail {
+    Refused(String),
+    Connection(String),
+}
+
+fn connect(socket: &Path) -> Result<UnixStream, Fail> {
+    UnixStream::connect(socket).map_err(|e| {
+        Fail::Connection(format!(
             "cannot connect to {} ({e}); is airlockd running, and may you use its socket?",
             socket.display()
-        )
-    })?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        ))
+    })
+}
+
+fn read_response(mut s: UnixStream) -> Result<(u16, Value), Fail> {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    s.read_to_end(&mut raw)
+        .map_err(|e| Fail::Connection(e.to_string()))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete response from airlockd")?;
+        .ok_or(Fail::Connection("incomplete response from airlockd".into()))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or("malformed response from airlockd")?;
+        .ok_or(Fail::Connection("malformed response from airlockd".into()))?;
     let value = serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null);
     Ok((status, value))
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (method, path, body) = match &cli.cmd {
-        Cmd::Token(TokenCmd::Create { name, scopes }) => (
-            "POST",
-            "/api/v1/tokens".to_string(),
-            Some(json!({ "name": name, "scopes": scopes })),
-        ),
-        Cmd::Token(TokenCmd::List) => ("GET", "/api/v1/tokens".to_string(), None),
-        Cmd::Token(TokenCmd::Revoke { id }) => ("DELETE", format!("/api/v1/tokens/{id}"), None),
-    };
-    let (status, v) = match call(&cli.socket, method, &path, body.as_ref()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("airlockctl: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !(200..300).contains(&status) {
-        eprintln!(
-            "airlockctl: refused ({status}): {}",
+fn ok(status: u16, v: Value) -> Result<Value, Fail> {
+    if (200..300).contains(&status) {
+        Ok(v)
+    } else {
+        Err(Fail::Refused(format!(
+            "refused ({status}): {}",
             v["error"].as_str().unwrap_or("no reason given")
-        );
-        return ExitCode::from(1);
+        )))
     }
-    if cli.json {
-        println!("{v}");
-        return ExitCode::SUCCESS;
-    }
-    match &cli.cmd {
-        Cmd::Token(TokenCmd::Create { .. }) => {
-            println!(
-                "token {} ({}) created for {}",
-                v["id"].as_str().unwrap_or(""),
-                v["name"].as_str().unwrap_or(""),
-                v["scopes"]
-            );
-            println!("{}", v["token"].as_str().unwrap_or(""));
-            eprintln!("store it now: it cannot be shown again");
+}
+
+fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Fail> {
+    let mut s = connect(socket)?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| Fail::Connection(e.to_string()))?;
+    let (status, v) = read_response(s)?;
+    ok(status, v)
+}
+
+fn bar(done: u64, total: u64, what: &str) {
+    let width = 30;
+    let filled = (done * width).checked_div(total).unwrap_or(width) as usize;
+    eprint!(
+        "\r{what} [{}{}] {:>5.1}% {:>8.1} MiB",
+        "#".repeat(filled),
+        " ".repeat(width as usize - filled),
+        done as f64 * 100.0 / total.max(1) as f64,
+        done as f64 / (1 << 20) as f64
+    );
+}
+
+/// Streams `path` as the request body, with a progress bar on a terminal.
+fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Fail::Connection(format!("cannot open {}: {e}", path.display())))?;
+    let total = f
+        .metadata()
+        .map_err(|e| Fail::Connection(e.to_string()))?
+        .len();
+    let mut s = connect(socket)?;
+    let head = format!(
+        "POST /api/v1/bundles HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
+    );
+    let tty = std::io::stderr().is_terminal();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let written = (|| -> std::io::Result<()> {
+        s.write_all(head.as_bytes())?;
+        let mut last = Instant::now();
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            s.write_all(&buf[..n])?;
+            sent += n as u64;
+            if tty && last.elapsed() > Duration::from_millis(100) {
+                bar(sent, total, "importing");
+                last = Instant::now();
+            }
         }
-        Cmd::Token(TokenCmd::List) => {
+    })();
+    if tty {
+        bar(sent, total, "importing");
+        eprintln!();
+    }
+    // airlockd may refuse before reading everything (a bad signature, no permission): its
+    // answer says why, so read it even when writing failed.
+    match read_response(s) {
+        Ok((status, v)) => ok(status, v),
+        Err(e) => match written {
+            Err(w) => Err(Fail::Connection(format!(
+                "the upload failed after {sent} of {total} bytes: {w}"
+            ))),
+            Ok(()) => Err(e),
+        },
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("-")
+}
+
+fn print_report(v: &Value) {
+    let Some(r) = v.get("validation").filter(|r| !r.is_null()) else {
+        println!("validation: not run yet");
+        return;
+    };
+    println!(
+        "validation: {} on {} ({}), report sha256 {}",
+        if r["passed"].as_bool() == Some(true) {
+            "PASSED"
+        } else {
+            "FAILED"
+        },
+        s(r, "provider"),
+        s(r, "engine"),
+        s(v, "validation_sha256")
+    );
+    for c in r["cases"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<4} {:<20} max abs {:<10} max rel {:<10} {}",
+            if c["passed"].as_bool() == Some(true) {
+                "ok"
+            } else {
+                "FAIL"
+            },
+            s(c, "name"),
+            c["max_abs_error"]
+                .as_f64()
+                .map(|x| format!("{x:.2e}"))
+                .unwrap_or("-".into()),
+            c["max_rel_error"]
+                .as_f64()
+                .map(|x| format!("{x:.2e}"))
+                .unwrap_or("-".into()),
+            s(c, "detail")
+        );
+    }
+    for n in r["notes"].as_array().into_iter().flatten() {
+        println!("  note: {}", n.as_str().unwrap_or(""));
+    }
+}
+
+fn print_version(v: &Value) {
+    println!(
+        "{} {}: {}",
+        s(v, "model"),
+        s(v, "version"),
+        s(v, "state").to_uppercase()
+    );
+    println!("  manifest sha256 {}", s(v, "manifest_sha256"));
+    println!(
+        "  imported by {} at {} from {}",
+        s(v, "imported_by"),
+        s(v, "imported_at"),
+        s(v, "source")
+    );
+    for a in v["approvals"].as_array().into_iter().flatten() {
+        println!(
+            "  approved by {} at {}{}",
+            s(a, "by"),
+            s(a, "at"),
+            a["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(c) = v["contract_change"].as_str() {
+        println!("  CONTRACT CHANGE: {c}");
+    }
+    print_report(v);
+    if let Some(h) = v["history"].as_array() {
+        println!("history:");
+        for e in h {
             println!(
-                "{:<18} {:<20} {:<30} {:<22} REVOKED",
-                "ID", "NAME", "SCOPES", "CREATED"
+                "  #{:<5} {} {:<16} {}",
+                e["seq"],
+                s(e, "time"),
+                s(e, "action"),
+                s(e, "actor")
             );
-            for t in v["tokens"].as_array().into_iter().flatten() {
-                let scopes: Vec<&str> = t["scopes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
+        }
+    }
+}
+
+fn versions_table(rows: &[Value], with_model: bool) {
+    if with_model {
+        print!("{:<20} ", "MODEL");
+    }
+    println!(
+        "{:<12} {:<18} {:<10} {:<24} {:<22} APPROVALS",
+        "VERSION", "STATE", "VALIDATED", "IMPORTED BY", "IMPORTED AT"
+    );
+    for v in rows {
+        if with_model {
+            print!("{:<20} ", s(v, "model"));
+        }
+        let validated = match v["validation_passed"].as_bool() {
+            Some(true) => "passed",
+            Some(false) => "FAILED",
+            None => "-",
+        };
+        println!(
+            "{:<12} {:<18} {:<10} {:<24} {:<22} {}",
+            s(v, "version"),
+            s(v, "state"),
+            validated,
+            s(v, "imported_by"),
+            s(v, "imported_at"),
+            v["approvals"].as_array().map_or(0, |a| a.len())
+        );
+    }
+}
+
+fn models_table(models: &[Value]) {
+    println!(
+        "{:<20} {:<10} {:<8} {:<9} {:<10} {:<9} ROLLBACK TO",
+        "MODEL", "ACTIVE", "READY", "PROVIDER", "VERSIONS", "AWAITING"
+    );
+    for m in models {
+        let serving = &m["serving"];
+        println!(
+            "{:<20} {:<10} {:<8} {:<9} {:<10} {:<9} {}",
+            s(m, "name"),
+            s(m, "active"),
+            match serving["ready"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            },
+            s(serving, "provider"),
+            m["versions"],
+            m["awaiting_approval"],
+            s(m, "rollback_target")
+        );
+        if let Some(d) = serving["degraded"].as_str() {
+            println!("  DEGRADED: {d}");
+        }
+    }
+}
+
+/// Polls a freshly imported version until validation has finished.
+fn watch(socket: &Path, model: &str, version: &str) -> Result<Value, Fail> {
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let spin = ['|', '/', '-', '\\'];
+    let mut i = 0;
+    loop {
+        let v = call(
+            socket,
+            "GET",
+            &format!("/api/v1/models/{model}/versions/{version}"),
+            None,
+        )?;
+        if v["state"] != "staged" {
+            if tty {
+                eprintln!(
+                    "\rvalidating {model} {version}: done in {:.1} s   ",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(v);
+        }
+        if tty {
+            eprint!(
+                "\rvalidating {model} {version} on this machine {} {:.0} s",
+                spin[i % 4],
+                start.elapsed().as_secs_f64()
+            );
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Fail> {
+    let sock = cli.socket.as_path();
+    let out = |v: &Value| {
+        if cli.json {
+            println!("{v}");
+        }
+        !cli.json
+    };
+    match &cli.cmd {
+        Cmd::Status => {
+            let v = call(sock, "GET", "/api/v1/status", None)?;
+            if out(&v) {
                 println!(
-                    "{:<18} {:<20} {:<30} {:<22} {}",
-                    t["id"].as_str().unwrap_or(""),
-                    t["name"].as_str().unwrap_or(""),
-                    scopes.join(","),
-                    t["created_at"].as_str().unwrap_or(""),
-                    t["revoked_at"].as_str().unwrap_or("-")
+                    "airlockd {} (pid {}); you are {} ({})",
+                    s(&v["daemon"], "version"),
+                    v["daemon"]["pid"],
+                    s(&v["you"], "actor"),
+                    v["you"]["roles"]
+                        .as_array()
+                        .map(|r| r
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                );
+                println!(
+                    "trust root version {}; audit chain: {}",
+                    v["trust_root_version"],
+                    if v["audit"]["verified"].as_bool() == Some(true) {
+                        format!("verified ({} records)", v["audit"]["records"])
+                    } else {
+                        format!("BROKEN: {}", s(&v["audit"], "error"))
+                    }
+                );
+                for (m, ver) in v["validating"].as_object().into_iter().flatten() {
+                    println!("validating: {m} {}", ver.as_str().unwrap_or(""));
+                }
+                println!();
+                models_table(v["models"].as_array().map(|a| a.as_slice()).unwrap_or(&[]));
+            }
+        }
+        Cmd::Whoami => {
+            let v = call(sock, "GET", "/api/v1/whoami", None)?;
+            if out(&v) {
+                println!("{} ({})", s(&v, "actor"), v["roles"]);
+            }
+        }
+        Cmd::Models(ModelsCmd::List) => {
+            let v = call(sock, "GET", "/api/v1/models", None)?;
+            if out(&v) {
+                models_table(v["models"].as_array().map(|a| a.as_slice()).unwrap_or(&[]));
+            }
+        }
+        Cmd::Models(ModelsCmd::Show { name }) => {
+            let v = call(sock, "GET", &format!("/api/v1/models/{name}"), None)?;
+            if out(&v) {
+                models_table(std::slice::from_ref(&v));
+                if let Some(p) = v["promoting"].as_object() {
+                    println!("PROMOTION IN PROGRESS to {}", p["to"]);
+                }
+                println!();
+                versions_table(
+                    v["versions"]
+                        .as_array()
+                        .map(|a| a.as_slice())
+                        .unwrap_or(&[]),
+                    false,
                 );
             }
         }
-        Cmd::Token(TokenCmd::Revoke { id }) => println!("token {id} revoked"),
+        Cmd::Bundle(BundleCmd::Import {
+            path,
+            on_appliance,
+            watch: w,
+        }) => {
+            let v = if *on_appliance {
+                let abs = std::fs::canonicalize(path).unwrap_or(path.clone());
+                call(
+                    sock,
+                    "POST",
+                    "/api/v1/bundles/import",
+                    Some(&json!({ "path": abs })),
+                )?
+            } else {
+                upload(sock, path)?
+            };
+            let (m, ver) = (s(&v, "model").to_string(), s(&v, "version").to_string());
+            if !*w {
+                if out(&v) {
+                    println!(
+                        "imported {m} {ver} (manifest sha256 {}); validation is running: airlockctl bundle show {m} {ver}",
+                        s(&v, "manifest_sha256")
+                    );
+                }
+                return Ok(());
+            }
+            if !cli.json {
+                println!(
+                    "imported {m} {ver} (manifest sha256 {})",
+                    s(&v, "manifest_sha256")
+                );
+            }
+            let done = watch(sock, &m, &ver)?;
+            if out(&done) {
+                print_version(&done);
+            }
+            if done["state"] == "validation_failed" {
+                return Err(Fail::Refused(format!("{m} {ver} failed validation")));
+            }
+        }
+        Cmd::Bundle(BundleCmd::List) => {
+            let v = call(sock, "GET", "/api/v1/bundles", None)?;
+            if out(&v) {
+                versions_table(
+                    v["bundles"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    true,
+                );
+            }
+        }
+        Cmd::Bundle(BundleCmd::Show { model, version }) => {
+            let v = call(
+                sock,
+                "GET",
+                &format!("/api/v1/models/{model}/versions/{version}"),
+                None,
+            )?;
+            if out(&v) {
+                print_version(&v);
+            }
+        }
+        Cmd::Bundle(BundleCmd::Approve {
+            model,
+            version,
+            comment,
+            acknowledge_contract_change,
+        }) => {
+            let v = call(
+                sock,
+                "POST",
+                &format!("/api/v1/models/{model}/versions/{version}/approve"),
+                Some(
+                    &json!({ "comment": comment, "acknowledge_contract_change": acknowledge_contract_change }),
+                ),
+            )?;
+            if out(&v) {
+                println!(
+                    "{model} {version}: approval by {} recorded; state {}",
+                    s(&v, "approved_by"),
+                    s(&v, "state")
+                );
+            }
+        }
+        Cmd::Bundle(BundleCmd::Reject {
+            model,
+            version,
+            reason,
+        }) => {
+            let v = call(
+                sock,
+                "POST",
+                &format!("/api/v1/models/{model}/versions/{version}/reject"),
+                Some(&json!({ "reason": reason })),
+            )?;
+            if out(&v) {
+                println!("{model} {version}: rejected");
+            }
+        }
+        Cmd::Model(ModelCmd::Promote { name, version }) => {
+            let v = call(
+                sock,
+                "POST",
+                &format!("/api/v1/models/{name}/promote"),
+                Some(&json!({ "version": version })),
+            )?;
+            if out(&v) {
+                println!("{name}: {} is active", s(&v, "active"));
+            }
+        }
+        Cmd::Model(ModelCmd::Rollback { name, to, reason }) => {
+            let v = call(
+                sock,
+                "POST",
+                &format!("/api/v1/models/{name}/rollback"),
+                Some(&json!({ "version": to, "reason": reason })),
+            )?;
+            if out(&v) {
+                println!("{name}: rolled back; {} is active", s(&v, "active"));
+            }
+        }
+        Cmd::Trust(TrustCmd::Show) => {
+            let v = call(sock, "GET", "/api/v1/trust", None)?;
+            if out(&v) {
+                let r = &v["root"];
+                println!(
+                    "trust root version {}, expires {}",
+                    v["version"],
+                    s(r, "expires")
+                );
+                for (role, rk) in r["roles"].as_object().into_iter().flatten() {
+                    let keys: Vec<&str> = rk["keys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!(
+                        "  {role:<9} threshold {} of {}: {}",
+                        rk["threshold"],
+                        keys.len(),
+                        keys.join(" ")
+                    );
+                }
+                let revoked = r["revoked"].as_array().map_or(0, |a| a.len());
+                println!("  revoked keys: {revoked}");
+            }
+        }
+        Cmd::Trust(TrustCmd::Import { file }) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| Fail::Connection(format!("cannot read {}: {e}", file.display())))?;
+            let body: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Fail::Connection(format!("{} is not JSON: {e}", file.display())))?;
+            let v = call(sock, "POST", "/api/v1/trust", Some(&body))?;
+            if out(&v) {
+                println!("trust root version {} installed", v["version"]);
+            }
+        }
+        Cmd::Audit(AuditCmd::List { from, limit }) => {
+            let v = call(
+                sock,
+                "GET",
+                &format!("/api/v1/audit?from={from}&limit={limit}"),
+                None,
+            )?;
+            if out(&v) {
+                println!(
+                    "{:<6} {:<21} {:<18} {:<28} {:<22} DETAIL",
+                    "SEQ", "TIME", "ACTION", "ACTOR", "MODEL"
+                );
+                for r in v["records"].as_array().into_iter().flatten() {
+                    let target = match (r["model"].as_str(), r["version"].as_str()) {
+                        (Some(m), Some(v)) => format!("{m} {v}"),
+                        (Some(m), None) => m.to_string(),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "{:<6} {:<21} {:<18} {:<28} {:<22} {}",
+                        r["seq"],
+                        s(r, "time"),
+                        s(r, "action"),
+                        s(r, "actor"),
+                        target,
+                        r["detail"]
+                    );
+                }
+            }
+        }
+        Cmd::Audit(AuditCmd::Verify) => {
+            let v = call(sock, "GET", "/api/v1/audit/verify", None)?;
+            if out(&v) {
+                println!("audit chain verified: {} records", v["records"]);
+            }
+        }
+        Cmd::Token(TokenCmd::Create { name, scopes }) => {
+            let v = call(
+                sock,
+                "POST",
+                "/api/v1/tokens",
+                Some(&json!({ "name": name, "scopes": scopes })),
+            )?;
+            if out(&v) {
+                println!(
+                    "token {} ({}) created for {}",
+                    s(&v, "id"),
+                    s(&v, "name"),
+                    v["scopes"]
+                );
+                println!("{}", s(&v, "token"));
+                eprintln!("store it now: it cannot be shown again");
+            }
+        }
+        Cmd::Token(TokenCmd::List) => {
+            let v = call(sock, "GET", "/api/v1/tokens", None)?;
+            if out(&v) {
+                println!(
+                    "{:<18} {:<20} {:<30} {:<22} REVOKED",
+                    "ID", "NAME", "SCOPES", "CREATED"
+                );
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    let scopes: Vec<&str> = t["scopes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    println!(
+                        "{:<18} {:<20} {:<30} {:<22} {}",
+                        s(t, "id"),
+                        s(t, "name"),
+                        scopes.join(","),
+                        s(t, "created_at"),
+                        t["revoked_at"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        Cmd::Token(TokenCmd::Revoke { id }) => {
+            let v = call(sock, "DELETE", &format!("/api/v1/tokens/{id}"), None)?;
+            if out(&v) {
+                println!("token {id} revoked");
+            }
+        }
     }
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Refused(m)) => {
+            eprintln!("airlockctl: {m}");
+            ExitCode::from(1)
+        }
+        Err(Fail::Connection(m)) => {
+            eprintln!("airlockctl: {m}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -132,6 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(models = n, "active models loaded");
     let lifecycle =
         lifecycle::Lifecycle::new(updater.clone(), state.clone(), runtime, config.clone());
+    if !args.once {
+        lifecycle.resume()?;
+    }
     let admin_state = Arc::new(admin::AdminState {
         lifecycle: lifecycle.clone(),
         tokens: tokens.clone(),

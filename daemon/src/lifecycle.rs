@@ -49,6 +49,9 @@ pub enum LifecycleError {
 
 type Result<T> = std::result::Result<T, LifecycleError>;
 
+/// How long a replaced version stays loaded at least after the swap.
+const DRAIN_GRACE: Duration = Duration::from_millis(100);
+
 /// A fault-injection point for crash tests: with `AIRLOCK_FAULT_PAUSE=NAME[:MS]` in the
 /// environment the daemon logs that it reached `NAME` and sleeps there (default 5000 ms), so a
 /// test can kill it inside a step. Costs one environment lookup otherwise.
@@ -178,6 +181,45 @@ impl Lifecycle {
         Ok(out)
     }
 
+    /// At start-up: validations that a stop or crash interrupted run again (a version must not
+    /// stay `staged` for ever), one after another on a background thread.
+    pub fn resume(self: &Arc<Self>) -> Result<()> {
+        let mut staged = Vec::new();
+        for m in self.updater.registry().models()? {
+            for v in m.versions.values() {
+                if v.state == VersionState::Staged {
+                    staged.push((m.name.clone(), v.version.clone()));
+                }
+            }
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut busy = self.in_validation.lock().unwrap_or_else(|p| p.into_inner());
+            for (m, v) in &staged {
+                busy.insert(m.clone(), v.clone());
+            }
+        }
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("validate-resume".into())
+            .spawn(move || {
+                for (model, version) in staged {
+                    tracing::info!(model = %model, version = %version, "validation interrupted earlier; running it again");
+                    if let Err(e) = me.validate(&model, &version) {
+                        tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
+                    }
+                    me.in_validation
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&model);
+                }
+            })
+            .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
+        Ok(())
+    }
+
     /// Validates a staged version on this machine's execution provider, comparing its contract
     /// with the active version's, and records the report.
     pub fn validate(&self, model: &str, version: &Version) -> Result<ValidationReport> {
@@ -274,11 +316,14 @@ impl Lifecycle {
             )),
             (None, _) => comment.map(str::to_string),
         };
+        fault_point("approve");
         let now = self.updater.now()?;
-        Ok(self
-            .updater
-            .registry()
-            .approve(now, model, version, actor, comment.as_deref())?)
+        let state =
+            self.updater
+                .registry()
+                .approve(now, model, version, actor, comment.as_deref())?;
+        fault_point("approve:recorded");
+        Ok(state)
     }
 
     /// Rejects a version.
@@ -414,13 +459,16 @@ impl Lifecycle {
         };
         let timeout = self.config.lifecycle.drain_timeout.get();
         std::thread::spawn(move || {
-            // Requests that picked `old` before the swap hold an Arc to it; wait for them.
+            // Requests that were routed to `old` before the swap finish on it. A request that
+            // loaded the old table but has not registered yet does so within microseconds: the
+            // grace period covers it.
             let start = Instant::now();
-            while Arc::strong_count(&old) > 1 && start.elapsed() < timeout {
-                std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(DRAIN_GRACE.min(timeout));
+            while old.in_flight() > 0 && start.elapsed() < timeout {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            if Arc::strong_count(&old) > 1 {
-                tracing::warn!(model = %old.name, version = %old.version, holders = Arc::strong_count(&old) - 1, "drain timeout passed; releasing the replaced version anyway");
+            if old.in_flight() > 0 {
+                tracing::warn!(model = %old.name, version = %old.version, requests = old.in_flight(), "drain timeout passed; releasing the replaced version anyway");
             }
             old.unload();
         });

@@ -561,6 +561,8 @@ async fn infer_inner(
             }
         },
     };
+    // From here until the answer, this version may not be released (promotion drains it).
+    let _using = model.enter();
     let body = match read_body(s.max_body, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,

@@ -132,8 +132,19 @@ pub struct LoadedModel {
     /// Counters.
     pub stats: Arc<Stats>,
     queue: Mutex<Option<SyncSender<Job>>>,
+    /// Requests between routing and their answer (see [`LoadedModel::enter`]).
+    in_flight: AtomicUsize,
     stopped: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// A request using a model version (from routing to its answer).
+pub struct InFlight(Arc<LoadedModel>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Whether a contract allows batching along dimension 0.
@@ -221,6 +232,7 @@ impl LoadedModel {
             ewma_us: Arc::new(AtomicU64::new(0)),
             stats: Arc::new(Stats::default()),
             queue: Mutex::new(Some(tx)),
+            in_flight: AtomicUsize::new(0),
             stopped: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         });
@@ -308,6 +320,18 @@ impl LoadedModel {
         let per_batch_us = self.ewma_us.load(Ordering::Relaxed).max(1);
         let us = batches * per_batch_us / self.settings.instances.max(1) as u64;
         us.div_ceil(1_000_000).max(1)
+    }
+
+    /// Marks a request as using this version until the guard drops: a replaced version is
+    /// released only when none is left (or the drain timeout passed).
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Requests using this version now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops accepting work, lets queued work finish, and joins the threads (frees the sessions).

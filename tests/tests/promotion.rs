@@ -1,0 +1,89 @@
+//! Zero-downtime promotion and rollback: clients keep sending requests while versions are
+//! promoted and rolled back; no request may fail and every answer must be the one of the version
+//! that says it served it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use airlock_tests::{airlockctl_as, iris_answer, iris_bundle, iris_infer, DevServer};
+
+#[test]
+fn promote_and_rollback_drop_no_request() {
+    let s = DevServer::start(None, &[]);
+    let dd = s.dir.path().join("airlock-dev");
+    let sock = dd.join("admin.sock");
+    let (st, v, original) = iris_infer(&s.addr, "");
+    assert_eq!((st, v.as_str()), (200, "1.0.0"));
+    let expected: BTreeMap<String, f32> = [
+        ("1.0.0".to_string(), original),
+        ("1.1.0".to_string(), iris_answer(1.1)),
+    ]
+    .into();
+    // --dev approves automatically once validation passes.
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &sock,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("APPROVED"), "{out}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, seen, failures, addr, expected) = (
+                stop.clone(),
+                seen.clone(),
+                failures.clone(),
+                s.addr.clone(),
+                expected.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (st, v, y) = iris_infer(&addr, "");
+                    match expected.get(&v) {
+                        Some(want) if st == 200 && (*want - y).abs() < 1e-6 => {
+                            *seen.lock().unwrap().entry(v).or_default() += 1
+                        }
+                        _ => failures.lock().unwrap().push(format!("{st} {v} {y}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ctl = |args: &[&str]| {
+        let (code, out, err) = airlockctl_as(None, &sock, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    ctl(&["model", "promote", "demo-iris", "1.1.0"]);
+    for _ in 0..3 {
+        ctl(&["model", "rollback", "demo-iris"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        seen.get("1.0.0").copied().unwrap_or(0) > 10
+            && seen.get("1.1.0").copied().unwrap_or(0) > 10,
+        "both versions served: {seen:?}"
+    );
+    // Four swaps happened; the replaced versions were released after draining.
+    let log = s.log();
+    assert!(log.matches("model unloaded").count() >= 4, "{log}");
+    assert!(s.stop());
+}

@@ -59,10 +59,14 @@ pub fn fault_point(name: &str) {
     let Ok(spec) = std::env::var("AIRLOCK_FAULT_PAUSE") else {
         return;
     };
-    let (point, ms) = spec.split_once(':').unwrap_or((spec.as_str(), "5000"));
+    // Point names contain ':' themselves; a numeric last part is the pause.
+    let (point, ms) = match spec.rsplit_once(':') {
+        Some((p, ms)) if ms.parse::<u64>().is_ok() => (p, ms.parse().unwrap_or(5000)),
+        _ => (spec.as_str(), 5000),
+    };
     if point == name {
         tracing::warn!(point = name, "fault point reached");
-        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(5000)));
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 

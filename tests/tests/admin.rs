@@ -5,6 +5,9 @@
 //! without the permission on both transports, an upload cut off half-way, a second import while
 //! one runs). Other identities are real uids: `airlockctl` runs under `setpriv`.
 
+// In tests a panic is the failure report; unwrapping is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -245,7 +248,7 @@ fn full_cycle_from_airlockctl_with_separate_identities() {
 /// with a token (whose admin:viewer scope is its only role); model-only tokens get nothing.
 #[test]
 fn every_admin_endpoint_checks_the_role_on_both_transports() {
-    let (s, sock, tok) = production_server(&roles(), 1, "", &[]);
+    let (s, sock, _) = production_server(&roles(), 1, "", &[]);
     let mutating: &[(&str, &str, &str)] = &[
         ("POST", "/api/v1/bundles", "operator"),
         ("POST", "/api/v1/bundles/import", "operator"),

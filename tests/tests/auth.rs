@@ -201,7 +201,10 @@ fn the_admin_socket_checks_the_peer_uid() {
         &["token", "create", "--name", "x", "--scope", "metrics"],
     );
     assert_eq!(code, 1);
-    assert!(err.contains("may not use the admin API"), "{err}");
+    assert!(
+        err.contains("(no role) may not create tokens: that needs the admin role"),
+        "{err}"
+    );
     let (code, _, err) = ctl("/nonexistent/admin.sock", &["token", "list"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot connect"), "{err}");

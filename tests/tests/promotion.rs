@@ -2,6 +2,9 @@
 //! promoted and rolled back; no request may fail and every answer must be the one of the version
 //! that says it served it.
 
+// In tests a panic is the failure report; unwrapping is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -26,9 +26,9 @@ impl Scope {
             "metrics" => Ok(Scope::Metrics),
             _ => match (s.strip_prefix("model:"), s.strip_prefix("admin:")) {
                 (Some(m), _) if !m.is_empty() => Ok(Scope::Model(m.to_string())),
-                (_, Some(r)) if airlock_config::Role::parse(r).is_some() => {
-                    Ok(Scope::Admin(airlock_config::Role::parse(r).unwrap_or(airlock_config::Role::Viewer)))
-                }
+                (_, Some(r)) => airlock_config::Role::parse(r).map(Scope::Admin).ok_or_else(|| {
+                    format!("invalid scope {s:?}: no role {r:?} (allowed: admin:viewer, admin:operator, admin:approver, admin:admin)")
+                }),
                 _ => Err(format!(
                     "invalid scope {s:?} (allowed: model:NAME, model:*, metrics, admin:viewer|operator|approver|admin)"
                 )),

@@ -178,7 +178,7 @@ async fn authenticate(
     };
     if admin {
         // The admin API: the token's admin:ROLE scopes are its roles.
-        let Some(who) = crate::admin::token_identity(&rec) else {
+        let Some(who) = crate::admin::token_identity(rec) else {
             return error(
                 StatusCode::FORBIDDEN,
                 "this token does not grant access to the admin API",

@@ -405,6 +405,10 @@ impl Default for TimeConfig {
 pub enum ApprovalMode {
     /// `approval.approvers` distinct people, none of them the importer, must approve.
     Approvers,
+    /// Like `approvers`, and each approval must carry an Ed25519 signature by a key of the trust
+    /// root's `approver` role over the manifest's and the validation report's SHA-256; a version
+    /// is approved when the role's threshold of distinct keys signed (re-checked at promotion).
+    Signed,
     /// Validated versions are approved automatically. For development and unattended labs only;
     /// every automatic approval is audited as such.
     UnattendedDev,
@@ -434,7 +438,7 @@ impl Approval {
     /// How many distinct approvers a version needs: 0 only in `unattended-dev` mode.
     pub fn required_approvers(&self) -> u32 {
         match self.mode {
-            ApprovalMode::Approvers => self.approvers.unwrap_or(1),
+            ApprovalMode::Approvers | ApprovalMode::Signed => self.approvers.unwrap_or(1),
             ApprovalMode::UnattendedDev => 0,
         }
     }

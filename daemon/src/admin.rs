@@ -529,10 +529,24 @@ async fn approve(
         .get("acknowledge_contract_change")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let signature = match req.get("signature") {
+        None | Some(Value::Null) => None,
+        Some(sig) => match serde_json::from_value::<airlock_signing::Signature>(sig.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                    "\"signature\" must be {{\"keyid\": \"64 hex\", \"sig\": \"128 hex\"}}: {e}"
+                ),
+                )
+            }
+        },
+    };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     let (mm, vv) = (m.clone(), ver.clone());
-    match blocking(move || lc.approve(&mm, &vv, &actor, comment.as_deref(), ack)).await {
+    match blocking(move || lc.approve(&mm, &vv, &actor, comment.as_deref(), ack, signature)).await {
         Ok(state) => Json(json!({ "model": m, "version": ver.to_string(), "state": state, "approved_by": who.actor })).into_response(),
         Err(r) => r,
     }

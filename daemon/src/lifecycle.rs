@@ -291,6 +291,7 @@ impl Lifecycle {
         actor: &Actor,
         comment: Option<&str>,
         acknowledge_contract_change: bool,
+        signature: Option<airlock_signing::Signature>,
     ) -> Result<VersionState> {
         let rec = self
             .updater
@@ -320,12 +321,56 @@ impl Lifecycle {
             )),
             (None, _) => comment.map(str::to_string),
         };
+        let signed = match signature {
+            None => None,
+            Some(sig) => {
+                let payload = approval_payload_of(model, v)?;
+                let root = self.updater.trust_root()?;
+                // The new signature alone must be a valid approver signature...
+                match root.count_signatures(
+                    airlock_signing::Role::Approver,
+                    airlock_signing::SigningContext::Approval,
+                    &payload,
+                    std::slice::from_ref(&sig),
+                ) {
+                    Ok(_) | Err(airlock_signing::Error::ThresholdNotMet { valid: 1, .. }) => {}
+                    Err(e) => {
+                        return Err(LifecycleError::Refused(format!(
+                            "the approval signature is not accepted: {e}"
+                        )))
+                    }
+                }
+                // ...and with the earlier ones it may reach the role's threshold.
+                let mut all: Vec<_> = v
+                    .approvals
+                    .iter()
+                    .filter_map(|a| a.signature.clone())
+                    .collect();
+                all.push(sig.clone());
+                let threshold_met = root
+                    .count_signatures(
+                        airlock_signing::Role::Approver,
+                        airlock_signing::SigningContext::Approval,
+                        &payload,
+                        &all,
+                    )
+                    .is_ok();
+                Some(airlock_updater::SignedApproval {
+                    signature: sig,
+                    threshold_met,
+                })
+            }
+        };
         fault_point("approve");
         let now = self.updater.now()?;
-        let state =
-            self.updater
-                .registry()
-                .approve(now, model, version, actor, comment.as_deref())?;
+        let state = self.updater.registry().approve(
+            now,
+            model,
+            version,
+            actor,
+            comment.as_deref(),
+            signed,
+        )?;
         fault_point("approve:recorded");
         Ok(state)
     }
@@ -343,6 +388,48 @@ impl Lifecycle {
             .updater
             .registry()
             .reject(now, model, version, actor, reason)?)
+    }
+
+    /// Under the signed-approval policy, a version is promoted only if its recorded approvals
+    /// carry a threshold of valid approver signatures under the current trust root: whoever
+    /// edits the state database cannot forge an approval.
+    fn verify_signed_approvals(&self, model: &str, version: &Version) -> Result<()> {
+        let rec = self
+            .updater
+            .registry()
+            .model(model)?
+            .ok_or_else(|| airlock_updater::Error::UnknownModel(model.into()))?;
+        let Some(v) = rec.versions.get(version) else {
+            return Err(airlock_updater::Error::UnknownVersion {
+                model: model.into(),
+                version: version.to_string(),
+            }
+            .into());
+        };
+        if v.state != VersionState::Approved {
+            // Not approved at all: the registry's refusal says so.
+            return Ok(());
+        }
+        let payload = approval_payload_of(model, v)?;
+        let sigs: Vec<_> = v
+            .approvals
+            .iter()
+            .filter_map(|a| a.signature.clone())
+            .collect();
+        self.updater
+            .trust_root()?
+            .count_signatures(
+                airlock_signing::Role::Approver,
+                airlock_signing::SigningContext::Approval,
+                &payload,
+                &sigs,
+            )
+            .map_err(|e| {
+                LifecycleError::Refused(format!(
+                    "{model} {version}: its approvals do not carry valid approver signatures under the current trust root ({e}); not promoting"
+                ))
+            })?;
+        Ok(())
     }
 
     fn load(&self, model: &str, version: &Version) -> Result<Arc<LoadedModel>> {
@@ -370,6 +457,9 @@ impl Lifecycle {
         let lock = self.model_lock(model);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let reg = self.updater.registry();
+        if reg.policy() == airlock_updater::ApprovalPolicy::Signed {
+            self.verify_signed_approvals(model, version)?;
+        }
         let p = reg.begin_promotion(self.updater.now()?, model, version, actor)?;
         fault_point("promote:begun");
         let loaded = match self.load(model, version) {
@@ -580,6 +670,25 @@ impl Lifecycle {
             }
         }
     }
+}
+
+/// What approvers sign for a version: its manifest's and its validation report's SHA-256.
+fn approval_payload_of(
+    model: &str,
+    v: &airlock_updater::registry::VersionRecord,
+) -> Result<Vec<u8>> {
+    let report = v.validation.as_ref().ok_or_else(|| {
+        LifecycleError::Refused(format!(
+            "{model} {}: no validation report to sign yet",
+            v.version
+        ))
+    })?;
+    Ok(airlock_signing::approval_payload(
+        model,
+        &v.version.to_string(),
+        &v.manifest_digest,
+        &report.digest(),
+    ))
 }
 
 /// Adds the contract comparison to the ONNX Runtime validator's report.

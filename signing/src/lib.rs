@@ -19,7 +19,9 @@ pub mod writer;
 
 pub use clock::ExpiryCheck;
 pub use error::{Error, Result};
-pub use keys::{KeyId, PrivateKey, PublicKey, Sha256Digest, Signature, SigningContext};
+pub use keys::{
+    approval_payload, KeyId, PrivateKey, PublicKey, Sha256Digest, Signature, SigningContext,
+};
 pub use manifest::{BundlePath, Limits, Manifest, ModelName};
 pub use reader::{
     read_bundle, verify_bundle, PayloadSink, ReadError, SignaturePolicy, VerifiedManifest,

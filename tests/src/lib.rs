@@ -421,12 +421,13 @@ pub fn airlockctl_as(
 
 /// A production-mode daemon over a data dir that `--dev --once` bootstrapped (the demo
 /// classifier, demo-iris 1.0.0, active), with `[admin.roles]` from `roles`
-/// (`("uid:1001", "operator")`), `approvers` required approvals, the admin socket world-
+/// (`("uid:1001", "operator")`), `approval` as the `[approval]` section's body (e.g.
+/// `mode = "approvers"\napprovers = 2`), the admin socket world-
 /// connectable (roles decide), and `extra` TOML appended. Returns the server, the socket and
 /// an inference token (scope `model:*`, created through the socket as root).
 pub fn production_server(
     roles: &[(&str, &str)],
-    approvers: u32,
+    approval: &str,
     extra: &str,
     env: &[(&str, &str)],
 ) -> (DevServer, PathBuf, String) {
@@ -445,7 +446,7 @@ pub fn production_server(
         .collect();
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
-         [approval]\nmode = \"approvers\"\napprovers = {approvers}\n\
+         [approval]\n{approval}\n\
          [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[logging]\ndir = \"{d}/logs\"\n\
          [bundles]\nreserve_free_space = \"1MiB\"\n\
          {extra}\n\

@@ -44,7 +44,8 @@ fn data_dir(s: &airlock_tests::DevServer) -> std::path::PathBuf {
 
 #[test]
 fn full_cycle_from_airlockctl_with_separate_identities() {
-    let (s, sock, tok) = production_server(&roles(), 2, "", &[]);
+    let (s, sock, tok) =
+        production_server(&roles(), "mode = \"approvers\"\napprovers = 2", "", &[]);
     let ctl = |uid, args: &[&str]| airlockctl_as(uid, &sock, args);
     let (st, v, original) = iris_infer(&s.addr, &tok);
     assert_eq!((st, v.as_str()), (200, "1.0.0"));
@@ -248,7 +249,7 @@ fn full_cycle_from_airlockctl_with_separate_identities() {
 /// with a token (whose admin:viewer scope is its only role); model-only tokens get nothing.
 #[test]
 fn every_admin_endpoint_checks_the_role_on_both_transports() {
-    let (s, sock, _) = production_server(&roles(), 1, "", &[]);
+    let (s, sock, _) = production_server(&roles(), "mode = \"approvers\"", "", &[]);
     let mutating: &[(&str, &str, &str)] = &[
         ("POST", "/api/v1/bundles", "operator"),
         ("POST", "/api/v1/bundles/import", "operator"),
@@ -389,8 +390,12 @@ fn cut_off_upload(sock: &Path, bundle: &[u8]) -> String {
 
 #[test]
 fn a_cut_off_upload_and_a_concurrent_import_leave_nothing_behind() {
-    let (s, sock, tok) =
-        production_server(&roles(), 1, "", &[("AIRLOCK_FAULT_PAUSE", "import:2500")]);
+    let (s, sock, tok) = production_server(
+        &roles(),
+        "mode = \"approvers\"",
+        "",
+        &[("AIRLOCK_FAULT_PAUSE", "import:2500")],
+    );
     let dd = data_dir(&s);
     let bundle = std::fs::read(iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap()).unwrap();
     let answer = cut_off_upload(&sock, &bundle);
@@ -433,4 +438,180 @@ fn a_cut_off_upload_and_a_concurrent_import_leave_nothing_behind() {
     expect(first.join().unwrap(), 0, "imported demo-iris 1.1.0");
     assert_eq!(iris_infer(&s.addr, &tok).1, "1.0.0", "serving undisturbed");
     assert!(s.stop());
+}
+
+/// The signed-approval policy: approver keys enrolled in a rotated trust root (imported with
+/// airlockctl), approvals signed with `--key`, counted by distinct valid key against the role's
+/// threshold; unsigned, stranger-signed and twice-signed approvals are refused.
+#[test]
+fn signed_approvals_count_distinct_approver_keys() {
+    use airlock_signing::trust::{Role, RootBuilder};
+    use airlock_signing::{PrivateKey, TrustRoot};
+    let (s, sock, tok) = production_server(&roles(), "mode = \"signed\"", "", &[]);
+    let ctl = |uid, args: &[&str]| airlockctl_as(uid, &sock, args);
+    let dd = data_dir(&s);
+    let keys = s.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let key = |name: &str, owner: u32| {
+        let k = PrivateKey::generate().unwrap();
+        let p = keys.join(name);
+        k.write_new(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
+        (k, p.display().to_string())
+    };
+    let (k1, k1_path) = key("alice.key", APPROVER_A);
+    let (k2, k2_path) = key("bob.key", APPROVER_B);
+    let (_, stranger_path) = key("stranger.key", APPROVER_B);
+    // Rotate the trust root: two approver keys, threshold 2, signed by the (dev) root key.
+    let current = TrustRoot::read(&dd.join("trust/root.json")).unwrap();
+    let root_key = PrivateKey::read(&dd.join("dev/dev-root.key")).unwrap();
+    let mut b = RootBuilder::rotate_from(
+        &current,
+        time::OffsetDateTime::now_utc() + time::Duration::days(365),
+    );
+    b.add_key(Role::Approver, k1.public())
+        .add_key(Role::Approver, k2.public())
+        .threshold(Role::Approver, 2);
+    let rotated = keys.join("root-v2.json");
+    std::fs::write(
+        &rotated,
+        serde_json::to_vec_pretty(&b.signed(&[root_key]).unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &rotated,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let r = rotated.display().to_string();
+    expect(
+        ctl(Some(OPERATOR), &["trust", "import", &r]),
+        1,
+        "needs the admin role",
+    );
+    expect(
+        ctl(None, &["trust", "import", &r]),
+        0,
+        "trust root version 2 installed",
+    );
+    expect(
+        ctl(Some(VIEWER), &["trust", "show"]),
+        0,
+        "approver  threshold 2 of 2",
+    );
+
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap();
+    let b = b.display().to_string();
+    expect(
+        ctl(None, &["bundle", "import", &b, "--watch", "--on-appliance"]),
+        0,
+        "VALIDATED",
+    );
+    let approve = |uid, extra: &[&str]| {
+        let mut args = vec!["bundle", "approve", "demo-iris", "1.1.0"];
+        args.extend_from_slice(extra);
+        ctl(Some(uid), &args)
+    };
+    expect(
+        approve(APPROVER_A, &[]),
+        1,
+        "needs an approver-role signature",
+    );
+    expect(
+        approve(APPROVER_B, &["--key", &stranger_path]),
+        1,
+        "signature is not accepted",
+    );
+    expect(
+        approve(APPROVER_A, &["--key", &k1_path]),
+        0,
+        "state validated",
+    );
+    // Alice's key in Bob's hands still counts once.
+    let copied = keys.join("alice-copy.key");
+    std::fs::copy(&k1_path, &copied).unwrap();
+    std::os::unix::fs::chown(&copied, Some(APPROVER_B), Some(APPROVER_B)).unwrap();
+    let copied = copied.display().to_string();
+    expect(
+        approve(APPROVER_B, &["--key", &copied]),
+        1,
+        "has already signed",
+    );
+    expect(
+        ctl(Some(OPERATOR), &["model", "promote", "demo-iris", "1.1.0"]),
+        1,
+        "only approved versions",
+    );
+    expect(
+        approve(APPROVER_B, &["--key", &k2_path]),
+        0,
+        "state approved",
+    );
+    expect(
+        ctl(Some(OPERATOR), &["model", "promote", "demo-iris", "1.1.0"]),
+        0,
+        "1.1.0 is active",
+    );
+    assert_eq!(iris_infer(&s.addr, &tok).1, "1.1.0");
+
+    // Whoever controls the state database cannot forge an approval: 1.2.0 is marked approved
+    // directly in sled with a stranger's signature, and promotion refuses it.
+    let b = iris_bundle(&dd, "1.2.0", 1.2, 0.0).unwrap();
+    let b = b.display().to_string();
+    expect(
+        ctl(None, &["bundle", "import", &b, "--watch", "--on-appliance"]),
+        0,
+        "VALIDATED",
+    );
+    let log = s.log();
+    let dir = s.kill();
+    {
+        let mut c = airlock_config::Config::default();
+        c.paths.data_dir = dir.path().join("airlock-dev");
+        c.approval.mode = airlock_config::ApprovalMode::Signed;
+        let u = airlock_updater::Updater::open(&c).unwrap();
+        let forged = PrivateKey::generate().unwrap().sign(
+            airlock_signing::SigningContext::Approval,
+            b"whatever the attacker likes",
+        );
+        let v = semver::Version::new(1, 2, 0);
+        let state = u
+            .registry()
+            .approve(
+                u.now().unwrap(),
+                "demo-iris",
+                &v,
+                &airlock_updater::Actor::new("uid:4102").unwrap(),
+                None,
+                Some(airlock_updater::SignedApproval {
+                    signature: forged,
+                    threshold_met: true,
+                }),
+            )
+            .unwrap();
+        assert_eq!(state, airlock_updater::VersionState::Approved);
+    }
+    let s = airlock_tests::restart_production(dir, &[]);
+    expect(
+        ctl(Some(OPERATOR), &["model", "promote", "demo-iris", "1.2.0"]),
+        1,
+        "do not carry valid approver signatures",
+    );
+    assert_eq!(iris_infer(&s.addr, &tok).1, "1.1.0", "1.1.0 still serves");
+    assert!(
+        !log.contains("PRIVATE") && !log.contains(&hex_of(&keys.join("alice.key"))),
+        "no key material in the log"
+    );
+    assert!(s.stop());
+}
+
+/// The key file's bytes as hex (to prove they never reach the log).
+fn hex_of(p: &Path) -> String {
+    std::fs::read(p)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..32]
+        .to_string()
 }

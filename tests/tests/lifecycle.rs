@@ -84,24 +84,31 @@ fn two_approvers_never_the_importer_then_promote_and_roll_back() {
         "illegal_transition"
     );
     assert_eq!(
-        r.approve(now, "demo", &v("1.0.0"), &actor("alice"), None)
+        r.approve(now, "demo", &v("1.0.0"), &actor("alice"), None, None)
             .expect_err("importer")
             .kind(),
         "self_approval"
     );
     assert_eq!(
-        r.approve(now, "demo", &v("1.0.0"), &actor("bob"), Some("looks good"))
-            .expect("bob"),
+        r.approve(
+            now,
+            "demo",
+            &v("1.0.0"),
+            &actor("bob"),
+            Some("looks good"),
+            None
+        )
+        .expect("bob"),
         VersionState::Validated
     );
     assert_eq!(
-        r.approve(now, "demo", &v("1.0.0"), &actor("bob"), None)
+        r.approve(now, "demo", &v("1.0.0"), &actor("bob"), None, None)
             .expect_err("twice")
             .kind(),
         "duplicate_approval"
     );
     assert_eq!(
-        r.approve(now, "demo", &v("1.0.0"), &actor("carol"), None)
+        r.approve(now, "demo", &v("1.0.0"), &actor("carol"), None, None)
             .expect("carol"),
         VersionState::Approved
     );
@@ -110,9 +117,9 @@ fn two_approvers_never_the_importer_then_promote_and_roll_back() {
 
     // 1.1.0 through the same path; promoting it retires 1.0.0.
     staged_and_validated(&u, "1.1.0");
-    r.approve(now, "demo", &v("1.1.0"), &actor("bob"), None)
+    r.approve(now, "demo", &v("1.1.0"), &actor("bob"), None, None)
         .expect("bob");
-    r.approve(now, "demo", &v("1.1.0"), &actor("carol"), None)
+    r.approve(now, "demo", &v("1.1.0"), &actor("carol"), None, None)
         .expect("carol");
     promote(&u, "1.1.0", "ops");
     assert_eq!(state(&u, "1.0.0"), VersionState::Retired);
@@ -153,7 +160,7 @@ fn two_approvers_never_the_importer_then_promote_and_roll_back() {
         "illegal_transition"
     );
     assert_eq!(
-        r.approve(now, "demo", &v("1.2.0"), &actor("carol"), None)
+        r.approve(now, "demo", &v("1.2.0"), &actor("carol"), None, None)
             .expect_err("rejected")
             .kind(),
         "illegal_transition"
@@ -226,7 +233,7 @@ fn validation_failure_blocks_the_version() {
     let now = u.now().expect("now");
     assert_eq!(
         u.registry()
-            .approve(now, "demo", &v("1.0.0"), &actor("bob"), None)
+            .approve(now, "demo", &v("1.0.0"), &actor("bob"), None, None)
             .expect_err("failed")
             .kind(),
         "illegal_transition"

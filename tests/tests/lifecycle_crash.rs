@@ -155,7 +155,7 @@ fn killing_the_daemon_inside_every_lifecycle_step_loses_nothing() {
     ];
     let (first, sock, token) = production_server(
         &roles,
-        1,
+        "mode = \"approvers\"",
         "[lifecycle]\nauto_rollback_window = \"0s\"\n",
         &[],
     );

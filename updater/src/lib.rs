@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 pub use audit::AuditEntry;
 pub use error::{Error, Result};
-pub use registry::{Actor, ApprovalPolicy, Registry, VersionState};
+pub use registry::{Actor, ApprovalPolicy, Registry, SignedApproval, VersionState};
 pub use store::Layout;
 pub use validate::{StagedModel, ValidationReport, Validator};
 

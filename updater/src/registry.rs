@@ -106,6 +106,19 @@ pub enum ApprovalPolicy {
     Approvers(u32),
     /// Approved automatically when validation passes. Development and unattended labs only.
     UnattendedDev,
+    /// Each approval carries an approver-role signature; the caller (which holds the trust
+    /// root) decides when the role's threshold is met.
+    Signed,
+}
+
+/// An approval's signature and whether, with it, the approver role's threshold is met (the
+/// caller verified it against the trust root).
+#[derive(Debug, Clone)]
+pub struct SignedApproval {
+    /// The signature over [`airlock_signing::approval_payload`].
+    pub signature: airlock_signing::Signature,
+    /// Whether the distinct valid signatures now reach the threshold.
+    pub threshold_met: bool,
 }
 
 impl From<&airlock_config::Approval> for ApprovalPolicy {
@@ -115,6 +128,7 @@ impl From<&airlock_config::Approval> for ApprovalPolicy {
                 ApprovalPolicy::Approvers(a.required_approvers().max(1))
             }
             airlock_config::ApprovalMode::UnattendedDev => ApprovalPolicy::UnattendedDev,
+            airlock_config::ApprovalMode::Signed => ApprovalPolicy::Signed,
         }
     }
 }
@@ -128,6 +142,9 @@ pub struct ApprovalRecord {
     pub at: String,
     /// Optional comment.
     pub comment: Option<String>,
+    /// The approver's signature (signed-approval policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<airlock_signing::Signature>,
 }
 
 /// One version of a model.
@@ -518,6 +535,7 @@ impl Registry {
                     by: Actor("policy:unattended-dev".into()),
                     at: rfc3339(now),
                     comment: None,
+                    signature: None,
                 });
                 audit.push(entry(
                     &Actor("policy:unattended-dev".into()),
@@ -546,6 +564,7 @@ impl Registry {
         version: &Version,
         actor: &Actor,
         comment: Option<&str>,
+        signed: Option<SignedApproval>,
     ) -> Result<VersionState> {
         let policy = self.policy;
         self.step(model, now, None, |cur| {
@@ -570,16 +589,32 @@ impl Registry {
                     version: version.to_string(),
                 });
             }
+            if policy == ApprovalPolicy::Signed && signed.is_none() {
+                return Err(Error::Conflict {
+                    model: model.into(),
+                    reason: "the approval policy is \"signed\": an approval needs an approver-role signature (airlockctl bundle approve --key FILE)".into(),
+                });
+            }
+            if let Some(sa) = &signed {
+                if v.approvals.iter().any(|a| a.signature.as_ref().map(|s| s.keyid) == Some(sa.signature.keyid)) {
+                    return Err(Error::Conflict {
+                        model: model.into(),
+                        reason: format!("approver key {} has already signed {version}", sa.signature.keyid.short()),
+                    });
+                }
+            }
             v.approvals.push(ApprovalRecord {
                 by: actor.clone(),
                 at: rfc3339(now),
                 comment: comment.map(str::to_string),
+                signature: signed.as_ref().map(|s| s.signature.clone()),
             });
-            let required = match policy {
-                ApprovalPolicy::Approvers(n) => n as usize,
-                ApprovalPolicy::UnattendedDev => 0,
+            let (required, met) = match (policy, &signed) {
+                (ApprovalPolicy::Signed, Some(sa)) => (0, sa.threshold_met),
+                (ApprovalPolicy::Approvers(n), _) => (n as usize, v.approvals.len() >= n as usize),
+                (_, _) => (0, true),
             };
-            if v.approvals.len() >= required {
+            if met {
                 v.state = VersionState::Approved;
                 v.approved_here = true;
                 v.changed_at = rfc3339(now);
@@ -589,6 +624,7 @@ impl Registry {
                 "approvals": v.approvals.len(),
                 "required": required,
                 "comment": comment,
+                "signed_by_key": signed.as_ref().map(|s| s.signature.keyid.to_string()),
             });
             let state = v.state;
             Ok(Step {

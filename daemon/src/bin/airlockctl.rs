@@ -105,6 +105,11 @@ enum BundleCmd {
         /// Approve although the I/O contract differs from the active version's.
         #[arg(long)]
         acknowledge_contract_change: bool,
+        /// Sign the approval with this approver key (`airlock-sign keygen`; enrolled in the
+        /// trust root's approver role): it covers the manifest's and the validation report's
+        /// SHA-256. Required when the appliance's policy is "signed".
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
     /// Reject a version that never served.
     Reject {
@@ -617,14 +622,47 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             version,
             comment,
             acknowledge_contract_change,
+            key,
         }) => {
+            let signature = match key {
+                None => Value::Null,
+                Some(file) => {
+                    // Sign what the daemon shows: the manifest and the report produced here.
+                    let shown = call(
+                        sock,
+                        "GET",
+                        &format!("/api/v1/models/{model}/versions/{version}"),
+                        None,
+                    )?;
+                    let Some(report) = shown["validation_sha256"].as_str() else {
+                        return Err(Fail::Refused(format!(
+                            "{model} {version} has no validation report to sign yet"
+                        )));
+                    };
+                    let key = airlock_signing::PrivateKey::read(file).map_err(|e| {
+                        Fail::Connection(format!("cannot read the key {}: {e}", file.display()))
+                    })?;
+                    let payload = airlock_signing::approval_payload(
+                        model,
+                        version,
+                        s(&shown, "manifest_sha256"),
+                        report,
+                    );
+                    serde_json::to_value(
+                        key.sign(airlock_signing::SigningContext::Approval, &payload),
+                    )
+                    .unwrap_or(Value::Null)
+                }
+            };
             let v = call(
                 sock,
                 "POST",
                 &format!("/api/v1/models/{model}/versions/{version}/approve"),
-                Some(
-                    &json!({ "comment": comment, "acknowledge_contract_change": acknowledge_contract_change }),
-                ),
+                Some(&json!({
+                    "comment": comment,
+                    "acknowledge_contract_change": acknowledge_contract_change,
+                    "signature": signature,
+                })),
             )?;
             if out(&v) {
                 println!(
@@ -681,11 +719,12 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                     s(r, "expires")
                 );
                 for (role, rk) in r["roles"].as_object().into_iter().flatten() {
-                    let keys: Vec<&str> = rk["keys"]
+                    let keys: Vec<&str> = rk["keyids"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter_map(Value::as_str)
+                        .map(|k| &k[..k.len().min(12)])
                         .collect();
                     println!(
                         "  {role:<9} threshold {} of {}: {}",

@@ -360,6 +360,26 @@ pub fn read_public_key(path: &Path) -> Result<PublicKey> {
     Ok(PrivateKey::read(path)?.public())
 }
 
+/// The bytes an approver signs (in [`SigningContext::Approval`]) to approve one model version:
+/// canonical JSON naming the model, the version, the manifest's SHA-256 and the SHA-256 of the
+/// validation report produced on the appliance. A signature therefore covers exactly the bundle
+/// and the evidence the approver looked at.
+pub fn approval_payload(
+    model: &str,
+    version: &str,
+    manifest_sha256: &str,
+    report_sha256: &str,
+) -> Vec<u8> {
+    let v = serde_json::json!({
+        "type": "airlock-approval",
+        "model": model,
+        "version": version,
+        "manifest_sha256": manifest_sha256,
+        "validation_report_sha256": report_sha256,
+    });
+    crate::trust::canonical_json(&v).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,24 +412,4 @@ mod tests {
         let secret = hex::encode(back.0.to_bytes());
         assert!(!dbg.contains(&secret), "Debug never shows the secret");
     }
-}
-
-/// The bytes an approver signs (in [`SigningContext::Approval`]) to approve one model version:
-/// canonical JSON naming the model, the version, the manifest's SHA-256 and the SHA-256 of the
-/// validation report produced on the appliance. A signature therefore covers exactly the bundle
-/// and the evidence the approver looked at.
-pub fn approval_payload(
-    model: &str,
-    version: &str,
-    manifest_sha256: &str,
-    report_sha256: &str,
-) -> Vec<u8> {
-    let v = serde_json::json!({
-        "type": "airlock-approval",
-        "model": model,
-        "version": version,
-        "manifest_sha256": manifest_sha256,
-        "validation_report_sha256": report_sha256,
-    });
-    crate::trust::canonical_json(&v).unwrap_or_default()
 }

@@ -344,9 +344,9 @@ impl Lifecycle {
                 let mut all: Vec<_> = v
                     .approvals
                     .iter()
-                    .filter_map(|a| a.signature.clone())
+                    .filter_map(|a| a.signature)
                     .collect();
-                all.push(sig.clone());
+                all.push(sig);
                 let threshold_met = root
                     .count_signatures(
                         airlock_signing::Role::Approver,
@@ -414,7 +414,7 @@ impl Lifecycle {
         let sigs: Vec<_> = v
             .approvals
             .iter()
-            .filter_map(|a| a.signature.clone())
+            .filter_map(|a| a.signature)
             .collect();
         self.updater
             .trust_root()?

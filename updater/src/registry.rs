@@ -607,7 +607,7 @@ impl Registry {
                 by: actor.clone(),
                 at: rfc3339(now),
                 comment: comment.map(str::to_string),
-                signature: signed.as_ref().map(|s| s.signature.clone()),
+                signature: signed.as_ref().map(|s| s.signature),
             });
             let (required, met) = match (policy, &signed) {
                 (ApprovalPolicy::Signed, Some(sa)) => (0, sa.threshold_met),

@@ -163,6 +163,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
         let admin_listener = admin::bind(&config.admin.socket, config.admin.socket_mode)?;
+        // Signal handlers exist before anyone is told the daemon is ready.
+        let stop_signals = stop_signals()?;
         tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
@@ -195,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_stop().await;
+            wait_for_stop(stop_signals).await;
             stop.cancel();
         });
         api::serve(
@@ -241,15 +243,17 @@ fn report(updater: &Updater) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop() {
+type StopSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn stop_signals() -> anyhow::Result<StopSignals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    Ok((
+        signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+    ))
+}
+
+async fn wait_for_stop((mut term, mut int): StopSignals) {
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

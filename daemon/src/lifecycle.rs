@@ -341,11 +341,7 @@ impl Lifecycle {
                     }
                 }
                 // ...and with the earlier ones it may reach the role's threshold.
-                let mut all: Vec<_> = v
-                    .approvals
-                    .iter()
-                    .filter_map(|a| a.signature)
-                    .collect();
+                let mut all: Vec<_> = v.approvals.iter().filter_map(|a| a.signature).collect();
                 all.push(sig);
                 let threshold_met = root
                     .count_signatures(
@@ -411,11 +407,7 @@ impl Lifecycle {
             return Ok(());
         }
         let payload = approval_payload_of(model, v)?;
-        let sigs: Vec<_> = v
-            .approvals
-            .iter()
-            .filter_map(|a| a.signature)
-            .collect();
+        let sigs: Vec<_> = v.approvals.iter().filter_map(|a| a.signature).collect();
         self.updater
             .trust_root()?
             .count_signatures(

@@ -74,6 +74,22 @@ pub struct ValidationReport {
     /// approval must then acknowledge it explicitly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract_change: Option<String>,
+    /// Latency measured on this machine's provider, per batch size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<Latency>,
+}
+
+/// Latency of one batch size during validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Rows per run.
+    pub batch: u64,
+    /// Runs timed.
+    pub runs: u32,
+    /// Median, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
 }
 
 impl ValidationReport {
@@ -157,6 +173,7 @@ impl Validator for ContractValidator {
         }
         ValidationReport {
             contract_change: None,
+            latency: Vec::new(),
             passed: cases.iter().all(|c| c.passed),
             engine: "contract-check".into(),
             provider: None,

@@ -387,7 +387,7 @@ fn print_version(v: &Value) {
         for e in h {
             println!(
                 "  #{:<5} {} {:<16} {}",
-                e["seq"],
+                e["seq"].to_string(),
                 s(e, "time"),
                 s(e, "action"),
                 s(e, "actor")
@@ -442,8 +442,8 @@ fn models_table(models: &[Value]) {
                 None => "-",
             },
             s(serving, "provider"),
-            m["versions"],
-            m["awaiting_approval"],
+            m["versions"].to_string(),
+            m["awaiting_approval"].to_string(),
             s(m, "rollback_target")
         );
         if let Some(d) = serving["degraded"].as_str() {
@@ -767,7 +767,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                     };
                     println!(
                         "{:<6} {:<21} {:<18} {:<28} {:<22} {}",
-                        r["seq"],
+                        r["seq"].to_string(),
                         s(r, "time"),
                         s(r, "action"),
                         s(r, "actor"),

@@ -11,7 +11,7 @@ use airlock_config::{Config, Provider};
 use airlock_signing::manifest::{DType, Dim};
 use airlock_signing::npy::NpyArray;
 use airlock_updater::validate::{
-    check_vectors, CaseResult, StagedModel, ValidationReport, Validator,
+    check_vectors, CaseResult, Latency, StagedModel, ValidationReport, Validator,
 };
 
 use super::model::run_session;
@@ -25,6 +25,10 @@ pub struct OrtValidator {
 }
 
 impl OrtValidator {
+    fn runs(&self) -> u32 {
+        self.config.lifecycle.validation_latency_runs.max(1)
+    }
+
     /// A validator for `config` (the model's `[serving]`/`[models]` settings decide the provider).
     pub fn new(runtime: &'static Runtime, config: Config) -> Self {
         OrtValidator { runtime, config }
@@ -138,6 +142,164 @@ pub fn compare(
     }
 }
 
+/// Times `runs` runs at batch 1 and at `max_batch` rows (the first row of `case` repeated).
+fn measure_latency(
+    session: &mut ort::session::Session,
+    staged: &StagedModel<'_>,
+    case: &airlock_signing::manifest::GoldenVector,
+    contract: &airlock_signing::manifest::Contract,
+    max_batch: u64,
+    runs: u32,
+) -> Result<Vec<Latency>, String> {
+    let (inputs, _) = staged.load_case(case)?;
+    let mut rows = Vec::new();
+    for spec in &contract.inputs {
+        let t = to_tensor(&spec.name, &inputs[&spec.name])?;
+        let first = if max_batch > 1 && t.rows() > 1 {
+            tensor::split(&t, &[1, t.rows() - 1])?.swap_remove(0)
+        } else {
+            t
+        };
+        rows.push(first);
+    }
+    let mut out = Vec::new();
+    let mut sizes = vec![1];
+    if max_batch > 1 {
+        sizes.push(max_batch);
+    }
+    for b in sizes {
+        let batch: Vec<Tensor> = rows
+            .iter()
+            .map(|r| tensor::concat(&vec![r; b as usize]))
+            .collect::<Result<_, _>>()?;
+        run_session(session, &batch, contract)?; // warm-up
+        let mut t = Vec::with_capacity(runs as usize);
+        for _ in 0..runs {
+            let start = Instant::now();
+            run_session(session, &batch, contract)?;
+            t.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        t.sort_by(|a, b| a.total_cmp(b));
+        out.push(Latency {
+            batch: b,
+            runs,
+            p50_us: percentile(&t, 0.5),
+            p99_us: percentile(&t, 0.99),
+        });
+    }
+    Ok(out)
+}
+
+/// GPU memory this process holds (MiB), from `nvidia-smi`; `None` without a GPU or the tool.
+fn process_gpu_mib() -> Option<u64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    let me = std::process::id().to_string();
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .filter(|(pid, _)| pid.trim() == me)
+            .filter_map(|(_, mib)| mib.trim().parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// A GPU property from `nvidia-smi --query-gpu` (e.g. `compute_cap`).
+fn gpu_property(device: u32, what: &str) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            &format!("--query-gpu={what}"),
+            "--format=csv,noheader",
+            "-i",
+            &device.to_string(),
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Checks the manifest's `hardware` section against what validation used; notes every finding.
+fn check_hardware(
+    m: &airlock_signing::Manifest,
+    provider: Provider,
+    device: u32,
+    gpu_before: Option<u64>,
+    notes: &mut Vec<String>,
+) -> bool {
+    use airlock_signing::manifest::ExecutionProvider as Ep;
+    let hw = &m.hardware;
+    let mut ok = true;
+    if hw.execution_provider == Ep::Cuda && provider != Provider::Cuda {
+        ok = false;
+        notes.push(format!(
+            "requirement not met: the bundle requires the CUDA execution provider; this appliance ran it on {}",
+            format!("{provider:?}").to_lowercase()
+        ));
+    }
+    if let Some(min) = &hw.min_onnxruntime {
+        let have =
+            semver::Version::parse(super::ORT_VERSION).unwrap_or(semver::Version::new(0, 0, 0));
+        if &have < min {
+            ok = false;
+            notes.push(format!(
+                "requirement not met: ONNX Runtime {min} or newer is required, this appliance has {have}"
+            ));
+        }
+    }
+    if provider != Provider::Cuda {
+        if hw.min_compute_capability.is_some() || hw.gpu_memory_budget_mib.is_some() {
+            notes.push("GPU requirements (compute capability, memory budget) not checked: the model ran on the CPU".into());
+        }
+        return ok;
+    }
+    if let Some(min) = &hw.min_compute_capability {
+        let parse = |s: &str| -> Option<(u32, u32)> {
+            let (a, b) = s.trim().split_once('.')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        };
+        match (gpu_property(device, "compute_cap"), parse(min)) {
+            (Some(have), Some(want)) => match parse(&have) {
+                Some(h) if h >= want => {
+                    notes.push(format!("compute capability {have} (required {min})"))
+                }
+                _ => {
+                    ok = false;
+                    notes.push(format!("requirement not met: GPU {device} has compute capability {have}, the bundle requires {min}"));
+                }
+            },
+            _ => notes.push(format!(
+                "compute capability not checked (nvidia-smi unavailable); required {min}"
+            )),
+        }
+    }
+    if let Some(budget) = hw.gpu_memory_budget_mib {
+        match (gpu_before, process_gpu_mib()) {
+            (Some(before), Some(after)) => {
+                let used = after.saturating_sub(before);
+                if used > budget {
+                    ok = false;
+                    notes.push(format!("requirement not met: validation used {used} MiB of GPU memory, the budget is {budget} MiB"));
+                } else {
+                    notes.push(format!(
+                        "GPU memory used while running: {used} MiB (budget {budget} MiB)"
+                    ));
+                }
+            }
+            _ => notes.push(format!(
+                "GPU memory not measured (nvidia-smi unavailable); budget {budget} MiB"
+            )),
+        }
+    }
+    ok
+}
+
 fn percentile(sorted_us: &[f64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return f64::NAN;
@@ -158,6 +320,7 @@ impl Validator for OrtValidator {
         let fail = |notes: Vec<String>, cases: Vec<CaseResult>, provider: Option<String>| {
             ValidationReport {
                 contract_change: None,
+                latency: Vec::new(),
                 passed: false,
                 engine: format!("onnxruntime {}", super::ORT_VERSION),
                 provider,
@@ -173,6 +336,7 @@ impl Validator for OrtValidator {
         }
         // 2. A session with the production provider (and its fallback).
         let model_path = staged.dir.join(m.model_file.as_str());
+        let gpu_before = process_gpu_mib();
         let mut provider = settings.execution_provider;
         let session = match self.runtime.session(&model_path, &settings, provider) {
             Ok(s) => Ok(s),
@@ -300,6 +464,30 @@ impl Validator for OrtValidator {
                 sorted.len()
             ));
         }
+        // 5. Latency at batch 1 and at the maximum batch, from the first vector's first row.
+        let mut latency = Vec::new();
+        if let Some(case) = m.vectors.first() {
+            let max = if super::model::batchable(&m.contract) {
+                u64::from(settings.max_batch_size)
+            } else {
+                1
+            };
+            match measure_latency(&mut session, staged, case, &m.contract, max, self.runs()) {
+                Ok(l) => {
+                    for x in &l {
+                        notes.push(format!(
+                            "latency at batch {}: p50 {:.0} µs, p99 {:.0} µs ({} runs)",
+                            x.batch, x.p50_us, x.p99_us, x.runs
+                        ));
+                    }
+                    latency = l;
+                }
+                Err(e) => notes.push(format!("latency not measured: {e}")),
+            }
+        }
+        // 6. The manifest's hardware requirements against what this machine did.
+        let hw_ok = check_hardware(m, provider, settings.device_id, gpu_before, &mut notes);
+        drop(session);
         if m.vectors.is_empty() {
             notes.push(
                 "the bundle has no golden vectors: only loading and the contract were checked"
@@ -308,7 +496,8 @@ impl Validator for OrtValidator {
         }
         ValidationReport {
             contract_change: None,
-            passed: contract_ok && cases.iter().all(|c| c.passed),
+            latency,
+            passed: contract_ok && hw_ok && cases.iter().all(|c| c.passed),
             engine: format!("onnxruntime {}", super::ORT_VERSION),
             provider: provider_name,
             cases,

@@ -54,8 +54,12 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
 /// A fault-injection point for crash tests: with `AIRLOCK_FAULT_PAUSE=NAME[:MS]` in the
 /// environment the daemon logs that it reached `NAME` and sleeps there (default 5000 ms), so a
-/// test can kill it inside a step. Costs one environment lookup otherwise.
+/// test can kill it inside a step. Debug builds only, like the engine's fault points; release
+/// builds ignore the variable.
 pub fn fault_point(name: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
     let Ok(spec) = std::env::var("AIRLOCK_FAULT_PAUSE") else {
         return;
     };

@@ -90,3 +90,44 @@ fn promote_and_rollback_drop_no_request() {
     assert!(log.matches("model unloaded").count() >= 4, "{log}");
     assert!(s.stop());
 }
+
+/// Auto-rollback: a promoted version whose compute latency crosses the configured threshold
+/// within the window is rolled back by the daemon itself, and the audit log says why.
+#[test]
+fn a_version_crossing_the_latency_threshold_is_rolled_back_automatically() {
+    let s = DevServer::start(
+        Some("[lifecycle]\nauto_rollback_window = \"60s\"\nauto_rollback_latency = \"1us\"\nauto_rollback_min_requests = 5\n"),
+        &[],
+    );
+    let dd = s.dir.path().join("airlock-dev");
+    let sock = dd.join("admin.sock");
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &sock,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = airlockctl_as(None, &sock, &["model", "promote", "demo-iris", "1.1.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v, _) = iris_infer(&s.addr, "");
+        if v == "1.0.0" {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no automatic rollback:\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, out, _) = airlockctl_as(None, &sock, &["audit", "list", "--limit", "100"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("airlockd:auto-rollback") && out.contains("mean compute latency"),
+        "{out}"
+    );
+    assert!(s.stop());
+}

@@ -390,7 +390,7 @@ async fn version_show(
     let mut out = version_summary(vr);
     out["model"] = json!(m);
     out["validation"] = json!(vr.validation);
-    out["validation_sha256"] = json!(vr.validation.as_ref().map(|r| r.digest()));
+    out["validation_sha256"] = json!(vr.report_digest());
     out["validating"] = json!(
         s.lifecycle
             .in_validation

@@ -673,7 +673,7 @@ fn approval_payload_of(
     model: &str,
     v: &airlock_updater::registry::VersionRecord,
 ) -> Result<Vec<u8>> {
-    let report = v.validation.as_ref().ok_or_else(|| {
+    let report = v.report_digest().ok_or_else(|| {
         LifecycleError::Refused(format!(
             "{model} {}: no validation report to sign yet",
             v.version
@@ -683,7 +683,7 @@ fn approval_payload_of(
         model,
         &v.version.to_string(),
         &v.manifest_digest,
-        &report.digest(),
+        &report,
     ))
 }
 

@@ -241,6 +241,24 @@ fn full_cycle_from_airlockctl_with_separate_identities() {
     ] {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
+    // The report digest shown to approvers is the one the audit record names.
+    let audited = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "validate" && r["version"] == "1.1.0")
+        .map(|r| r["detail"]["report_sha256"].clone())
+        .unwrap();
+    let shown = expect(
+        ctl(
+            Some(VIEWER),
+            &["--json", "bundle", "show", "demo-iris", "1.1.0"],
+        ),
+        0,
+        "validation_sha256",
+    );
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["validation_sha256"], audited);
     expect(ctl(Some(VIEWER), &["trust", "show"]), 0, "bundle");
     assert!(s.stop(), "clean stop");
 }

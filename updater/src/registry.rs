@@ -172,6 +172,10 @@ pub struct VersionRecord {
     pub approved_here: bool,
     /// The last validation report.
     pub validation: Option<ValidationReport>,
+    /// SHA-256 of that report as it was produced (what the audit record and signed approvals
+    /// name; recomputing it from the stored JSON could differ in the last bit of a float).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_sha256: Option<String>,
     /// When it last changed state.
     pub changed_at: String,
 }
@@ -202,6 +206,15 @@ pub struct ModelRecord {
     pub promoting: Option<Promotion>,
     /// Versions by number.
     pub versions: BTreeMap<Version, VersionRecord>,
+}
+
+impl VersionRecord {
+    /// SHA-256 of the validation report, as recorded when it was produced.
+    pub fn report_digest(&self) -> Option<String> {
+        self.validation_sha256
+            .clone()
+            .or_else(|| self.validation.as_ref().map(|r| r.digest()))
+    }
 }
 
 impl ModelRecord {
@@ -468,6 +481,7 @@ impl Registry {
                     approvals: vec![],
                     approved_here: false,
                     validation: None,
+                    validation_sha256: None,
                     changed_at: rfc3339(now),
                 },
             );
@@ -515,6 +529,7 @@ impl Registry {
                 VersionState::ValidationFailed
             };
             v.validation = Some(report.clone());
+            v.validation_sha256 = Some(report.digest());
             v.changed_at = rfc3339(now);
             let mut audit = vec![entry(
                 actor,

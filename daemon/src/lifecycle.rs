@@ -232,6 +232,7 @@ impl Lifecycle {
     /// with the active version's, and records the report.
     pub fn validate(&self, model: &str, version: &Version) -> Result<ValidationReport> {
         let _one = self.validating.lock().unwrap_or_else(|p| p.into_inner());
+        lower_priority();
         fault_point("validate");
         let change = self.contract_change(model, version)?;
         let validator = ContractAware {
@@ -665,6 +666,32 @@ impl Lifecycle {
                 }
             }
         }
+    }
+}
+
+/// Validation runs at nice 10 on the thread that calls this (with one intra-op thread, ONNX
+/// Runtime computes on the calling thread), so serving threads win the CPU. Uses `renice` on
+/// the thread's id (the workspace forbids `unsafe`, and `nix` has no `setpriority`); a failure
+/// is logged and validation runs at normal priority.
+fn lower_priority() {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    let Some(tid) = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let ok = std::process::Command::new("renice")
+        .args(["-n", "10", "-p", &tid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        tracing::warn!(tid, "could not lower the validation thread's priority (renice); validating at normal priority");
     }
 }
 

@@ -333,6 +333,25 @@ pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {
     })
 }
 
+/// A well-formed ONNX file whose one node uses an operator no runtime has (`NoSuchOp`): its
+/// contract reads fine (x float32[batch, 4] → y float32[batch, 3]) but ONNX Runtime refuses to
+/// load it. A test fixture for "validation on the real runtime catches what parsing cannot".
+pub fn unknown_op_model() -> Vec<u8> {
+    opset13_model(GraphProto {
+        name: "unloadable".into(),
+        node: vec![NodeProto {
+            input: vec!["x".into()],
+            output: vec!["y".into()],
+            name: "NoSuchOp_0".into(),
+            op_type: "NoSuchOp".into(),
+            attribute: vec![],
+        }],
+        initializer: vec![],
+        input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
+        output: vec![f32_value("y", &[Err("batch"), Ok(3)])],
+    })
+}
+
 /// Evaluates [`linear_classifier`] in plain Rust (to write golden vectors the model must match).
 pub fn linear_classifier_eval(weights: &[f32; 12], bias: &[f32; 3], x: &[f32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len() / 4 * 3);

@@ -503,3 +503,31 @@ pub fn iris_infer(addr: &str, token: &str) -> (u16, String, f32) {
         v["outputs"][0]["data"][0].as_f64().unwrap_or(f64::NAN) as f32,
     )
 }
+
+/// A signed bundle of `demo-iris` VERSION around `model` (no golden vectors), signed with the dev
+/// bundle key of the dev appliance at `data_dir`, written under `data_dir/../bundles/`.
+pub fn model_bundle(
+    data_dir: &std::path::Path,
+    version: &str,
+    model: &[u8],
+) -> anyhow::Result<PathBuf> {
+    use airlock_signing::manifest::ModelName;
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
+    let root = data_dir
+        .parent()
+        .unwrap_or(data_dir)
+        .join("bundles")
+        .join(format!("model-{version}"));
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("model.onnx"), model)?;
+    let opts = CreateOptions::new(
+        ModelName::parse("demo-iris").map_err(anyhow::Error::msg)?,
+        semver::Version::parse(version)?,
+        time::Duration::days(30),
+    )?;
+    let p = plan(&root.join("model.onnx"), &[], None, &opts)?;
+    let bundle = root.join(p.manifest.bundle_file_name());
+    write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
+    Ok(bundle)
+}

@@ -131,3 +131,82 @@ fn a_version_crossing_the_latency_threshold_is_rolled_back_automatically() {
     );
     assert!(s.stop());
 }
+
+/// A bundle whose model parses (its contract reads fine) but that ONNX Runtime cannot load fails
+/// validation on the real runtime, and cannot be promoted.
+#[test]
+fn a_model_onnx_runtime_cannot_load_fails_validation() {
+    let s = DevServer::start(None, &[]);
+    let dd = s.dir.path().join("airlock-dev");
+    let sock = dd.join("admin.sock");
+    let b = airlock_tests::model_bundle(&dd, "1.1.0", &airlock_signing::onnx::unknown_op_model())
+        .expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &sock,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("VALIDATION_FAILED")
+            && out.contains("the model does not load")
+            && out.contains("NoSuchOp"),
+        "{out}"
+    );
+    let (code, _, err) = airlockctl_as(None, &sock, &["model", "promote", "demo-iris", "1.1.0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only approved versions"), "{err}");
+    assert_eq!(iris_infer(&s.addr, "").1, "1.0.0");
+    assert!(s.stop());
+}
+
+/// Retention: with `retain_versions = 2`, promoting a third version removes the oldest retired
+/// one from disk (its history stays), never the active version or the rollback target.
+#[test]
+fn retention_removes_old_retired_versions_only() {
+    let s = DevServer::start(Some("[lifecycle]\nretain_versions = 2\n"), &[]);
+    let dd = s.dir.path().join("airlock-dev");
+    let sock = dd.join("admin.sock");
+    for (v, x) in [("1.1.0", 1.1), ("1.2.0", 1.2), ("1.3.0", 1.3)] {
+        let b = iris_bundle(&dd, v, x, 0.0).expect("bundle");
+        let (code, out, err) = airlockctl_as(
+            None,
+            &sock,
+            &["bundle", "import", &b.display().to_string(), "--watch"],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = airlockctl_as(None, &sock, &["model", "promote", "demo-iris", v]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let (_, out, _) = airlockctl_as(None, &sock, &["--json", "models", "show", "demo-iris"]);
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let state = |v: &str| {
+        m["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["version"] == v)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("1.3.0"), "active");
+    assert_eq!(state("1.2.0"), "retired", "the rollback target stays");
+    assert_eq!(state("1.1.0"), "removed");
+    assert_eq!(state("1.0.0"), "removed");
+    let digest = m["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.1.0")
+        .unwrap()["manifest_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!dd.join("store").join(digest).exists(), "removed from disk");
+    let (code, out, err) = airlockctl_as(None, &sock, &["model", "rollback", "demo-iris"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(iris_infer(&s.addr, "").1, "1.2.0");
+    assert!(s.stop());
+}

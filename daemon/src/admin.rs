@@ -5,7 +5,8 @@
 //! from a path on the appliance or a streamed upload), approvals, promotion and rollback, the
 //! trust root, the audit log, and tokens. `docs/api.md` documents every endpoint.
 //!
-//! Invariants: every handler checks the caller's role before doing anything; a token's secret
+//! Invariants: every handler except `whoami` (which only echoes the caller's identity) checks
+//! the caller's role before doing anything; a token's secret
 //! exists only in the response to its creation; blocking work (imports, loads, sled) runs on
 //! blocking threads, never on the runtime's.
 
@@ -178,7 +179,7 @@ fn lc_error(e: LifecycleError) -> Response {
             | E::SelfApproval { .. }
             | E::DuplicateApproval { .. }
             | E::AntiRollback { .. } => StatusCode::CONFLICT,
-            E::Bundle(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Bundle(_) | E::TrustRootRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             E::InsufficientSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::InvalidActor(_) => StatusCode::BAD_REQUEST,
             E::AuditChainBroken { .. } | E::Database(_) | E::Io { .. } => {
@@ -187,12 +188,14 @@ fn lc_error(e: LifecycleError) -> Response {
         },
         LifecycleError::Busy(_) | LifecycleError::Refused(_) => StatusCode::CONFLICT,
         LifecycleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        LifecycleError::BadInput(_) => StatusCode::BAD_REQUEST,
     };
     let kind = match &e {
         LifecycleError::Updater(u) => u.kind(),
         LifecycleError::Busy(_) => "busy",
         LifecycleError::Refused(_) => "refused",
         LifecycleError::Load(_) => "load_failed",
+        LifecycleError::BadInput(_) => "bad_request",
     };
     (
         status,
@@ -314,13 +317,13 @@ async fn status(State(s): S, Extension(who): Who) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let validating: BTreeMap<String, String> = s
+    let validating: Vec<Value> = s
         .lifecycle
         .in_validation
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(m, v)| (m.clone(), v.to_string()))
+        .map(|(m, v)| json!({ "model": m, "version": v.to_string() }))
         .collect();
     Json(json!({
         "daemon": { "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() },
@@ -391,14 +394,12 @@ async fn version_show(
     out["model"] = json!(m);
     out["validation"] = json!(vr.validation);
     out["validation_sha256"] = json!(vr.report_digest());
-    out["validating"] = json!(
-        s.lifecycle
-            .in_validation
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&m)
-            == Some(&ver)
-    );
+    out["validating"] = json!(s
+        .lifecycle
+        .in_validation
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&(m.clone(), ver.clone())));
     out["signers"] = json!(vr.signers);
     // The version's history, from the audit log.
     let lc = s.lifecycle.clone();
@@ -460,14 +461,15 @@ async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::
     let Some(path) = req.get("path").and_then(Value::as_str).map(PathBuf::from) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "the body must be {\"path\": \"/path/on/the/appliance/NAME-VERSION.alb\"}",
+            "the body must be {\"path\": \"/path/on/the/appliance/NAME-VERSION.airlock\"}",
         );
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     match blocking(move || {
-        let f = std::fs::File::open(&path)
-            .map_err(|e| LifecycleError::Refused(format!("cannot open {}: {e}", path.display())))?;
+        let f = std::fs::File::open(&path).map_err(|e| {
+            LifecycleError::BadInput(format!("cannot open {}: {e}", path.display()))
+        })?;
         lc.import(
             std::io::BufReader::with_capacity(1 << 20, f),
             &path.display().to_string(),
@@ -525,10 +527,16 @@ async fn approve(
         Ok(c) => c.map(str::to_string),
         Err(r) => return r,
     };
-    let ack = req
-        .get("acknowledge_contract_change")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let ack = match req.get("acknowledge_contract_change") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "\"acknowledge_contract_change\" must be true or false",
+            )
+        }
+    };
     let signature = match req.get("signature") {
         None | Some(Value::Null) => None,
         Some(sig) => match serde_json::from_value::<airlock_signing::Signature>(sig.clone()) {

@@ -45,6 +45,9 @@ pub enum LifecycleError {
     /// The version could not be loaded for serving; nothing changed.
     #[error("{0}")]
     Load(String),
+    /// The request itself is unusable (e.g. a bundle path that cannot be opened).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 type Result<T> = std::result::Result<T, LifecycleError>;
@@ -89,8 +92,8 @@ pub struct Lifecycle {
     validating: Mutex<()>,
     /// Promotion and rollback of one model are serialised.
     model_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
-    /// Versions being validated in the background, for `--watch`.
-    pub in_validation: Mutex<BTreeMap<String, Version>>,
+    /// Versions waiting for or in validation in the background (`status`, `validating`).
+    pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
 }
 
 /// The version an import created.
@@ -127,7 +130,7 @@ impl Lifecycle {
             importing: Mutex::new(None),
             validating: Mutex::new(()),
             model_locks: Mutex::new(BTreeMap::new()),
-            in_validation: Mutex::new(BTreeMap::new()),
+            in_validation: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -171,7 +174,7 @@ impl Lifecycle {
         self.in_validation
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(out.model.clone(), out.version.clone());
+            .insert((out.model.clone(), out.version.clone()));
         let me = self.clone();
         let (model, version) = (out.model.clone(), out.version.clone());
         std::thread::Builder::new()
@@ -183,7 +186,7 @@ impl Lifecycle {
                 me.in_validation
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&model);
+                    .remove(&(model, version));
             })
             .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
         Ok(out)
@@ -205,8 +208,8 @@ impl Lifecycle {
         }
         {
             let mut busy = self.in_validation.lock().unwrap_or_else(|p| p.into_inner());
-            for (m, v) in &staged {
-                busy.insert(m.clone(), v.clone());
+            for mv in &staged {
+                busy.insert(mv.clone());
             }
         }
         let me = self.clone();
@@ -221,7 +224,7 @@ impl Lifecycle {
                     me.in_validation
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&model);
+                        .remove(&(model, version));
                 }
             })
             .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;

@@ -208,5 +208,19 @@ fn retention_removes_old_retired_versions_only() {
     let (code, out, err) = airlockctl_as(None, &sock, &["model", "rollback", "demo-iris"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(iris_infer(&s.addr, "").1, "1.2.0");
+    // `--dev` reruns over this state (the demo version long retired) and serves what is active.
+    let dir = s.kill();
+    let s = DevServer::spawn(
+        dir,
+        &[
+            "--dev".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            "airlockd.toml".into(),
+        ],
+        &[],
+    );
+    assert_eq!(iris_infer(&s.addr, "").1, "1.2.0");
     assert!(s.stop());
 }

@@ -86,6 +86,9 @@ pub enum Error {
         /// The version.
         version: String,
     },
+    /// A rotated trust root was refused by the current root's rules.
+    #[error("trust root refused: {0}")]
+    TrustRootRefused(BundleError),
     /// No token has this id.
     #[error("no token with id {0}")]
     UnknownToken(String),
@@ -126,6 +129,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::SelfApproval { .. } => "self_approval",
             Error::DuplicateApproval { .. } => "duplicate_approval",
+            Error::TrustRootRefused(_) => "trust_root_refused",
             Error::UnknownToken(_) => "unknown_token",
             Error::InvalidActor(_) => "invalid_actor",
             Error::AuditChainBroken { .. } => "audit_chain_broken",

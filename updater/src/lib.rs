@@ -126,7 +126,9 @@ impl Updater {
     /// not expired); the refusal names the rule otherwise. Returns the new root.
     pub fn rotate_trust_root(&self, candidate: &[u8], actor: &Actor) -> Result<TrustRoot> {
         let current = self.trust_root()?;
-        let accepted = current.accept_rotation(candidate, &self.expiry_check()?)?;
+        let accepted = current
+            .accept_rotation(candidate, &self.expiry_check()?)
+            .map_err(Error::TrustRootRefused)?;
         let dest = self.layout.trust_root();
         airlock_signing::writer::write_atomically(&dest, |w| {
             std::io::Write::write_all(w, candidate)?;

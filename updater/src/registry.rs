@@ -625,9 +625,13 @@ impl Registry {
                 signature: signed.as_ref().map(|s| s.signature),
             });
             let (required, met) = match (policy, &signed) {
-                (ApprovalPolicy::Signed, Some(sa)) => (0, sa.threshold_met),
-                (ApprovalPolicy::Approvers(n), _) => (n as usize, v.approvals.len() >= n as usize),
-                (_, _) => (0, true),
+                (ApprovalPolicy::Signed, Some(sa)) => {
+                    (serde_json::json!("approver-role threshold of the trust root"), sa.threshold_met)
+                }
+                (ApprovalPolicy::Approvers(n), _) => {
+                    (serde_json::json!(n), v.approvals.len() >= n as usize)
+                }
+                (_, _) => (serde_json::json!(0), true),
             };
             if met {
                 v.state = VersionState::Approved;

@@ -132,7 +132,8 @@ enum ModelCmd {
         /// The version.
         version: String,
     },
-    /// Return to the previous approved version (or --to VERSION).
+    /// Return to the version that served before (the most recently retired one approved here;
+    /// rolling back twice returns to where you started), or --to VERSION.
     Rollback {
         /// The model.
         name: String,
@@ -243,6 +244,20 @@ fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result
         body.len()
     );
     s.write_all(req.as_bytes())
+        .map_err(|e| Fail::Connection(e.to_string()))?;
+    let (status, v) = read_response(s)?;
+    ok(status, v)
+}
+
+/// A request whose body is sent byte for byte (e.g. a signed file that must not be re-encoded).
+fn call_raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<Value, Fail> {
+    let mut s = connect(socket)?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
         .map_err(|e| Fail::Connection(e.to_string()))?;
     let (status, v) = read_response(s)?;
     ok(status, v)
@@ -521,8 +536,8 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                         format!("BROKEN: {}", s(&v["audit"], "error"))
                     }
                 );
-                for (m, ver) in v["validating"].as_object().into_iter().flatten() {
-                    println!("validating: {m} {}", ver.as_str().unwrap_or(""));
+                for x in v["validating"].as_array().into_iter().flatten() {
+                    println!("validating: {} {}", s(x, "model"), s(x, "version"));
                 }
                 println!();
                 models_table(v["models"].as_array().map(|a| a.as_slice()).unwrap_or(&[]));
@@ -740,9 +755,8 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Cmd::Trust(TrustCmd::Import { file }) => {
             let bytes = std::fs::read(file)
                 .map_err(|e| Fail::Connection(format!("cannot read {}: {e}", file.display())))?;
-            let body: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Fail::Connection(format!("{} is not JSON: {e}", file.display())))?;
-            let v = call(sock, "POST", "/api/v1/trust", Some(&body))?;
+            // Sent as it is: the daemon stores the signed file byte for byte.
+            let v = call_raw(sock, "POST", "/api/v1/trust", &bytes)?;
             if out(&v) {
                 println!("trust root version {} installed", v["version"]);
             }

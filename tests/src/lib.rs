@@ -504,12 +504,14 @@ pub fn iris_infer(addr: &str, token: &str) -> (u16, String, f32) {
     )
 }
 
-/// A signed bundle of `demo-iris` VERSION around `model` (no golden vectors), signed with the dev
-/// bundle key of the dev appliance at `data_dir`, written under `data_dir/../bundles/`.
+/// A signed bundle of `demo-iris` VERSION around `model` (no golden vectors; `cuda`: its manifest
+/// requires the CUDA execution provider), signed with the dev bundle key of the dev appliance at
+/// `data_dir`, written under `data_dir/../bundles/`.
 pub fn model_bundle(
     data_dir: &std::path::Path,
     version: &str,
     model: &[u8],
+    cuda: bool,
 ) -> anyhow::Result<PathBuf> {
     use airlock_signing::manifest::ModelName;
     use airlock_signing::writer::{plan, write_plan, CreateOptions};
@@ -521,11 +523,14 @@ pub fn model_bundle(
         .join(format!("model-{version}"));
     std::fs::create_dir_all(&root)?;
     std::fs::write(root.join("model.onnx"), model)?;
-    let opts = CreateOptions::new(
+    let mut opts = CreateOptions::new(
         ModelName::parse("demo-iris").map_err(anyhow::Error::msg)?,
         semver::Version::parse(version)?,
         time::Duration::days(30),
     )?;
+    if cuda {
+        opts.hardware.execution_provider = airlock_signing::manifest::ExecutionProvider::Cuda;
+    }
     let p = plan(&root.join("model.onnx"), &[], None, &opts)?;
     let bundle = root.join(p.manifest.bundle_file_name());
     write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;

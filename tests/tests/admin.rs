@@ -633,3 +633,95 @@ fn hex_of(p: &Path) -> String {
         .collect::<String>()[..32]
         .to_string()
 }
+
+/// Validation compares the contract with the active version's (approval must acknowledge a
+/// change) and checks the manifest's hardware requirements against what this machine did.
+#[test]
+fn a_changed_contract_needs_acknowledgement_and_cuda_only_bundles_fail_on_cpu() {
+    let (s, sock, _) = production_server(&roles(), "mode = \"approvers\"", "", &[]);
+    let ctl = |uid, args: &[&str]| airlockctl_as(uid, &sock, args);
+    let dd = data_dir(&s);
+    let world_readable = |b: &Path| {
+        for (p, mode) in [
+            (b.parent().unwrap().parent().unwrap(), 0o755),
+            (b.parent().unwrap(), 0o755),
+            (b, 0o644),
+        ] {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+        b.display().to_string()
+    };
+    // Five inputs instead of four.
+    let wider = airlock_tests::model_bundle(
+        &dd,
+        "1.1.0",
+        &airlock_signing::onnx::dense_relu(5, &[3], 7),
+        false,
+    )
+    .unwrap();
+    let out = expect(
+        ctl(
+            Some(OPERATOR),
+            &["bundle", "import", &world_readable(&wider), "--watch"],
+        ),
+        0,
+        "CONTRACT CHANGE",
+    );
+    assert!(
+        out.contains(
+            "input 'x' changed from float32 float32[batch, 4] to float32 float32[batch, 5]"
+        ) || out.contains("input 'x' changed"),
+        "{out}"
+    );
+    expect(
+        ctl(
+            Some(APPROVER_A),
+            &["bundle", "approve", "demo-iris", "1.1.0"],
+        ),
+        1,
+        "clients may break",
+    );
+    expect(
+        ctl(
+            Some(APPROVER_A),
+            &[
+                "bundle",
+                "approve",
+                "demo-iris",
+                "1.1.0",
+                "--acknowledge-contract-change",
+                "--comment",
+                "clients updated",
+            ],
+        ),
+        0,
+        "state approved",
+    );
+    expect(
+        ctl(Some(VIEWER), &["bundle", "show", "demo-iris", "1.1.0"]),
+        0,
+        "[contract change acknowledged] clients updated",
+    );
+    // A bundle that requires CUDA fails validation on this CPU-only machine, saying why.
+    let cuda = airlock_tests::model_bundle(
+        &dd,
+        "1.2.0",
+        &airlock_signing::onnx::linear_classifier(&[0.0; 12], &[0.0; 3]),
+        true,
+    )
+    .unwrap();
+    let out = expect(
+        ctl(
+            Some(OPERATOR),
+            &["bundle", "import", &world_readable(&cuda), "--watch"],
+        ),
+        1,
+        "failed validation",
+    );
+    assert!(
+        out.contains("requires the CUDA execution provider"),
+        "{out}"
+    );
+    assert!(s.stop());
+}

@@ -139,8 +139,13 @@ fn a_model_onnx_runtime_cannot_load_fails_validation() {
     let s = DevServer::start(None, &[]);
     let dd = s.dir.path().join("airlock-dev");
     let sock = dd.join("admin.sock");
-    let b = airlock_tests::model_bundle(&dd, "1.1.0", &airlock_signing::onnx::unknown_op_model())
-        .expect("bundle");
+    let b = airlock_tests::model_bundle(
+        &dd,
+        "1.1.0",
+        &airlock_signing::onnx::unknown_op_model(),
+        false,
+    )
+    .expect("bundle");
     let (code, out, err) = airlockctl_as(
         None,
         &sock,

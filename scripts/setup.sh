@@ -10,6 +10,8 @@ want zstd         # the bench's baseline pipeline and operators' inspection of b
 want gcc          # zstd-sys builds the C library
 want curl         # TLS tests talk to airlockd with curl
 want openssl      # TLS tests make certificates
+want systemd      # systemd-analyze verify/security on the unit files (nothing is started)
+want util-linux   # setpriv (tests act as other uids), taskset and renice
 
 want unzip        # unpacking the onnxruntime wheel
 want python3-venv # the Python test clients' virtual environment

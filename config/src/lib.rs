@@ -41,6 +41,16 @@ pub struct Config {
     pub admin: Admin,
     /// Promotion, rollback and retention.
     pub lifecycle: Lifecycle,
+    /// How the daemon itself runs.
+    pub daemon: Daemon,
+}
+
+/// `[daemon]`: how the daemon process runs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// Allow production mode to run as root (off: the unit runs it as the `airlock` user).
+    pub allow_root: bool,
 }
 
 /// `[admin]`: the admin API on a Unix socket (the peer's uid and groups map to roles) and on
@@ -174,6 +184,8 @@ pub struct Server {
     pub max_body_size: ByteSize,
     /// Time a client has to send the request head (slow-loris protection).
     pub header_read_timeout: HumanDuration,
+    /// On stop, how long requests in flight may take to finish before the daemon exits anyway.
+    pub shutdown_timeout: HumanDuration,
     /// Serve TLS (certificate and key in `<data_dir>/tls/`). `false` is allowed only on a
     /// loopback address (e.g. behind a local TLS-terminating proxy).
     pub tls: bool,
@@ -185,6 +197,7 @@ impl Default for Server {
             listen: "0.0.0.0:8443".into(),
             max_body_size: ByteSize(64 << 20),
             header_read_timeout: HumanDuration::from_secs(10),
+            shutdown_timeout: HumanDuration::from_secs(30),
             tls: true,
         }
     }

@@ -111,10 +111,20 @@ pub fn peer_identity(
     gid: u32,
     pid: Option<i32>,
 ) -> Identity {
+    // The peer's groups: its primary gid, the supplementary groups of the process (when
+    // /proc shows it: not under the unit's ProtectProc=invisible), and the user's groups from
+    // the group database (what the unit relies on).
     let mut gids = vec![gid];
     if let Some(p) = pid {
         gids.extend(groups_of(p));
     }
+    if let Some(name) = user_name(uid).and_then(|n| std::ffi::CString::new(n).ok()) {
+        if let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)) {
+            gids.extend(list.into_iter().map(|g| g.as_raw()));
+        }
+    }
+    gids.sort_unstable();
+    gids.dedup();
     let mut keys = vec![format!("uid:{uid}")];
     for g in &gids {
         keys.push(format!("gid:{g}"));

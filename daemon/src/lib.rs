@@ -17,7 +17,9 @@ pub mod engine;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod serving;
+pub mod systemd;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -94,6 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    privileges::check_user(&config, dev).map_err(|e| ConfigInvalid(e.0))?;
+    privileges::check_files(&config, args.config.as_deref()).map_err(|e| ConfigInvalid(e.0))?;
     let _log_guard = logging::init(&config.logging).context("cannot set up logging")?;
     let listen = match (&args.listen, dev) {
         (Some(l), _) => l.clone(),
@@ -166,6 +170,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Signal handlers exist before anyone is told the daemon is ready.
         let stop_signals = stop_signals()?;
         tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
+        let status = {
+            let (models, updater) = (state.clone(), updater.clone());
+            move || systemd::status_line(&models.models, awaiting_approval(&updater))
+        };
+        systemd::ready(&status());
+        // The watchdog is petted from the serving runtime itself: if it wedges, systemd restarts us.
+        if let Some(every) = systemd::watchdog_interval() {
+            tracing::info!(interval_ms = every.as_millis() as u64, "systemd watchdog enabled");
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    systemd::watchdog();
+                }
+            });
+        }
+        // STATUS= follows what is served (promotions, degradation, approvals waiting).
+        {
+            let status = status.clone();
+            tokio::spawn(async move {
+                let mut last = String::new();
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    let now = tokio::task::spawn_blocking(status.clone()).await.unwrap_or_default();
+                    if now != last {
+                        systemd::status(&now);
+                        last = now;
+                    }
+                }
+            });
+        }
         let shutdown = tokio_util::sync::CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
@@ -180,11 +214,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         // SIGHUP reloads what can change live: the TLS certificate and the token records.
         {
-            let (tls, tokens, updater) = (tls.clone(), tokens.clone(), updater.clone());
+            let (tls, tokens, updater, status) =
+                (tls.clone(), tokens.clone(), updater.clone(), status.clone());
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the TLS certificate and tokens");
+                    systemd::reloading();
                     if let Some(t) = &tls {
                         t.reload();
                     }
@@ -192,12 +228,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         Ok(all) => tokens.store(Arc::new(all)),
                         Err(e) => tracing::error!(error = %e, "token reload failed"),
                     }
+                    let line = tokio::task::spawn_blocking(status.clone()).await.unwrap_or_default();
+                    systemd::ready(&line);
+                    tracing::info!("reload done");
                 }
             });
         }
         let stop = shutdown.clone();
+        let drain = config.server.shutdown_timeout.get();
         tokio::spawn(async move {
             wait_for_stop(stop_signals).await;
+            systemd::stopping(&format!(
+                "stopping: finishing requests in flight (at most {} s)",
+                drain.as_secs()
+            ));
             stop.cancel();
         });
         api::serve(
@@ -207,6 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             acceptor,
             config.server.header_read_timeout.get(),
             shutdown.clone(),
+            config.server.shutdown_timeout.get(),
         )
         .await;
         shutdown.cancel();
@@ -217,6 +262,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     state.models.unload_all();
     updater.registry().flush()?;
     Ok(())
+}
+
+/// Versions that passed validation and wait for approvals.
+fn awaiting_approval(updater: &Updater) -> usize {
+    updater
+        .registry()
+        .models()
+        .map(|ms| {
+            ms.iter()
+                .flat_map(|m| m.versions.values())
+                .filter(|v| v.state == airlock_updater::VersionState::Validated)
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Logs one line per model: what is active and what awaits approval.

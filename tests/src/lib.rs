@@ -449,7 +449,7 @@ pub fn production_server(
          [approval]\n{approval}\n\
          [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[logging]\ndir = \"{d}/logs\"\n\
          [bundles]\nreserve_free_space = \"1MiB\"\n\
-         {extra}\n\
+         [daemon]\nallow_root = true\n{extra}\n\
          [admin]\nsocket = \"{}\"\nsocket_mode = 0o666\n[admin.roles]\n{table}",
         socket.display()
     );

@@ -61,7 +61,7 @@ impl Layout {
         self.store().join(digest_hex)
     }
 
-    /// Creates the directories (mode 0750; staging 0700).
+    /// Creates the directories (mode 0750; staging and state 0700).
     pub fn create(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         for (dir, mode) in [
@@ -69,6 +69,8 @@ impl Layout {
             (self.store(), 0o750),
             (self.staging(), 0o700),
             (self.root.join("trust"), 0o750),
+            // The state database: approvals, audit chain, token hashes.
+            (self.root.join("state"), 0o700),
         ] {
             fs::DirBuilder::new()
                 .recursive(true)

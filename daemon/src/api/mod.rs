@@ -700,6 +700,7 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
     shutdown: CancellationToken,
+    drain_timeout: Duration,
 ) {
     let tracker = TaskTracker::new();
     loop {
@@ -734,8 +735,22 @@ pub async fn serve(
             }
         });
     }
+    // Stop listening at once: new clients are refused (a load balancer moves on) while the
+    // connections we have finish.
+    drop(listener);
     tracker.close();
-    tracker.wait().await;
+    // Connections finish their request in flight (keep-alive ones close after it); a client
+    // that holds on longer than the drain timeout is cut off.
+    if tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = tracker.len(),
+            timeout_s = drain_timeout.as_secs(),
+            "shutdown timeout passed with connections still open; exiting anyway"
+        );
+    }
 }
 
 async fn connection<I>(

@@ -160,9 +160,17 @@ impl Lifecycle {
             }
             *slot = Some(source.to_string());
         }
+        // Freed however the import ends (a panic included), so one failure cannot block imports.
+        struct Slot<'a>(&'a Mutex<Option<String>>);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+        let slot = Slot(&self.importing);
         fault_point("import");
         let result = self.updater.import(input, source, actor);
-        *self.importing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        drop(slot);
         let imported = result?;
         let m = &imported.verified.manifest;
         let out = ImportedVersion {
@@ -472,6 +480,10 @@ impl Lifecycle {
         fault_point("promote:loaded");
         if let Err(e) = reg.complete_promotion(self.updater.now()?, model, actor) {
             loaded.unload();
+            // Leave no intent behind: the old version keeps serving, as after a crash here.
+            if let Err(a) = reg.abort_promotion(self.updater.now()?, model, actor, &e.to_string()) {
+                tracing::error!(model, error = %a, "cannot abandon the failed promotion; a restart will");
+            }
             return Err(e.into());
         }
         fault_point("promote:completed");
@@ -592,6 +604,16 @@ impl Lifecycle {
             while start.elapsed() < window {
                 std::thread::sleep(Duration::from_millis(250));
                 let Some(m) = weak.upgrade() else { return };
+                // Only the version that is still the active one is judged (a later promotion or
+                // a manual rollback ends the watch).
+                let still_active = me
+                    .app
+                    .models
+                    .get(&model, None)
+                    .is_ok_and(|a| Arc::ptr_eq(&a, &m));
+                if !still_active {
+                    return;
+                }
                 let s = &m.stats;
                 use std::sync::atomic::Ordering::Relaxed;
                 let (ok, bad) = (s.success.load(Relaxed), s.failure.load(Relaxed));

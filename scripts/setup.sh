@@ -12,6 +12,7 @@ want curl         # TLS tests talk to airlockd with curl
 want openssl      # TLS tests make certificates
 want systemd      # systemd-analyze verify/security on the unit files (nothing is started)
 want util-linux   # setpriv (tests act as other uids), taskset and renice
+want dbus         # dbus-daemon and dbus-monitor for the D-Bus interface tests (busctl: systemd)
 
 want unzip        # unpacking the onnxruntime wheel
 want python3-venv # the Python test clients' virtual environment

@@ -111,10 +111,20 @@ pub fn peer_identity(
     gid: u32,
     pid: Option<i32>,
 ) -> Identity {
-    // The peer's groups: its primary gid, the supplementary groups of the process (when
-    // /proc shows it: not under the unit's ProtectProc=invisible), and the user's groups from
-    // the group database (what the unit relies on).
-    let mut gids = vec![gid];
+    identity_of(table, uid, &[gid], pid)
+}
+
+/// The identity of a local user: roles by uid, by any of `gids` (the first is the primary one),
+/// by the supplementary groups of process `pid` (when /proc shows it: not under the unit's
+/// ProtectProc=invisible), and by the user's groups in the group database.
+pub fn identity_of(
+    table: &BTreeMap<String, Role>,
+    uid: u32,
+    known_gids: &[u32],
+    pid: Option<i32>,
+) -> Identity {
+    let gid = known_gids.first().copied().unwrap_or(u32::MAX);
+    let mut gids = known_gids.to_vec();
     if let Some(p) = pid {
         gids.extend(groups_of(p));
     }
@@ -152,7 +162,8 @@ pub struct AdminState {
 type S = State<Arc<AdminState>>;
 type Who = Extension<Identity>;
 
-fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
+/// `Err(why)` when `who` lacks the role `needed` for `what` (the message names the role).
+pub fn permitted(who: &Identity, needed: Role, what: &str) -> Result<(), String> {
     if who.may(needed) {
         return Ok(());
     }
@@ -165,14 +176,15 @@ fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    Err(error(
-        StatusCode::FORBIDDEN,
-        format!(
-            "{} ({held}) may not {what}: that needs the {} role",
-            who.actor,
-            needed.as_str()
-        ),
+    Err(format!(
+        "{} ({held}) may not {what}: that needs the {} role",
+        who.actor,
+        needed.as_str()
     ))
+}
+
+fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
+    permitted(who, needed, what).map_err(|m| error(StatusCode::FORBIDDEN, m))
 }
 
 /// Maps a lifecycle error to its status: unknown 404, refused by the rules 409, a bundle

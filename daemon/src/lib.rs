@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod dbus;
 pub mod dev;
 pub mod engine;
 pub mod lifecycle;
@@ -201,6 +202,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let dbus_task = tokio::spawn(dbus::serve(
+            lifecycle.clone(),
+            config.admin.roles.clone(),
+            shutdown.clone(),
+        ));
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             config.admin.socket.clone(),
@@ -256,6 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .await;
         shutdown.cancel();
         admin_task.await??;
+        let _ = dbus_task.await;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");

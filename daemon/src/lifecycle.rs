@@ -77,6 +77,43 @@ pub fn fault_point(name: &str) {
     }
 }
 
+/// What happened, for the D-Bus signals (and anyone else who subscribes).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A bundle was imported: its version is staged and validation starts.
+    Staged {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+    },
+    /// Validation ended.
+    Validated {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// Its verdict.
+        passed: bool,
+    },
+    /// A version went into service.
+    Promoted {
+        /// The model.
+        model: String,
+        /// The version now active.
+        version: String,
+    },
+    /// A rollback put an earlier version back.
+    RolledBack {
+        /// The model.
+        model: String,
+        /// The version now active.
+        version: String,
+        /// Why (empty when none was given).
+        reason: String,
+    },
+}
+
 /// The lifecycle engine, shared by the admin API's handlers (which call it on blocking threads).
 pub struct Lifecycle {
     /// The registry and store.
@@ -92,6 +129,8 @@ pub struct Lifecycle {
     validating: Mutex<()>,
     /// Promotion and rollback of one model are serialised.
     model_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// Lifecycle events (a subscriber that falls behind misses old ones, never blocks a step).
+    pub events: tokio::sync::broadcast::Sender<Event>,
     /// Versions waiting for or in validation in the background (`status`, `validating`).
     pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
 }
@@ -131,6 +170,7 @@ impl Lifecycle {
             validating: Mutex::new(()),
             model_locks: Mutex::new(BTreeMap::new()),
             in_validation: Mutex::new(std::collections::BTreeSet::new()),
+            events: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -179,6 +219,10 @@ impl Lifecycle {
             digest: imported.verified.digest.to_hex(),
         };
         tracing::info!(model = %out.model, version = %out.version, by = %actor, source, "bundle imported; validating");
+        let _ = self.events.send(Event::Staged {
+            model: out.model.clone(),
+            version: out.version.to_string(),
+        });
         self.in_validation
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -254,6 +298,11 @@ impl Lifecycle {
             self.updater
                 .validate(model, version, &validator, &Actor::system())?;
         tracing::info!(model, version = %version, passed = report.passed, provider = ?report.provider, state = %state, "validated");
+        let _ = self.events.send(Event::Validated {
+            model: model.to_string(),
+            version: version.to_string(),
+            passed: report.passed,
+        });
         Ok(report)
     }
 
@@ -489,6 +538,10 @@ impl Lifecycle {
         fault_point("promote:completed");
         self.swap(loaded);
         tracing::info!(model, from = ?p.from.map(|v| v.to_string()), to = %version, by = %actor, "promoted");
+        let _ = self.events.send(Event::Promoted {
+            model: model.to_string(),
+            version: version.to_string(),
+        });
         self.watch(model, version.clone());
         self.retain(model);
         Ok(())
@@ -555,6 +608,11 @@ impl Lifecycle {
         fault_point("rollback:recorded");
         self.swap(loaded);
         tracing::warn!(model, to = %target, by = %actor, reason = reason.unwrap_or(""), "rolled back");
+        let _ = self.events.send(Event::RolledBack {
+            model: model.to_string(),
+            version: target.to_string(),
+            reason: reason.unwrap_or("").to_string(),
+        });
         Ok(target)
     }
 

@@ -1,0 +1,275 @@
+//! The D-Bus interface on a real `dbus-daemon` (a private bus with the system bus's default
+//! policy plus the shipped `packaging/org.airlock.Daemon1.conf`, started by the test): properties,
+//! lifecycle methods authorised by the caller's uid (callers are real uids via `setpriv`), and
+//! the signals, read with `dbus-monitor`. And without any bus: one warning, serving goes on.
+
+// In tests a panic is the failure report; unwrapping is the assertion.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_tests::{iris_answer, iris_bundle, iris_infer, DevServer};
+
+/// A private bus with the system bus's default-deny policy and the shipped airlock policy.
+struct Bus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bus() -> Bus {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/org.airlock.Daemon1.conf");
+    let sock = dir.path().join("system_bus_socket");
+    let conf = dir.path().join("bus.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>{}</include>
+</busconfig>
+"#,
+            sock.display(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .arg("--nofork")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon (Debian package dbus)");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the bus never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Bus {
+        child,
+        address: format!("unix:path={}", sock.display()),
+        _dir: dir,
+    }
+}
+
+/// `busctl` against the bus as `uid` (None: as this process).
+fn busctl(bus: &Bus, uid: Option<u32>, args: &[&str]) -> (bool, String) {
+    let mut cmd = match uid {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={u}"),
+                format!("--regid={u}"),
+                "--clear-groups".into(),
+                "busctl".into(),
+            ]);
+            c
+        }
+        None => Command::new("busctl"),
+    };
+    let out = cmd
+        .arg(format!("--address={}", bus.address))
+        .args(args)
+        .output()
+        .expect("busctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const OBJ: [&str; 3] = [
+    "org.airlock.Daemon1",
+    "/org/airlock/Daemon1",
+    "org.airlock.Daemon1",
+];
+
+fn call(bus: &Bus, uid: Option<u32>, method: &str, sig: &str, args: &[&str]) -> (bool, String) {
+    let mut a = vec!["call", OBJ[0], OBJ[1], OBJ[2], method, sig];
+    a.extend_from_slice(args);
+    busctl(bus, uid, &a)
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_interface_serves_properties_methods_by_role_and_signals() {
+    let bus = bus();
+    let s = DevServer::start(None, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
+    wait_until("the name on the bus", || {
+        s.log().contains("D-Bus interface exported")
+    });
+    // Signals, as an operator's tool would follow them.
+    let mut monitor = Command::new("dbus-monitor")
+        .args([
+            "--address",
+            &bus.address,
+            "type='signal',interface='org.airlock.Daemon1'",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-monitor");
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let (mut out, seen) = (monitor.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out) = busctl(
+        &bus,
+        None,
+        &["get-property", OBJ[0], OBJ[1], OBJ[2], "ActiveModels"],
+    );
+    assert!(ok && out.contains("\"demo-iris\" \"1.0.0\""), "{out}");
+    let (ok, out) = busctl(
+        &bus,
+        Some(65534),
+        &["get-property", OBJ[0], OBJ[1], OBJ[2], "Version"],
+    );
+    assert!(
+        ok && out.contains(env!("CARGO_PKG_VERSION")),
+        "anyone may read: {out}"
+    );
+    // Import through D-Bus (root is admin in --dev); the dev policy approves after validation.
+    let dd = s.dir.path().join("airlock-dev");
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap();
+    let (ok, out) = call(&bus, None, "ImportPath", "s", &[&b.display().to_string()]);
+    assert!(ok && out.contains("\"demo-iris\" \"1.1.0\""), "{out}");
+    wait_until("ValidationFinished", || {
+        seen.lock().unwrap().contains("member=ValidationFinished")
+    });
+    // Another uid, without a role: refused, naming the role.
+    // (dbus-send prints the error's message; busctl prints only its errno text.)
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "dbus-send",
+        ])
+        .arg(format!("--bus={}", bus.address))
+        .args([
+            "--print-reply",
+            "--dest=org.airlock.Daemon1",
+            "/org/airlock/Daemon1",
+        ])
+        .args([
+            "org.airlock.Daemon1.Promote",
+            "string:demo-iris",
+            "string:1.1.0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.AccessDenied")
+            && err.contains("uid:65534(nobody) (no role) may not promote versions: that needs the operator role"),
+        "{err}"
+    );
+    let (ok, out) = call(&bus, None, "Promote", "ss", &["demo-iris", "1.1.0"]);
+    assert!(ok, "{out}");
+    assert_eq!(iris_infer(&s.addr, "").2, iris_answer(1.1));
+    let (ok, out) = call(
+        &bus,
+        None,
+        "Rollback",
+        "ss",
+        &["demo-iris", "drill over D-Bus"],
+    );
+    assert!(ok && out.contains("\"1.0.0\""), "{out}");
+    let (ok, out) = call(&bus, None, "Promote", "ss", &["demo-iris", "not-a-version"]);
+    assert!(!ok && out.contains("is not a version"), "{out}");
+    wait_until("ModelRolledBack", || {
+        seen.lock().unwrap().contains("member=ModelRolledBack")
+    });
+    let all = seen.lock().unwrap().clone();
+    for m in [
+        "BundleStaged",
+        "ValidationFinished",
+        "ModelPromoted",
+        "ModelRolledBack",
+    ] {
+        assert!(all.contains(&format!("member={m}")), "{m} in {all}");
+    }
+    assert!(all.contains("drill over D-Bus"), "{all}");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(s.stop());
+}
+
+#[test]
+fn without_a_system_bus_the_daemon_warns_once_and_serves() {
+    let s = DevServer::start(
+        None,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+    );
+    assert_eq!(iris_infer(&s.addr, "").0, 200);
+    wait_until("the warning", || s.log().contains("no system D-Bus"));
+    assert_eq!(s.log().matches("no system D-Bus").count(), 1, "{}", s.log());
+    assert!(s.stop());
+}

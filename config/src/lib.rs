@@ -186,6 +186,8 @@ pub struct Server {
     pub header_read_timeout: HumanDuration,
     /// On stop, how long requests in flight may take to finish before the daemon exits anyway.
     pub shutdown_timeout: HumanDuration,
+    /// After `airlockctl token rotate`, how long the previous secret keeps working.
+    pub token_overlap: HumanDuration,
     /// Serve TLS (certificate and key in `<data_dir>/tls/`). `false` is allowed only on a
     /// loopback address (e.g. behind a local TLS-terminating proxy).
     pub tls: bool,
@@ -198,6 +200,7 @@ impl Default for Server {
             max_body_size: ByteSize(64 << 20),
             header_read_timeout: HumanDuration::from_secs(10),
             shutdown_timeout: HumanDuration::from_secs(30),
+            token_overlap: HumanDuration::from_secs(300),
             tls: true,
         }
     }

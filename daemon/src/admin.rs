@@ -157,6 +157,8 @@ pub struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     /// The token cache the serving path uses (refreshed on every change).
     pub tokens: TokenCache,
+    /// How long a rotated token's previous secret keeps working.
+    pub token_overlap: std::time::Duration,
 }
 
 type S = State<Arc<AdminState>>;
@@ -829,6 +831,35 @@ async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes)
     }
 }
 
+async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<String>) -> Response {
+    if let Err(r) = check(&who, Role::Admin, "rotate tokens") {
+        return r;
+    }
+    let st = s.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        let now = st.lifecycle.updater.now()?;
+        let r = st
+            .lifecycle
+            .updater
+            .registry()
+            .rotate_token(now, &id, st.token_overlap, &actor)?;
+        refresh(&st)?;
+        Ok(r)
+    })
+    .await
+    {
+        Ok((rec, token)) => {
+            tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token rotated");
+            let mut v = public(&rec);
+            v["token"] = json!(token);
+            v["previous_valid_for_s"] = json!(s.token_overlap.as_secs());
+            Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
 async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<String>) -> Response {
     if let Err(r) = check(&who, Role::Admin, "revoke tokens") {
         return r;
@@ -875,6 +906,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/audit/verify", get(audit_verify))
         .route("/tokens", get(tokens_list).post(token_create))
         .route("/tokens/{id}", delete(token_revoke))
+        .route("/tokens/{id}/rotate", post(token_rotate))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)

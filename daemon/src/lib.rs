@@ -143,6 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let admin_state = Arc::new(admin::AdminState {
         lifecycle: lifecycle.clone(),
         tokens: tokens.clone(),
+        token_overlap: config.server.token_overlap.get(),
     });
     if args.once {
         state.models.unload_all();

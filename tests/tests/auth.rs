@@ -328,3 +328,69 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
     );
     drop(socket);
 }
+
+/// A rotated token: the new secret works, the previous one keeps working for the overlap window
+/// (so clients in flight are not cut off), and revocation ends both at once.
+#[test]
+fn a_rotated_token_overlaps_and_revocation_ends_both() {
+    let (s, socket) = production(&[uid()], false);
+    let infer = "/v2/models/demo-iris/infer";
+    let token_of = |out: &str| -> String {
+        serde_json::from_str::<Value>(out).expect("json")["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    };
+    let (code, out, err) = ctl(
+        &socket,
+        &[
+            "--json", "token", "create", "--name", "line-3", "--scope", "model:*",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let old = token_of(&out);
+    let id = old[3..19].to_string();
+    let status = |t: &str| {
+        let auth = format!("Bearer {t}");
+        http(
+            &s.addr,
+            "POST",
+            infer,
+            &[("Authorization", &auth)],
+            &infer_body(),
+        )
+        .0
+    };
+    assert_eq!(status(&old), 200);
+    let (code, out, err) = ctl(&socket, &["--json", "token", "rotate", &id]);
+    assert_eq!(code, 0, "{err}");
+    let new = token_of(&out);
+    assert_ne!(new, old);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json")["previous_valid_for_s"],
+        300
+    );
+    assert_eq!(status(&new), 200, "the new secret works");
+    assert_eq!(
+        status(&old),
+        200,
+        "the previous secret works during the overlap"
+    );
+    let (code, _, err) = ctl(&socket, &["token", "revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status(&new), 401, "revoked: the new secret stops at once");
+    assert_eq!(
+        status(&old),
+        401,
+        "revoked: the previous secret stops at once"
+    );
+    let (code, _, err) = ctl(&socket, &["token", "rotate", &id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("revoked"), "{err}");
+    let log = s.log();
+    assert!(
+        !log.contains(&old[20..]) && !log.contains(&new[20..]),
+        "no secret in the log"
+    );
+    assert!(s.stop());
+}

@@ -852,6 +852,8 @@ impl Registry {
             created_by: actor.to_string(),
             created_at: rfc3339(now),
             revoked_at: None,
+            previous_sha256: None,
+            previous_until: None,
         };
         let time = rfc3339(now);
         let entry = AuditEntry {
@@ -868,6 +870,51 @@ impl Registry {
             },
         );
         unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok((rec, format!("al_{id}_{secret}")))
+    }
+
+    /// Rotates a token's secret: the new one is returned (shown only this once), the previous one
+    /// keeps working for `overlap` so that clients in flight are not cut off.
+    pub fn rotate_token(
+        &self,
+        now: OffsetDateTime,
+        id: &str,
+        overlap: std::time::Duration,
+        actor: &Actor,
+    ) -> Result<(crate::tokens::TokenRecord, String)> {
+        let (_, secret) =
+            crate::tokens::generate().map_err(Error::io("cannot generate a token"))?;
+        let time = rfc3339(now);
+        let until = now.unix_timestamp() + overlap.as_secs() as i64;
+        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                let Some(b) = tokens.get(id.as_bytes())? else {
+                    return abort(Error::UnknownToken(id.to_string()));
+                };
+                let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
+                if rec.revoked_at.is_some() {
+                    return abort(Error::Conflict {
+                        model: format!("token {id}"),
+                        reason: "it is revoked; create a new one".into(),
+                    });
+                }
+                rec.previous_sha256 = Some(rec.secret_sha256.clone());
+                rec.previous_until = Some(until);
+                rec.secret_sha256 = crate::tokens::hash_secret(&secret);
+                tokens.insert(id.as_bytes(), json(&rec)?)?;
+                let entry = AuditEntry {
+                    actor: actor.to_string(),
+                    action: "token_rotate".into(),
+                    model: None,
+                    version: None,
+                    detail: serde_json::json!({ "id": id, "name": rec.name, "previous_valid_for_s": overlap.as_secs() }),
+                };
+                append(audit, meta, &time, std::slice::from_ref(&entry))?;
+                Ok(rec)
+            },
+        );
+        let rec = unwrap_tx(res)?;
         self.db.flush()?;
         Ok((rec, format!("al_{id}_{secret}")))
     }

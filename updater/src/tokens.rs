@@ -64,6 +64,13 @@ pub struct TokenRecord {
     pub created_at: String,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
+    /// After a rotation: the SHA-256 of the previous secret, which keeps working until
+    /// `previous_until` so that clients in flight are not cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
+    /// Unix seconds until which the previous secret is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<i64>,
 }
 
 impl TokenRecord {
@@ -98,15 +105,26 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Checks a presented token against the stored records: the record if it is valid and not revoked.
+/// Checks a presented token against the stored records: the record if it is valid and not
+/// revoked — its current secret, or (after a rotation) its previous one until the overlap ends
+/// (`now`: Unix seconds). Revocation ends both at once.
 pub fn verify<'a>(
     records: &'a std::collections::BTreeMap<String, TokenRecord>,
     token: &str,
+    now: i64,
 ) -> Option<&'a TokenRecord> {
     let (id, secret) = split_token(token)?;
     let rec = records.get(id)?;
-    (rec.revoked_at.is_none() && constant_time_eq(&rec.secret_sha256, &hash_secret(secret)))
-        .then_some(rec)
+    if rec.revoked_at.is_some() {
+        return None;
+    }
+    let presented = hash_secret(secret);
+    let current = constant_time_eq(&rec.secret_sha256, &presented);
+    let previous = match (&rec.previous_sha256, rec.previous_until) {
+        (Some(h), Some(until)) => now < until && constant_time_eq(h, &presented),
+        _ => false,
+    };
+    (current || previous).then_some(rec)
 }
 
 /// Fresh random id (8 bytes) and secret (32 bytes), hex.
@@ -139,10 +157,24 @@ mod tests {
             created_by: "root".into(),
             created_at: "now".into(),
             revoked_at: None,
+            previous_sha256: None,
+            previous_until: None,
         };
         let map = std::collections::BTreeMap::from([(id.clone(), rec.clone())]);
-        assert!(verify(&map, &token).is_some());
-        assert!(verify(&map, &format!("al_{id}_{}", "0".repeat(64))).is_none());
+        assert!(verify(&map, &token, 0).is_some());
+        assert!(verify(&map, &format!("al_{id}_{}", "0".repeat(64)), 0).is_none());
+        // After a rotation the old secret works until the overlap ends, the new one always.
+        let (_, new_secret) = generate().expect("random");
+        let rotated = TokenRecord {
+            secret_sha256: hash_secret(&new_secret),
+            previous_sha256: Some(rec.secret_sha256.clone()),
+            previous_until: Some(100),
+            ..rec.clone()
+        };
+        let map = std::collections::BTreeMap::from([(id.clone(), rotated)]);
+        assert!(verify(&map, &token, 99).is_some());
+        assert!(verify(&map, &token, 100).is_none());
+        assert!(verify(&map, &format!("al_{id}_{new_secret}"), 1000).is_some());
         assert!(rec.grants(&Scope::Model("demo".into())) && rec.grants(&Scope::Metrics));
         assert!(!rec.grants(&Scope::Model("other".into())));
         let all = TokenRecord {

@@ -170,7 +170,9 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let records = cache.load();
-    let Some(rec) = presented.and_then(|t| airlock_updater::tokens::verify(&records, t)) else {
+    let Some(rec) =
+        presented.and_then(|t| airlock_updater::tokens::verify(&records, t, unix_now()))
+    else {
         let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -199,6 +201,13 @@ async fn authenticate(
     }
     tracing::debug!(token = %rec.id, "authenticated");
     next.run(req).await
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if valid.

@@ -190,6 +190,12 @@ enum TokenCmd {
         /// The token's id.
         id: String,
     },
+    /// Give a token a new secret (printed once); the old one keeps working for
+    /// `[server] token_overlap` so that clients can switch without failing requests.
+    Rotate {
+        /// The token's id.
+        id: String,
+    },
 }
 
 /// A failure: refused by the daemon (exit 1) or could not talk to it (exit 2).
@@ -838,6 +844,18 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                         t["revoked_at"].as_str().unwrap_or("-")
                     );
                 }
+            }
+        }
+        Cmd::Token(TokenCmd::Rotate { id }) => {
+            let v = call(sock, "POST", &format!("/api/v1/tokens/{id}/rotate"), None)?;
+            if out(&v) {
+                println!(
+                    "token {id} ({}) rotated; the previous secret keeps working for {} s",
+                    s(&v, "name"),
+                    v["previous_valid_for_s"]
+                );
+                println!("{}", s(&v, "token"));
+                eprintln!("store it now: it cannot be shown again");
             }
         }
         Cmd::Token(TokenCmd::Revoke { id }) => {

@@ -299,6 +299,27 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
+    // A client holds a keep-alive connection across the reload.
+    let mut held = Command::new(airlock_tests::venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/tls_keepalive.py"
+        ))
+        .args(["127.0.0.1", &port, "/v2/health/ready"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut to_client = held.stdin.take().expect("stdin");
+    let mut from_client =
+        std::io::BufRead::lines(std::io::BufReader::new(held.stdout.take().expect("stdout")));
+    let mut ask = |cmd: &str| -> String {
+        use std::io::Write;
+        writeln!(to_client, "{cmd}").expect("write");
+        from_client.next().expect("answer").expect("line")
+    };
+    let before = ask("held");
+    assert!(before.starts_with("200 "), "{before}");
     std::fs::copy(data.join("cert2.pem"), data.join("cert.pem")).expect("replace");
     let pid = s.pid().to_string();
     assert!(Command::new("kill")
@@ -313,6 +334,20 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         (0, "200".to_string()),
         "the new certificate is served"
     );
+    // The held connection finishes on the old certificate; a new handshake sees the new one.
+    let again = ask("held");
+    assert_eq!(
+        again, before,
+        "the held connection keeps working, on its certificate"
+    );
+    let fresh = ask("fresh");
+    assert!(
+        fresh.starts_with("200 ") && fresh != before,
+        "{fresh} vs {before}"
+    );
+    drop(ask);
+    let _ = held.kill();
+    let _ = held.wait();
     // A broken certificate file on reload keeps the current one.
     std::fs::write(data.join("cert.pem"), b"not a certificate").expect("w");
     assert!(Command::new("kill")

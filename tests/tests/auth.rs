@@ -345,7 +345,6 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         fresh.starts_with("200 ") && fresh != before,
         "{fresh} vs {before}"
     );
-    drop(ask);
     let _ = held.kill();
     let _ = held.wait();
     // A broken certificate file on reload keeps the current one.

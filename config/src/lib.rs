@@ -43,6 +43,38 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// How the daemon itself runs.
     pub daemon: Daemon,
+    /// Bundles on removable media (USB sticks), found through UDisks2.
+    pub media: Media,
+}
+
+/// `[media]`: removable media, watched through UDisks2 on the system bus.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Watch for removable filesystems and list the bundles on them.
+    pub watch: bool,
+    /// Ask UDisks2 to mount an unmounted removable filesystem, read-only
+    /// (`ro,nosuid,nodev,noexec`). Never writable.
+    pub mount: bool,
+    /// Import every bundle found to `staged` (validation follows; approval stays with people).
+    /// Off: bundles are only offered, and an operator imports them.
+    pub auto_stage: bool,
+    /// Directory levels below the mount point that are searched.
+    pub max_depth: u32,
+    /// Directory entries examined per medium.
+    pub max_entries: u32,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            watch: true,
+            mount: true,
+            auto_stage: false,
+            max_depth: 4,
+            max_entries: 10_000,
+        }
+    }
 }
 
 /// `[daemon]`: how the daemon process runs.

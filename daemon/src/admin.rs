@@ -677,6 +677,29 @@ async fn rollback(
     }
 }
 
+async fn media_list(State(s): S, Extension(who): Who) -> Response {
+    if let Err(r) = check(&who, Role::Viewer, "list removable media") {
+        return r;
+    }
+    let media: Vec<Value> = s
+        .lifecycle
+        .media
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|m| {
+            json!({
+                "device": m.device,
+                "label": m.label,
+                "mount": m.mount,
+                "truncated": m.listing.truncated,
+                "bundles": m.listing.bundles.iter().map(|b| json!({ "path": b.path, "size": b.size })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "media": media })).into_response()
+}
+
 async fn trust_show(State(s): S, Extension(who): Who) -> Response {
     if let Err(r) = check(&who, Role::Viewer, "read the trust root") {
         return r;
@@ -902,6 +925,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/bundles", get(bundles_list).post(bundle_upload))
         .route("/bundles/import", post(bundle_import_path))
         .route("/trust", get(trust_show).post(trust_import))
+        .route("/media", get(media_list))
         .route("/audit", get(audit_list))
         .route("/audit/verify", get(audit_verify))
         .route("/tokens", get(tokens_list).post(token_create))

@@ -266,6 +266,15 @@ impl Daemon1 {
         reason: &str,
     ) -> zbus::Result<()>;
 
+    /// A removable medium with bundles appeared (they are offered, not imported, unless
+    /// `[media] auto_stage`).
+    #[zbus(signal)]
+    async fn bundles_available(
+        e: &SignalEmitter<'_>,
+        mount: &str,
+        bundles: Vec<String>,
+    ) -> zbus::Result<()>;
+
     /// A model runs degraded (its GPU path failed; `reason` says what serves instead).
     #[zbus(signal)]
     async fn degraded(e: &SignalEmitter<'_>, model: &str, reason: &str) -> zbus::Result<()>;
@@ -339,6 +348,9 @@ pub async fn serve(lc: Arc<Lifecycle>, roles: BTreeMap<String, Role>, shutdown: 
                     let _ = iface.get().await.active_models_changed(em).await;
                     let _ = iface.get().await.bundles_awaiting_approval_changed(em).await;
                     r
+                }
+                Ok(Event::MediaBundles { mount, bundles }) => {
+                    Daemon1::bundles_available(em, &mount, bundles).await
                 }
                 Ok(Event::RolledBack { model, version, reason }) => {
                     let r = Daemon1::model_rolled_back(em, &model, &version, &reason).await;

@@ -22,6 +22,7 @@ pub mod privileges;
 pub mod serving;
 pub mod systemd;
 pub mod tls;
+pub mod usb;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -203,6 +204,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let usb_task = tokio::spawn(usb::watch(
+            lifecycle.clone(),
+            config.media.clone(),
+            shutdown.clone(),
+        ));
         let dbus_task = tokio::spawn(dbus::serve(
             lifecycle.clone(),
             config.admin.roles.clone(),
@@ -264,6 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shutdown.cancel();
         admin_task.await??;
         let _ = dbus_task.await;
+        let _ = usb_task.await;
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");

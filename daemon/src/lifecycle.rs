@@ -103,6 +103,13 @@ pub enum Event {
         /// The version now active.
         version: String,
     },
+    /// A removable medium with bundles appeared.
+    MediaBundles {
+        /// Where it is mounted.
+        mount: String,
+        /// The bundle files on it.
+        bundles: Vec<String>,
+    },
     /// A rollback put an earlier version back.
     RolledBack {
         /// The model.
@@ -129,6 +136,8 @@ pub struct Lifecycle {
     validating: Mutex<()>,
     /// Promotion and rollback of one model are serialised.
     model_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// Removable media with bundles, by UDisks2 object path (`crate::usb`).
+    pub media: Mutex<BTreeMap<String, crate::usb::Medium>>,
     /// Lifecycle events (a subscriber that falls behind misses old ones, never blocks a step).
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// Versions waiting for or in validation in the background (`status`, `validating`).
@@ -171,6 +180,7 @@ impl Lifecycle {
             model_locks: Mutex::new(BTreeMap::new()),
             in_validation: Mutex::new(std::collections::BTreeSet::new()),
             events: tokio::sync::broadcast::channel(64).0,
+            media: Mutex::new(BTreeMap::new()),
         })
     }
 

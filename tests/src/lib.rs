@@ -536,3 +536,86 @@ pub fn model_bundle(
     write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
     Ok(bundle)
 }
+
+/// A private `dbus-daemon` with the system bus's default-deny policy and the shipped airlock
+/// policy (`packaging/org.airlock.Daemon1.conf`); stopped when dropped.
+pub struct Bus {
+    child: std::process::Child,
+    /// The bus address (`unix:path=…`), for `DBUS_SYSTEM_BUS_ADDRESS` and `--address`.
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `extra` is more policy XML inside `<busconfig>` (e.g. who may own a stand-in's name).
+pub fn private_system_bus(extra: &str) -> Bus {
+    let dir = tempfile::tempdir().expect("bus set-up");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("bus set-up");
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/org.airlock.Daemon1.conf");
+    let sock = dir.path().join("system_bus_socket");
+    let conf = dir.path().join("bus.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>{}</include>
+  {extra}
+</busconfig>
+"#,
+            sock.display(),
+            policy.display()
+        ),
+    )
+    .expect("bus set-up");
+    let child = std::process::Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .arg("--nofork")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dbus-daemon (Debian package dbus)");
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the bus never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Bus {
+        child,
+        address: format!("unix:path={}", sock.display()),
+        _dir: dir,
+    }
+}

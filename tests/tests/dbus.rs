@@ -7,90 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airlock_tests::{iris_answer, iris_bundle, iris_infer, DevServer};
-
-/// A private bus with the system bus's default-deny policy and the shipped airlock policy.
-struct Bus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bus() -> Bus {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../packaging/org.airlock.Daemon1.conf");
-    let sock = dir.path().join("system_bus_socket");
-    let conf = dir.path().join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <include>{}</include>
-</busconfig>
-"#,
-            sock.display(),
-            policy.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .arg("--nofork")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon (Debian package dbus)");
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the bus never came up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Bus {
-        child,
-        address: format!("unix:path={}", sock.display()),
-        _dir: dir,
-    }
-}
+use airlock_tests::{iris_answer, iris_bundle, iris_infer, private_system_bus, Bus, DevServer};
 
 /// `busctl` against the bus as `uid` (None: as this process).
 fn busctl(bus: &Bus, uid: Option<u32>, args: &[&str]) -> (bool, String) {
@@ -147,7 +68,7 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn the_interface_serves_properties_methods_by_role_and_signals() {
-    let bus = bus();
+    let bus = private_system_bus("");
     let s = DevServer::start(None, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
     wait_until("the name on the bus", || {
         s.log().contains("D-Bus interface exported")

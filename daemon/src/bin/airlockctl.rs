@@ -86,6 +86,9 @@ enum BundleCmd {
     },
     /// Every imported version of every model.
     List,
+    /// Bundles on removable media airlockd has found (import one with
+    /// `bundle import PATH --on-appliance`).
+    Media,
     /// One version: state, approvals, validation report, history.
     Show {
         /// The model.
@@ -616,6 +619,31 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             }
             if done["state"] == "validation_failed" {
                 return Err(Fail::Refused(format!("{m} {ver} failed validation")));
+            }
+        }
+        Cmd::Bundle(BundleCmd::Media) => {
+            let v = call(sock, "GET", "/api/v1/media", None)?;
+            if out(&v) {
+                let media = v["media"].as_array().cloned().unwrap_or_default();
+                if media.is_empty() {
+                    println!("no removable medium with bundles");
+                }
+                for m in media {
+                    println!(
+                        "{} ({}) mounted read-only at {}{}",
+                        s(&m, "device"),
+                        s(&m, "label"),
+                        s(&m, "mount"),
+                        if m["truncated"] == true {
+                            " (listing truncated)"
+                        } else {
+                            ""
+                        }
+                    );
+                    for b in m["bundles"].as_array().into_iter().flatten() {
+                        println!("  {}  {} bytes", s(b, "path"), b["size"]);
+                    }
+                }
             }
         }
         Cmd::Bundle(BundleCmd::List) => {

@@ -229,11 +229,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         {
             let (tls, tokens, updater, status) =
                 (tls.clone(), tokens.clone(), updater.clone(), status.clone());
+            let (config_file, running) = (args.config.clone().filter(|_| !dev), config.clone());
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the TLS certificate and tokens");
                     systemd::reloading();
+                    if let Some(path) = &config_file {
+                        config_changes(path, &running);
+                    }
                     if let Some(t) = &tls {
                         t.reload();
                     }
@@ -277,6 +281,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     state.models.unload_all();
     updater.registry().flush()?;
     Ok(())
+}
+
+/// On SIGHUP: re-reads the configuration file. An invalid file is reported (key and line) and
+/// changes nothing; a valid one that differs names the sections that take effect at the next
+/// restart. (What changes live on reload: the TLS certificate, the tokens and the trust root,
+/// which are state, not configuration.)
+fn config_changes(path: &std::path::Path, running: &Config) {
+    match airlock_config::load(path) {
+        Err(e) => {
+            tracing::error!(error = %e, "configuration not reloaded: the file is invalid; the running configuration stays")
+        }
+        Ok(new) => {
+            let sections = |c: &Config| -> std::collections::BTreeMap<String, String> {
+                match toml::Value::try_from(c) {
+                    Ok(toml::Value::Table(t)) => {
+                        t.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+                    }
+                    _ => Default::default(),
+                }
+            };
+            let (old, new) = (sections(running), sections(&new));
+            let changed: Vec<&String> = new
+                .keys()
+                .chain(old.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|k| old.get(*k) != new.get(*k))
+                .collect();
+            if changed.is_empty() {
+                tracing::info!("configuration unchanged");
+            } else {
+                let list = changed
+                    .iter()
+                    .map(|k| format!("[{k}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::warn!(sections = %list, "configuration changed; these sections take effect at the next restart (systemctl restart airlockd)");
+            }
+        }
+    }
 }
 
 /// Versions that passed validation and wait for approvals.

@@ -139,3 +139,48 @@ fn sigterm_under_load_finishes_requests_in_flight_and_exits() {
         "exit within the shutdown timeout"
     );
 }
+
+/// SIGHUP re-reads the configuration: an invalid file is reported with its key and changes
+/// nothing (serving goes on); a changed valid file names what needs a restart.
+#[test]
+fn sighup_checks_the_configuration_and_names_what_needs_a_restart() {
+    let (s, _, token) =
+        airlock_tests::production_server(&[("uid:0", "admin")], "mode = \"approvers\"", "", &[]);
+    let file = s.dir.path().join("prod.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &s.pid().to_string()])
+            .status()
+            .unwrap();
+    };
+    std::fs::write(
+        &file,
+        format!("{good}\n[lifecycle]\ndrain_timout = \"5s\"\n"),
+    )
+    .unwrap();
+    hup();
+    let start = Instant::now();
+    while !s.log().contains("configuration not reloaded") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log().contains("drain_timout"),
+        "the bad key is named: {}",
+        s.log()
+    );
+    assert_eq!(iris_infer(&s.addr, &token).0, 200, "still serving");
+    std::fs::write(
+        &file,
+        format!("{good}\n[lifecycle]\ndrain_timeout = \"5s\"\n"),
+    )
+    .unwrap();
+    hup();
+    while !s.log().contains("configuration changed") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log().contains("sections=[lifecycle]"), "{}", s.log());
+    assert!(s.stop());
+}

@@ -55,3 +55,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest >/dev/null
 fi
+
+# The image test: mmdebstrap, and QEMU from bookworm-backports (image/tools.sh says why).
+"$(dirname "$0")/../image/tools.sh"

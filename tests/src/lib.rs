@@ -263,6 +263,20 @@ pub fn venv_python() -> PathBuf {
     p
 }
 
+/// The ONNX Runtime library `scripts/setup.sh` unpacked into the per-user cache.
+pub fn ort_library() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    let p = base.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (the test command does)",
+        p.display()
+    );
+    p
+}
+
 /// A fresh scratch directory in which `airlockd --dev --once` bootstrapped a dev appliance
 /// (dev trust root, the demo model validated with the default CPU settings and active).
 pub fn bootstrapped_dev_dir() -> tempfile::TempDir {

@@ -31,10 +31,28 @@ pub fn init(config: &airlock_config::Logging) -> io::Result<LogGuard> {
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_filter(filter());
+    // Under systemd (stderr connected to the journal, JOURNAL_STREAM set): no timestamp
+    // (journald stamps each line) and a `<N>` syslog priority prefix (sd-daemon(3)), so that
+    // `journalctl -p warning` and the colours in `journalctl` follow airlockd's levels.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let stderr = if journald {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .event_format(Journald(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_level(false),
+            ))
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed()
+    };
     let (file, guard) = if config.dir.as_os_str().is_empty() {
         (None, None)
     } else {
@@ -67,6 +85,32 @@ pub fn init(config: &airlock_config::Logging) -> io::Result<LogGuard> {
         .with(file)
         .try_init();
     Ok(LogGuard { _guard: guard })
+}
+
+/// Prefixes each stderr line with its syslog priority for journald.
+struct Journald<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journald<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// A file writer that rotates `NAME` → `NAME.1` → … → `NAME.<max-1>` when it reaches the size.

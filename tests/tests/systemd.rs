@@ -184,3 +184,15 @@ fn sighup_checks_the_configuration_and_names_what_needs_a_restart() {
     assert!(s.log().contains("sections=[lifecycle]"), "{}", s.log());
     assert!(s.stop());
 }
+
+/// Under systemd (JOURNAL_STREAM set) stderr lines carry a syslog priority prefix and no
+/// timestamp, so journald records airlockd's levels.
+#[test]
+fn journald_gets_priorities_and_no_timestamps() {
+    let s = DevServer::start(None, &[("JOURNAL_STREAM", "8:12345")]);
+    let log = s.log();
+    let ready = log.lines().find(|l| l.contains("ready: serving")).unwrap();
+    assert!(ready.starts_with("<6>"), "{ready}");
+    assert!(!ready.contains("Z "), "no timestamp: {ready}");
+    assert!(s.stop());
+}

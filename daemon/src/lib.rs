@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     privileges::check_user(&config, dev).map_err(|e| ConfigInvalid(e.0))?;
     privileges::check_files(&config, args.config.as_deref()).map_err(|e| ConfigInvalid(e.0))?;
-    let _log_guard = logging::init(&config.logging).context("cannot set up logging")?;
+    let log_guard = Arc::new(logging::init(&config.logging).context("cannot set up logging")?);
     let listen = match (&args.listen, dev) {
         (Some(l), _) => l.clone(),
         (None, true) => "127.0.0.1:8080".to_string(),
@@ -229,14 +229,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         {
             let (tls, tokens, updater, status) =
                 (tls.clone(), tokens.clone(), updater.clone(), status.clone());
-            let (config_file, running) = (args.config.clone().filter(|_| !dev), config.clone());
+            let (config_file, lifecycle, log_guard) =
+                (args.config.clone().filter(|_| !dev), lifecycle.clone(), log_guard.clone());
+            let mut running = config.clone();
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the TLS certificate and tokens");
                     systemd::reloading();
                     if let Some(path) = &config_file {
-                        config_changes(path, &running);
+                        config_changes(path, &mut running, &lifecycle, &log_guard);
                     }
                     if let Some(t) = &tls {
                         t.reload();
@@ -284,15 +286,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// On SIGHUP: re-reads the configuration file. An invalid file is reported (key and line) and
-/// changes nothing; a valid one that differs names the sections that take effect at the next
-/// restart. (What changes live on reload: the TLS certificate, the tokens and the trust root,
-/// which are state, not configuration.)
-fn config_changes(path: &std::path::Path, running: &Config) {
+/// changes nothing. A valid one is applied live where that is possible — `[logging] level` and
+/// `[lifecycle]` (drain timeout, retention, auto-rollback) — and the other changed sections are
+/// named as taking effect at the next restart. (Also reloaded on SIGHUP, as state: the TLS
+/// certificate, the tokens; the trust root is read from disk at each use.)
+fn config_changes(
+    path: &std::path::Path,
+    running: &mut Config,
+    lifecycle: &lifecycle::Lifecycle,
+    log: &logging::LogGuard,
+) {
     match airlock_config::load(path) {
         Err(e) => {
             tracing::error!(error = %e, "configuration not reloaded: the file is invalid; the running configuration stays")
         }
-        Ok(new) => {
+        Ok(mut new) => {
+            // Live: [logging] level and [lifecycle].
+            let mut live = Vec::new();
+            if new.logging.level != running.logging.level {
+                match log.set_level(&new.logging.level) {
+                    Ok(()) => {
+                        running.logging.level = new.logging.level.clone();
+                        live.push("[logging] level");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "[logging] level not applied"),
+                }
+            }
+            if new.lifecycle != running.lifecycle {
+                lifecycle.set_settings(new.lifecycle.clone());
+                running.lifecycle = new.lifecycle.clone();
+                live.push("[lifecycle]");
+            }
+            if !live.is_empty() {
+                tracing::info!(applied = %live.join(", "), "configuration reloaded");
+            }
+            // What remains different needs a restart (the live parts are taken over first).
+            new.logging.level = running.logging.level.clone();
+            new.lifecycle = running.lifecycle.clone();
             let sections = |c: &Config| -> std::collections::BTreeMap<String, String> {
                 match toml::Value::try_from(c) {
                     Ok(toml::Value::Table(t)) => {
@@ -310,7 +340,9 @@ fn config_changes(path: &std::path::Path, running: &Config) {
                 .filter(|k| old.get(*k) != new.get(*k))
                 .collect();
             if changed.is_empty() {
-                tracing::info!("configuration unchanged");
+                if live.is_empty() {
+                    tracing::info!("configuration unchanged");
+                }
             } else {
                 let list = changed
                     .iter()

@@ -129,6 +129,8 @@ pub struct Lifecycle {
     pub app: Arc<AppState>,
     runtime: &'static Runtime,
     config: Config,
+    /// `[lifecycle]`, replaced live on reload (drain timeout, retention, auto-rollback).
+    settings: arc_swap::ArcSwap<airlock_config::Lifecycle>,
     validator: OrtValidator,
     /// One import at a time (imports are disk-bound; a second one is refused, not queued).
     importing: Mutex<Option<String>>,
@@ -171,6 +173,7 @@ impl Lifecycle {
         }
         Arc::new(Lifecycle {
             validator: OrtValidator::new(runtime, vconfig),
+            settings: arc_swap::ArcSwap::from_pointee(config.lifecycle.clone()),
             updater,
             app,
             runtime,
@@ -182,6 +185,11 @@ impl Lifecycle {
             events: tokio::sync::broadcast::channel(64).0,
             media: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Applies a reloaded `[lifecycle]` section (takes effect for the next step).
+    pub fn set_settings(&self, l: airlock_config::Lifecycle) {
+        self.settings.store(Arc::new(l));
     }
 
     fn model_lock(&self, model: &str) -> Arc<Mutex<()>> {
@@ -631,7 +639,7 @@ impl Lifecycle {
         let Some(old) = self.app.models.swap(loaded) else {
             return;
         };
-        let timeout = self.config.lifecycle.drain_timeout.get();
+        let timeout = self.settings.load().drain_timeout.get();
         std::thread::spawn(move || {
             // Requests that were routed to `old` before the swap finish on it. A request that
             // loaded the old table but has not registered yet does so within microseconds: the
@@ -650,7 +658,7 @@ impl Lifecycle {
 
     /// Watches a freshly promoted version for the auto-rollback window.
     fn watch(self: &Arc<Self>, model: &str, version: Version) {
-        let l = &self.config.lifecycle;
+        let l = self.settings.load_full();
         let window = l.auto_rollback_window.get();
         if window.is_zero() {
             return;
@@ -733,7 +741,7 @@ impl Lifecycle {
     /// Removes from disk the approved versions of `model` beyond the newest
     /// `[lifecycle] retain_versions`, never the active one or the rollback target.
     fn retain(&self, model: &str) {
-        let keep = self.config.lifecycle.retain_versions as usize;
+        let keep = self.settings.load().retain_versions as usize;
         let reg = self.updater.registry();
         let Ok(Some(rec)) = reg.model(model) else {
             return;

@@ -15,9 +15,22 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Keeps the file writer's background thread alive; drop it last (it flushes).
+/// Keeps the file writer's background thread alive (drop it last: it flushes) and can change
+/// the level filter live.
 pub struct LogGuard {
     _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+}
+
+impl LogGuard {
+    /// Applies a reloaded `[logging] level` (unless `AIRLOCK_LOG` overrides it).
+    pub fn set_level(&self, level: &str) -> Result<(), String> {
+        if std::env::var_os("AIRLOCK_LOG").is_some() {
+            return Err("AIRLOCK_LOG is set and overrides [logging] level".into());
+        }
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        self.filter.reload(f).map_err(|e| e.to_string())
+    }
 }
 
 /// Installs the global subscriber: stderr (plain text, colour only on a terminal) and, when
@@ -44,13 +57,11 @@ pub fn init(config: &airlock_config::Logging) -> io::Result<LogGuard> {
                     .with_level(false),
             ))
             .with_writer(std::io::stderr)
-            .with_filter(filter())
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
-            .with_filter(filter())
             .boxed()
     };
     let (file, guard) = if config.dir.as_os_str().is_empty() {
@@ -76,15 +87,20 @@ pub fn init(config: &airlock_config::Logging) -> io::Result<LogGuard> {
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(nb)
-            .with_filter(filter());
+            .with_writer(nb);
         (Some(layer), Some(guard))
     };
+    // One level filter for both outputs, swappable on reload.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter());
     let _ = tracing_subscriber::registry()
+        .with(filter)
         .with(stderr)
         .with(file)
         .try_init();
-    Ok(LogGuard { _guard: guard })
+    Ok(LogGuard {
+        _guard: guard,
+        filter: handle,
+    })
 }
 
 /// Prefixes each stderr line with its syslog priority for journald.

@@ -490,18 +490,7 @@ async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
-    match blocking(move || {
-        let f = std::fs::File::open(&path).map_err(|e| {
-            LifecycleError::BadInput(format!("cannot open {}: {e}", path.display()))
-        })?;
-        lc.import(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            &path.display().to_string(),
-            &actor,
-        )
-    })
-    .await
-    {
+    match blocking(move || lc.import_file(&path, &actor)).await {
         Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
         Err(r) => r,
     }

@@ -148,15 +148,7 @@ impl Daemon1 {
             .allowed(&hdr, conn, Role::Operator, "import bundles")
             .await?;
         let v = self
-            .blocking(move |lc| {
-                let f = std::fs::File::open(&path)
-                    .map_err(|e| LifecycleError::BadInput(format!("cannot open {path}: {e}")))?;
-                lc.import(
-                    std::io::BufReader::with_capacity(1 << 20, f),
-                    &path,
-                    &who.actor,
-                )
-            })
+            .blocking(move |lc| lc.import_file(std::path::Path::new(&path), &who.actor))
             .await?;
         Ok((v.model, v.version.to_string()))
     }

@@ -301,6 +301,22 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Imports a bundle file on the appliance (a path an operator named, or a file on a medium).
+    pub fn import_file(
+        self: &Arc<Self>,
+        path: &std::path::Path,
+        actor: &Actor,
+    ) -> Result<ImportedVersion> {
+        let f = std::fs::File::open(path).map_err(|e| {
+            LifecycleError::BadInput(format!("cannot open {}: {e}", path.display()))
+        })?;
+        self.import(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            &path.display().to_string(),
+            actor,
+        )
+    }
+
     /// Validates a staged version on this machine's execution provider, comparing its contract
     /// with the active version's, and records the report.
     pub fn validate(&self, model: &str, version: &Version) -> Result<ValidationReport> {

@@ -291,13 +291,7 @@ async fn rescan(
             tokio::task::spawn_blocking(move || {
                 let actor = Actor::new("airlockd:media").unwrap_or_else(|_| Actor::system());
                 for f in files {
-                    let r = std::fs::File::open(&f)
-                        .map_err(|e| e.to_string())
-                        .and_then(|file| {
-                            lc.import(std::io::BufReader::with_capacity(1 << 20, file), &f, &actor)
-                                .map_err(|e| e.to_string())
-                        });
-                    match r {
+                    match lc.import_file(std::path::Path::new(&f), &actor) {
                         Ok(v) => {
                             tracing::info!(file = %f, model = %v.model, version = %v.version, "staged from removable medium")
                         }

@@ -633,3 +633,30 @@ pub fn private_system_bus(extra: &str) -> Bus {
         _dir: dir,
     }
 }
+
+/// Lets other uids read a bundle made under a scratch directory (`…/bundles/<src>/FILE`): the
+/// file 0644 and its two parent directories 0755. Returns the path as a string for argv.
+pub fn world_readable(file: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = file.parent().expect("a bundle's directory");
+    for (p, mode) in [
+        (dir.parent().expect("bundles/"), 0o755),
+        (dir, 0o755),
+        (file, 0o644),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    file.display().to_string()
+}
+
+/// Polls `f` every 20 ms until it holds; fails after 20 s naming `what`.
+pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -62,15 +62,7 @@ fn full_cycle_from_airlockctl_with_separate_identities() {
     // Import as the operator, watching validation on this machine.
     let b110 = iris_bundle(&data_dir(&s), "1.1.0", 1.1, 0.0).expect("bundle");
     // The operator reads it as its own uid.
-    for (p, mode) in [
-        (b110.parent().unwrap().parent().unwrap(), 0o755),
-        (b110.parent().unwrap(), 0o755),
-        (b110.as_path(), 0o644),
-    ] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .expect("chmod");
-    }
-    let b = b110.display().to_string();
+    let b = airlock_tests::world_readable(&b110);
     expect(
         ctl(Some(VIEWER), &["bundle", "import", &b]),
         1,
@@ -641,17 +633,6 @@ fn a_changed_contract_needs_acknowledgement_and_cuda_only_bundles_fail_on_cpu() 
     let (s, sock, _) = production_server(&roles(), "mode = \"approvers\"", "", &[]);
     let ctl = |uid, args: &[&str]| airlockctl_as(uid, &sock, args);
     let dd = data_dir(&s);
-    let world_readable = |b: &Path| {
-        for (p, mode) in [
-            (b.parent().unwrap().parent().unwrap(), 0o755),
-            (b.parent().unwrap(), 0o755),
-            (b, 0o644),
-        ] {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .unwrap();
-        }
-        b.display().to_string()
-    };
     // Five inputs instead of four.
     let wider = airlock_tests::model_bundle(
         &dd,
@@ -663,7 +644,12 @@ fn a_changed_contract_needs_acknowledgement_and_cuda_only_bundles_fail_on_cpu() 
     let out = expect(
         ctl(
             Some(OPERATOR),
-            &["bundle", "import", &world_readable(&wider), "--watch"],
+            &[
+                "bundle",
+                "import",
+                &airlock_tests::world_readable(&wider),
+                "--watch",
+            ],
         ),
         0,
         "CONTRACT CHANGE",
@@ -714,7 +700,12 @@ fn a_changed_contract_needs_acknowledgement_and_cuda_only_bundles_fail_on_cpu() 
     let out = expect(
         ctl(
             Some(OPERATOR),
-            &["bundle", "import", &world_readable(&cuda), "--watch"],
+            &[
+                "bundle",
+                "import",
+                &airlock_tests::world_readable(&cuda),
+                "--watch",
+            ],
         ),
         1,
         "failed validation",

@@ -9,9 +9,11 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use airlock_tests::{iris_answer, iris_bundle, iris_infer, private_system_bus, Bus, DevServer};
+use airlock_tests::{
+    iris_answer, iris_bundle, iris_infer, private_system_bus, wait_until, Bus, DevServer,
+};
 
 /// `busctl` against the bus as `uid` (None: as this process).
 fn busctl(bus: &Bus, uid: Option<u32>, args: &[&str]) -> (bool, String) {
@@ -53,17 +55,6 @@ fn call(bus: &Bus, uid: Option<u32>, method: &str, sig: &str, args: &[&str]) -> 
     let mut a = vec!["call", OBJ[0], OBJ[1], OBJ[2], method, sig];
     a.extend_from_slice(args);
     busctl(bus, uid, &a)
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -184,15 +184,7 @@ fn killing_the_daemon_inside_every_lifecycle_step_loses_nothing() {
         let dd = s.dir.path().join("airlock-dev");
         let version = format!("2.{round}.0");
         let bundle = iris_bundle(&dd, &version, value_of(round), 0.0).expect("bundle");
-        for p in [
-            bundle.parent().unwrap().parent().unwrap(),
-            bundle.parent().unwrap(),
-        ] {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-        }
-        std::fs::set_permissions(&bundle, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .unwrap();
+        airlock_tests::world_readable(&bundle);
         answers.insert(version.clone(), iris_answer(value_of(round)));
         // Client load throughout.
         let stop = Arc::new(AtomicBool::new(false));

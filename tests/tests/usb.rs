@@ -11,9 +11,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use airlock_tests::{airlockctl_as, bin, iris_bundle, private_system_bus, Bus, DevServer};
+use airlock_tests::{
+    airlockctl_as, bin, iris_bundle, private_system_bus, wait_until, Bus, DevServer,
+};
 
 struct StandIn {
     child: Child,
@@ -49,17 +50,6 @@ impl Drop for StandIn {
 
 const UDISKS_POLICY: &str = r#"<policy user="root"><allow own="org.freedesktop.UDisks2"/></policy>
   <policy context="default"><allow send_destination="org.freedesktop.UDisks2"/></policy>"#;
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn media(sock: &std::path::Path) -> serde_json::Value {
     let (code, out, err) = airlockctl_as(None, sock, &["--json", "bundle", "media"]);

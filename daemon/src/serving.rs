@@ -55,23 +55,6 @@ impl Models {
         }
     }
 
-    /// Makes `model` the active version of its name (atomically) and returns the one it replaced.
-    pub fn activate(&self, model: Arc<LoadedModel>) -> Option<Arc<LoadedModel>> {
-        let mut replaced = None;
-        self.table.rcu(|t| {
-            let mut t = (**t).clone();
-            let slot = t.entry(model.name.clone()).or_insert_with(|| ModelSlot {
-                active: model.clone(),
-                versions: BTreeMap::new(),
-            });
-            replaced = (!Arc::ptr_eq(&slot.active, &model)).then(|| slot.active.clone());
-            slot.active = model.clone();
-            slot.versions.insert(model.version.clone(), model.clone());
-            t
-        });
-        replaced
-    }
-
     /// Makes `model` the active version of its name in one atomic step and takes the version it
     /// replaces out of the table (requests already holding it finish on it); returns that one.
     pub fn swap(&self, model: Arc<LoadedModel>) -> Option<Arc<LoadedModel>> {
@@ -115,7 +98,7 @@ impl Models {
                 .serving
                 .with(config.models.get(&m.name).unwrap_or(&Default::default()));
             let loaded = LoadedModel::load(runtime, &manifest, dir, digest, settings)?;
-            self.activate(loaded);
+            self.swap(loaded);
             n += 1;
         }
         Ok(n)

@@ -91,14 +91,16 @@ impl DevServer {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(addr) = line
+                // Logged first, so that a test that saw "ready" also finds the line in log().
+                let addr = line
                     .split("listen=")
                     .nth(1)
                     .filter(|_| line.contains("ready: serving"))
-                {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                }
+                    .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
                 sink.lock().expect("log").push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = match rx.recv_timeout(std::time::Duration::from_secs(60)) {

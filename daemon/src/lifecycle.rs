@@ -241,24 +241,10 @@ impl Lifecycle {
             model: out.model.clone(),
             version: out.version.to_string(),
         });
-        self.in_validation
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((out.model.clone(), out.version.clone()));
-        let me = self.clone();
-        let (model, version) = (out.model.clone(), out.version.clone());
-        std::thread::Builder::new()
-            .name(format!("validate-{model}"))
-            .spawn(move || {
-                if let Err(e) = me.validate(&model, &version) {
-                    tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
-                }
-                me.in_validation
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(model, version));
-            })
-            .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
+        self.validate_in_background(
+            vec![(out.model.clone(), out.version.clone())],
+            &format!("validate-{}", out.model),
+        )?;
         Ok(out)
     }
 
@@ -276,18 +262,28 @@ impl Lifecycle {
         if staged.is_empty() {
             return Ok(());
         }
-        {
-            let mut busy = self.in_validation.lock().unwrap_or_else(|p| p.into_inner());
-            for mv in &staged {
-                busy.insert(mv.clone());
-            }
+        for (model, version) in &staged {
+            tracing::info!(model = %model, version = %version, "validation interrupted earlier; running it again");
         }
+        self.validate_in_background(staged, "validate-resume")
+    }
+
+    /// Validates `versions` one after another on a thread of their own; each is listed in
+    /// `in_validation` from now until its validation ended.
+    fn validate_in_background(
+        self: &Arc<Self>,
+        versions: Vec<(String, Version)>,
+        thread: &str,
+    ) -> Result<()> {
+        self.in_validation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(versions.iter().cloned());
         let me = self.clone();
         std::thread::Builder::new()
-            .name("validate-resume".into())
+            .name(thread.to_string())
             .spawn(move || {
-                for (model, version) in staged {
-                    tracing::info!(model = %model, version = %version, "validation interrupted earlier; running it again");
+                for (model, version) in versions {
                     if let Err(e) = me.validate(&model, &version) {
                         tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
                     }

@@ -253,10 +253,15 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 
 /// The Python interpreter of the test virtual environment that `scripts/setup.sh` creates.
 pub fn venv_python() -> PathBuf {
+    setup_file("venv/bin/python")
+}
+
+/// A file `scripts/setup.sh` put under `$XDG_CACHE_HOME/airlock` (default `~/.cache`).
+fn setup_file(rel: &str) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let p = base.join("airlock/venv/bin/python");
+    let p = base.join("airlock").join(rel);
     assert!(
         p.exists(),
         "{} is missing: run scripts/setup.sh (the test command does)",
@@ -267,16 +272,7 @@ pub fn venv_python() -> PathBuf {
 
 /// The ONNX Runtime library `scripts/setup.sh` unpacked into the per-user cache.
 pub fn ort_library() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
-    let p = base.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh (the test command does)",
-        p.display()
-    );
-    p
+    setup_file("onnxruntime/1.31.1/libonnxruntime.so.1.31.1")
 }
 
 /// A fresh scratch directory in which `airlockd --dev --once` bootstrapped a dev appliance

@@ -56,6 +56,11 @@ pub struct Args {
     /// Bootstrap (in --dev) or open the state, load the active models, report, and exit instead of serving.
     #[arg(long)]
     pub once: bool,
+    /// First boot of an appliance (production only): install the initial trust root, generate
+    /// the TLS certificate and the appliance identity key if missing, print `url=`,
+    /// `tls_sha256=` and `identity=` lines, and exit. Idempotent: existing files are kept.
+    #[arg(long, conflicts_with_all = ["dev", "once"])]
+    pub init: bool,
 }
 
 /// Errors that mean "the configuration is wrong" (exit 2) rather than "running failed" (exit 1).
@@ -77,6 +82,58 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
         airlock_config::LoadError::Invalid(c) => anyhow::Error::new(ConfigInvalid(c.to_string())),
         io => anyhow::Error::new(ConfigInvalid(io.to_string())),
     })
+}
+
+/// The names a generated certificate is valid for: loopback and this machine's host name.
+fn certificate_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        names.extend(h.split_whitespace().next().map(str::to_string));
+    }
+    names
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .and_then(|h| h.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `airlockd --init`: what an appliance's first boot needs before the daemon starts. Keeps
+/// whatever exists (a second run changes nothing) and prints what the console shows.
+fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let updater = Updater::open(config).context("cannot open the data directory")?;
+    updater
+        .install_initial_trust_root(&config.paths.initial_trust_root)
+        .context("cannot install the initial trust root")?;
+    drop(updater);
+    let identity = config.paths.data_dir.join("identity/appliance.key");
+    if !identity.exists() {
+        std::fs::create_dir_all(identity.parent().unwrap_or(&config.paths.data_dir))?;
+        airlock_signing::PrivateKey::generate()?
+            .write_new(&identity)
+            .with_context(|| format!("cannot write {}", identity.display()))?;
+        tracing::info!(key = %identity.display(), "generated the appliance identity key");
+    }
+    let public = airlock_signing::PrivateKey::read(&identity)?.public();
+    let scheme = if config.server.tls { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() {
+        host_name()
+    } else {
+        addr.ip().to_string()
+    };
+    println!("url={scheme}://{host}:{}/", addr.port());
+    if config.server.tls {
+        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
+        let (cert, key) = tls::paths(&config.paths.data_dir);
+        let (_, fingerprint) = tls::load(&cert, &key)?;
+        println!("tls_sha256={fingerprint}");
+    }
+    println!("identity=ed25519:{}", public.to_hex());
+    println!("identity_key_id={}", public.key_id());
+    Ok(())
 }
 
 /// Runs the daemon with parsed arguments.
@@ -116,6 +173,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if args.init {
+        return first_boot(&config, addr);
+    }
     let runtime = engine::Runtime::get(&config)?;
     let updater = Arc::new(Updater::open(&config).context("cannot open the data directory")?);
     if dev {
@@ -151,11 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let tls = if config.server.tls {
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
-            names.extend(h.split_whitespace().next().map(str::to_string));
-        }
-        tls::ensure_certificate(&config.paths.data_dir, names)?;
+        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
         let (cert, key) = tls::paths(&config.paths.data_dir);
         Some(tls::Reloadable::new(cert, key)?)
     } else {

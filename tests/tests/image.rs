@@ -1,37 +1,95 @@
-//! The unit under a real systemd: `image/build.sh` makes a minimal Debian 12 root filesystem
-//! with airlockd, its hardened unit, the D-Bus policy, ONNX Runtime and the demo model, and
-//! `image/boot-test.sh` boots it in QEMU (TCG, direct kernel boot). Its self-test unit reports
-//! on the serial console that airlockd reached READY=1 under the full hardening, runs as the
-//! `airlock` user, and answered a demo inference; then the VM powers off.
+//! The appliance image (issue 6): `image/build.sh --variant test` builds the GPT disk image
+//! (squashfs root under dm-verity, UKI on the ESP, the airlock .deb, pinned Debian packages;
+//! cached when its inputs are unchanged) and `image/boot-test.sh` boots it under QEMU: once
+//! through UEFI firmware (OVMF) from the disk itself, once more to see the state persist, and
+//! once with one flipped byte in the root, which dm-verity must refuse. The image's self-test unit
+//! reports the checks that need the inside of the machine on the serial console; the host checks
+//! the API through a port forwarded to its loopback (user networking with `restrict=on`).
+//!
+//! `AIRLOCK_SKIP_IMAGE=1` skips it (CI never sets it).
 
 use std::process::Command;
 
 #[test]
-fn the_image_boots_and_airlockd_serves_under_its_hardened_unit() {
+fn the_image_builds_boots_and_refuses_a_modified_root() {
+    if std::env::var_os("AIRLOCK_SKIP_IMAGE").is_some_and(|v| v == "1") {
+        eprintln!("AIRLOCK_SKIP_IMAGE=1: image build and boot skipped");
+        return;
+    }
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = tempfile::tempdir().expect("tmp");
+    let out = tempfile::tempdir_in("/var/tmp").expect("tmp");
     let airlockd = airlock_tests::bin("airlockd");
     airlock_tests::bin("airlockctl");
     let bindir = airlockd.parent().expect("bin dir");
     let ort = airlock_tests::ort_library();
+    // `prefer`: a locked package the mirror has since replaced is built with the mirror's version
+    // and named in the manifest, rather than failing the suite (product builds use `strict`).
     let st = Command::new(repo.join("image/build.sh"))
-        .arg(out.path())
+        .args(["--variant", "test", "--lock", "prefer", "--bindir"])
         .arg(bindir)
+        .arg("--ort")
         .arg(&ort)
+        .arg(out.path())
         .status()
         .expect("image/build.sh (tools: image/tools.sh, run by scripts/setup.sh)");
     assert!(st.success(), "image build failed");
+    let manifest = std::fs::read_to_string(out.path().join("manifest.json")).expect("manifest");
+    for field in ["\"root_hash\"", "\"debian_packages\"", "\"libonnxruntime\"", "\"disk.raw\""] {
+        assert!(manifest.contains(field), "manifest lacks {field}: {manifest}");
+    }
     let r = Command::new(repo.join("image/boot-test.sh"))
         .arg(out.path())
-        .arg("480")
+        .arg("300")
         .output()
         .expect("image/boot-test.sh");
     let said = String::from_utf8_lossy(&r.stdout);
-    let serial = std::fs::read_to_string(out.path().join("serial.log")).unwrap_or_default();
-    assert!(
-        r.status.success() && said.contains("AIRLOCK-SELFTEST PASS user=airlock"),
-        "{said}\n--- serial console (tail) ---\n{}",
-        &serial[serial.len().saturating_sub(4000)..]
+    let console = |n: u32| {
+        let s = std::fs::read_to_string(out.path().join(format!("console-{n}.log")))
+            .unwrap_or_default();
+        s[s.len().saturating_sub(3000)..].to_string()
+    };
+    let context = format!(
+        "{said}\n{}\n--- console 1 (tail) ---\n{}\n--- console 2 (tail) ---\n{}\n--- console 3 (tail) ---\n{}",
+        String::from_utf8_lossy(&r.stderr),
+        console(1),
+        console(2),
+        console(3)
     );
-    assert!(said.contains("status=\"serving 1 model"), "{said}");
+    for check in [
+        "boot1-uefi-selftest-ran",
+        "boot1-ready",
+        "boot1-root-readonly",
+        "boot1-root-verity",
+        "boot1-var-persistent",
+        "boot1-etc-overlay",
+        "boot1-egress-dropped",
+        "boot1-exposure",
+        "boot1-no-tools",
+        "boot1-no-ssh",
+        "boot1-admin-account",
+        "boot1-import",
+        "boot1-approve",
+        "boot1-promote",
+        "boot1-model-active",
+        "boot1-health-ready-via-hostfwd",
+        "boot1-console-banner-fingerprint",
+        "boot1-inference-via-hostfwd",
+        "boot1-token-not-on-console",
+        "boot1-first-boot-banner",
+        "boot2-selftest-ran",
+        "boot2-model-active",
+        "boot2-identity-persisted",
+        "boot2-inference-via-hostfwd",
+        "tampered-root-refused",
+        "exposure-offline-root",
+    ] {
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(&format!("CHECK {check} ok"))),
+            "check {check} did not pass:\n{context}"
+        );
+    }
+    assert!(r.status.success(), "a boot check failed:\n{context}");
+    assert!(said.contains("SELFTEST boot1 PASS boot=1"), "{context}");
+    assert!(said.contains("SELFTEST boot2 PASS boot=2"), "{context}");
 }

@@ -2,7 +2,7 @@
 # Builds the airlock appliance image (see image/README.md):
 #   image/build.sh --bindir DIR --ort LIBONNXRUNTIME [--trust-root ROOT.json] [--variant product|test]
 #                  [--ssh-key AUTHORIZED_KEYS] [--gpu --nvidia-driver DIR --ort-gpu DIR]
-#                  [--lock strict|prefer|refresh] [--lynis] OUT
+#                  [--lock strict|prefer|refresh] [--lynis] [--no-cache] OUT
 # Writes to OUT: disk.raw (GPT, UEFI-bootable: ESP with a unified kernel image, the squashfs root,
 # its dm-verity hash tree; /var is added on first boot), the parts (esp.img, root.squashfs,
 # root.verity, airlock.efi, vmlinuz, initrd.img, cmdline), packages.txt and manifest.json (every
@@ -17,7 +17,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-variant=product lock=strict bindir= ort= trust= ssh_key= gpu=0 nvidia= ort_gpu= lynis=0
+variant=product lock=strict bindir= ort= trust= ssh_key= gpu=0 nvidia= ort_gpu= lynis=0 use_cache=1
 while (($#)); do
   case $1 in
     --variant) variant=$2; shift 2 ;;
@@ -30,7 +30,8 @@ while (($#)); do
     --ort-gpu) ort_gpu=$(realpath "$2"); shift 2 ;;
     --lock) lock=$2; shift 2 ;;
     --lynis) lynis=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --no-cache) use_cache=0; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out=$1; shift ;;
   esac
@@ -68,7 +69,7 @@ key_inputs() {
   if ((gpu)); then find "$nvidia" "$ort_gpu" -type f -print0 | sort -z | xargs -0 sha256sum; fi
 }
 key=$(key_inputs | sha256sum | cut -c1-32)
-if [[ $lock != refresh && -f $cache/builds/$key/manifest.json ]]; then
+if ((use_cache)) && [[ $lock != refresh && -f $cache/builds/$key/manifest.json ]]; then
   for f in "$cache/builds/$key"/*; do ln -f "$f" "$out/" 2>/dev/null || cp -f "$f" "$out/"; done
   echo "image: unchanged inputs, taken from the cache ($cache/builds/$key)"
   exit 0
@@ -92,7 +93,7 @@ fi
 deb=$("$repo/packaging/build-deb.sh" "$work/deb" "$bindir" "$trust")
 
 # ---- Debian packages: from the lock, through the digest cache, into a local repository. -------
-includes=systemd-sysv,udev,dbus,kmod,linux-image-amd64,nftables,udisks2,polkitd,e2fsprogs,less,libpam-pwquality,dracut,systemd-boot-efi,iproute2,zstd
+includes=systemd-sysv,udev,dbus,kmod,linux-image-amd64,nftables,udisks2,polkitd,e2fsprogs,less,libpam-pwquality,cracklib-runtime,dracut,systemd-boot-efi,iproute2,zstd
 build_only="dracut dracut-core systemd-boot-efi cpio zstd"
 optional="openssh-server"
 lockfile=$here/packages.lock

@@ -29,7 +29,12 @@ rm -f "$r/tmp/airlock.deb"
 install -D -m 0644 "$AIRLOCK_ORT" "$r/usr/lib/airlock/$(basename "$AIRLOCK_ORT")"
 if ((AIRLOCK_GPU)); then
   # CUDA 13, cuDNN and ONNX Runtime's CUDA build (image/gpu-libs.sh), and the operator's driver.
-  cp -a "$AIRLOCK_ORT_GPU/." "$r/usr/lib/airlock/"
+  install -d "$r/usr/lib/airlock/cuda"
+  cp -a "$AIRLOCK_ORT_GPU/." "$r/usr/lib/airlock/cuda/"
+  install -d "$r/etc/systemd/system/airlockd-gpu.service.d"
+  printf '[Service]\nEnvironment=ORT_DYLIB_PATH=/usr/lib/airlock/cuda/libonnxruntime.so.%s\nEnvironment=LD_LIBRARY_PATH=/usr/lib/airlock/cuda\n' \
+    "$(ls "$AIRLOCK_ORT_GPU" | sed -n 's/^libonnxruntime\.so\.\([0-9.]*\)$/\1/p' | head -1)" \
+    > "$r/etc/systemd/system/airlockd-gpu.service.d/50-cuda.conf"
   cp "$AIRLOCK_NVIDIA"/*.deb "$r/tmp/"
   ch sh -c 'dpkg -i /tmp/*.deb' || ch apt-get install -q -y -f --no-install-recommends
   rm -f "$r"/tmp/*.deb
@@ -61,6 +66,7 @@ printf 'Authorised access only. Activity on this appliance is logged.\n' | tee "
 printf '\\S{PRETTY_NAME} (airlock appliance) \\n \\l\nAuthorised access only. Activity on this appliance is logged.\n\n' > "$r/etc/issue"
 cp "$r/etc/issue.net" "$r/etc/motd"
 chmod 0600 "$r/etc/crontab" 2>/dev/null || true
+ch update-cracklib >/dev/null 2>&1 || true   # pam_pwquality's dictionary
 
 # SSH only when the build asks for it: keys only, no root, no passwords.
 if [[ -n ${AIRLOCK_SSH_KEY:-} ]]; then

@@ -20,7 +20,8 @@ as() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --clear-groups
 state=$(systemctl show -p ActiveState --value airlockd.service)
 pid=$(systemctl show -p MainPID --value airlockd.service)
 user=$(stat -c %U "/proc/$pid" 2>/dev/null || echo none)
-check ready "$([[ $state == active && $user == airlock ]]; echo $?)" "state=$state user=$user status=\"$(systemctl show -p StatusText --value airlockd.service)\""
+ready_us=$(systemctl show -p ActiveEnterTimestampMonotonic --value airlockd.service)
+check ready "$([[ $state == active && $user == airlock ]]; echo $?)" "state=$state user=$user ready_after_kernel_start=$(awk -v u="$ready_us" 'BEGIN{printf "%.1fs", u/1e6}') status=\"$(systemctl show -p StatusText --value airlockd.service)\""
 
 # The root is the verity-checked squashfs, read-only; /var is the ext4 partition; /etc the overlay.
 src=$(findmnt -no SOURCE /); fstype=$(findmnt -no FSTYPE /); opts=$(findmnt -no OPTIONS /)
@@ -52,9 +53,11 @@ check no-ssh "$([[ ! -e /usr/sbin/sshd ]]; echo $?)" ""
 
 # The admin account: a one-time password that must be changed, never in the journal.
 pwfile=/var/lib/airlock-admin/one-time-password
-leak=1
-[[ -s $pwfile ]] && ! journalctl -b --no-pager -o cat | grep -qF "$(cat "$pwfile")" && leak=0
-check admin-account "$([[ $leak == 0 && $(chage -l admin | sed -n 's/^Last password change *: *//p') == "password must be changed" ]]; echo $?)" "one-time password set, not in the journal"
+pw=$(cat "$pwfile" 2>/dev/null)
+journal=clean
+[[ -n $pw ]] && journalctl -b --no-pager -o cat | grep -qF -e "$pw" && journal=LEAKED
+expiry=$(chage -l admin | sed -n "s/^Last password change[[:space:]]*:[[:space:]]*//p")
+check admin-account "$([[ -n $pw && $journal == clean && $expiry == "password must be changed" ]]; echo $?)" "one-time password $([[ -n $pw ]] && echo set || echo missing); journal $journal; last change: $expiry"
 
 # Import → validate → approve → promote the test bundle, by separate identities (first boot).
 bundle=$(ls /usr/share/airlock-test/*.airlock 2>/dev/null | head -1)

@@ -29,14 +29,14 @@ echo "console URL $url, TLS certificate SHA-256 $fp, identity $identity"
 kept=/var/lib/airlock-admin/one-time-password
 hash=$(getent shadow admin | cut -d: -f2)
 if [[ $hash == '!'* || $hash == '*' ]]; then
-    pw=$(tr -dc 'A-HJ-NP-Za-km-z2-9' < /dev/urandom | head -c 20 || true)
+    pw=$(LC_ALL=C tr -dc 'A-HJ-NP-Za-km-z2-9' < /dev/urandom 2>/dev/null | head -c 20 || true)
     printf 'admin:%s\n' "$pw" | chpasswd
     chage -d 0 admin
     install -d -m 0700 "$(dirname "$kept")"
     (umask 077 && printf '%s\n' "$pw" > "$kept")
     echo "the admin account received a one-time password (shown on the console only)"
 fi
-if [[ -f $kept && $(chage -l admin | sed -n 's/^Last password change *: *//p') == "password must be changed" ]]; then
+if [[ -f $kept && $(chage -l admin | sed -n "s/^Last password change[[:space:]]*:[[:space:]]*//p") == "password must be changed" ]]; then
     note="
   The local account 'admin' has the one-time password  $(cat "$kept")
   It must be changed at the first login.

@@ -181,7 +181,9 @@ rm -rf "$root"/usr/bin/apt* "$root"/usr/lib/apt "$root"/usr/bin/dpkg* "$root"/us
 rm -rf "$root"/etc/apt "$root"/var/lib/apt "$root"/var/cache/apt "$root"/var/cache/debconf/*-old
 # Lynis (a report, by request: --lynis) sees the root as it boots, package tools gone.
 if ((lynis)); then "$here/lynis.sh" "$root" > "$work/lynis.txt" 2>&1 || true; fi
-# /var lives on its own partition, seeded on first boot from the image's copy.
+# /var lives on its own partition, seeded on first boot from the image's copy (without the
+# build's leftovers: mmdebstrap's mount point for the local repository, temporary files).
+rm -rf "${root:?}"/var/tmp/* "$root"/var/lib/dpkg/*-old "$root"/var/cache/debconf/*-old
 mkdir -p "$root/usr/share/factory"
 rm -rf "$root/usr/share/factory/var"
 cp -a "$root/var" "$root/usr/share/factory/var"
@@ -224,6 +226,27 @@ objcopy \
   --add-section .linux="$work/vmlinuz" --change-section-vma .linux=0x2000000 \
   --add-section .initrd="$work/initrd.img" --change-section-vma .initrd=0x3000000 \
   "$work/linuxx64.efi.stub" "$work/airlock.efi"
+# objcopy stamps the PE header with the current time: use SOURCE_DATE_EPOCH and recompute the
+# header checksum, so the same inputs give the same UKI.
+python3 - "$work/airlock.efi" "$SOURCE_DATE_EPOCH" <<'PY'
+import struct, sys
+path, epoch = sys.argv[1], int(sys.argv[2])
+d = bytearray(open(path, "rb").read())
+pe = struct.unpack_from("<I", d, 0x3C)[0]
+struct.pack_into("<I", d, pe + 8, epoch & 0xFFFFFFFF)
+csum_at = pe + 24 + 64
+struct.pack_into("<I", d, csum_at, 0)
+total = 0
+for i in range(0, len(d) - len(d) % 2, 2):
+    total += d[i] | (d[i + 1] << 8)
+    total = (total & 0xFFFF) + (total >> 16)
+if len(d) % 2:
+    total += d[-1]
+    total = (total & 0xFFFF) + (total >> 16)
+total = (total & 0xFFFF) + (total >> 16)
+struct.pack_into("<I", d, csum_at, (total + len(d)) & 0xFFFFFFFF)
+open(path, "wb").write(d)
+PY
 touch -d "@$SOURCE_DATE_EPOCH" "$work/airlock.efi"
 mib() { echo $(( ($(stat -c %s "$1") + 1048575) / 1048576 )); }
 esp_mib=$(( $(mib "$work/airlock.efi") + 8 ))

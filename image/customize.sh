@@ -18,7 +18,7 @@ fi
 
 # Identity: no host name or machine id from the build machine; systemd makes the id at first boot.
 echo airlock > "$r/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tairlock\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tairlock.localdomain airlock\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
 : > "$r/etc/machine-id"
 rm -f "$r/var/lib/dbus/machine-id" "$r/etc/resolv.conf"
 
@@ -62,10 +62,13 @@ sed -i -e 's/^UMASK.*/UMASK\t\t027/' -e 's/^PASS_MAX_DAYS.*/PASS_MAX_DAYS\t365/'
   -e 's/^PASS_MIN_DAYS.*/PASS_MIN_DAYS\t1/' -e 's/^#\?SHA_CRYPT_MIN_ROUNDS.*/SHA_CRYPT_MIN_ROUNDS\t5000/' "$r/etc/login.defs"
 grep -q '^SHA_CRYPT_MIN_ROUNDS' "$r/etc/login.defs" || printf 'SHA_CRYPT_MIN_ROUNDS\t5000\n' >> "$r/etc/login.defs"
 echo 'TMOUT=900; readonly TMOUT; export TMOUT' > "$r/etc/profile.d/airlock-timeout.sh"
-printf 'Authorised access only. Activity on this appliance is logged.\n' | tee "$r/etc/issue.net" > /dev/null
-printf '\\S{PRETTY_NAME} (airlock appliance) \\n \\l\nAuthorised access only. Activity on this appliance is logged.\n\n' > "$r/etc/issue"
+legal='Authorized access only. Unauthorized use is prohibited; all activity is monitored and logged.'
+printf '%s\n' "$legal" > "$r/etc/issue.net"
+printf '\\S{PRETTY_NAME} (airlock appliance) \\n \\l\n%s\n\n' "$legal" > "$r/etc/issue"
 cp "$r/etc/issue.net" "$r/etc/motd"
 chmod 0600 "$r/etc/crontab" 2>/dev/null || true
+chmod 0700 "$r"/etc/cron.* 2>/dev/null || true
+printf '* hard core 0\n* soft core 0\n' > "$r/etc/security/limits.d/50-airlock.conf"
 ch update-cracklib >/dev/null 2>&1 || true   # pam_pwquality's dictionary
 
 # SSH only when the build asks for it: keys only, no root, no passwords.

@@ -7,10 +7,10 @@
 set -euo pipefail
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
 pkgs=(mmdebstrap uidmap arch-test e2fsprogs squashfs-tools cryptsetup-bin fdisk dosfstools mtools
-  apt-utils ovmf lynis binutils)
+  apt-utils ovmf lynis binutils curl openssl python3)
 have() { dpkg -s "$1" >/dev/null 2>&1; }
 all=1
-for p in "${pkgs[@]}" qemu-system-x86 seabios; do have "$p" || all=0; done
+for p in "${pkgs[@]}" qemu-system-x86 qemu-utils seabios; do have "$p" || all=0; done
 ((all)) && exit 0
 src=/etc/apt/sources.list.d/airlock-backports.sources
 if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -22,4 +22,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports \
-  qemu-system-x86 qemu-system-common qemu-system-data seabios >/dev/null
+  qemu-system-x86 qemu-system-common qemu-system-data qemu-utils seabios >/dev/null

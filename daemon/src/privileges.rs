@@ -63,7 +63,10 @@ pub fn check_files(config: &Config, config_file: Option<&Path>) -> Result<(), Re
         &format!("chmod 600 {}", key.display()),
     )?;
     for (p, what) in [
-        (d.join("identity/appliance.key"), "the appliance identity key"),
+        (
+            d.join("identity/appliance.key"),
+            "the appliance identity key",
+        ),
         (d.join("dev/dev-root.key"), "a development signing key"),
         (d.join("dev/dev-bundle.key"), "a development signing key"),
     ] {

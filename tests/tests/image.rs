@@ -34,8 +34,16 @@ fn the_image_builds_boots_and_refuses_a_modified_root() {
         .expect("image/build.sh (tools: image/tools.sh, run by scripts/setup.sh)");
     assert!(st.success(), "image build failed");
     let manifest = std::fs::read_to_string(out.path().join("manifest.json")).expect("manifest");
-    for field in ["\"root_hash\"", "\"debian_packages\"", "\"libonnxruntime\"", "\"disk.raw\""] {
-        assert!(manifest.contains(field), "manifest lacks {field}: {manifest}");
+    for field in [
+        "\"root_hash\"",
+        "\"debian_packages\"",
+        "\"libonnxruntime\"",
+        "\"disk.raw\"",
+    ] {
+        assert!(
+            manifest.contains(field),
+            "manifest lacks {field}: {manifest}"
+        );
     }
     let r = Command::new(repo.join("image/boot-test.sh"))
         .arg(out.path())

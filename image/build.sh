@@ -112,29 +112,45 @@ else
   missing=()
   while read -r name version arch digest; do
     [[ -z $name || $name == \#* ]] && continue
-    if [[ ! -f $cache/debs/$digest.deb ]]; then missing+=("$name=$version:$arch:$digest"); fi
+    if [[ ! -f $cache/debs/$digest.deb ]]; then missing+=("$name|$version|$arch|$digest"); fi
   done < "$lockfile"
   if ((${#missing[@]})); then
     echo "image: downloading ${#missing[@]} locked packages"
     apt-get update -q >/dev/null
+    # One download for all of them; if the mirror lacks one, package by package below.
+    specs=()
     for m in "${missing[@]}"; do
-      nv=${m%%:*}; rest=${m#*:}; arch=${rest%%:*}; digest=${rest#*:}
+      IFS='|' read -r name version arch digest <<<"$m"
+      specs+=("$name$([[ $arch == all ]] || echo ":$arch")=$version")
+    done
+    if (cd "$work/dl" && apt-get download -q "${specs[@]}" >/dev/null 2>&1); then
+      for f in "$work"/dl/*.deb; do mv "$f" "$cache/debs/$(sha "$f").deb"; done
+      left=()
+      for m in "${missing[@]}"; do
+        IFS='|' read -r name version arch digest <<<"$m"
+        [[ -f $cache/debs/$digest.deb ]] || left+=("$m")
+      done
+      ((${#left[@]} == 0)) || die "the mirror's .debs differ from image/packages.lock for: ${left[*]}"
+      missing=()
+    fi
+    for m in "${missing[@]}"; do
+      IFS='|' read -r name version arch digest <<<"$m"
+      pkg=$name; [[ $arch == all ]] || pkg=$name:$arch
       rm -f "$work"/dl/*.deb
-      if (cd "$work/dl" && apt-get download -q "${nv%%=*}:$arch=${nv#*=}" >/dev/null 2>&1); then
+      if (cd "$work/dl" && apt-get download -q "$pkg=$version" >/dev/null 2>&1); then
         got=$(ls "$work"/dl/*.deb)
-        [[ $(sha "$got") == "$digest" ]] || die "${nv}: the mirror's .deb has SHA-256 $(sha "$got"), the lock says $digest"
+        [[ $(sha "$got") == "$digest" ]] || die "$name $version: the mirror's .deb has SHA-256 $(sha "$got"), the lock says $digest"
         mv "$got" "$cache/debs/$digest.deb"
       elif [[ $lock == prefer ]]; then
-        (cd "$work/dl" && apt-get download -q "${nv%%=*}:$arch" >/dev/null) \
-          || die "${nv%%=*} is not on the mirror at all"
+        (cd "$work/dl" && apt-get download -q "$pkg" >/dev/null) || die "$name is not on the mirror at all"
         got=$(ls "$work"/dl/*.deb)
         now=$(dpkg-deb -f "$got" Version)
-        deviations+=("${nv%%=*} locked ${nv#*=} built with $now")
-        echo "image: WARNING ${nv%%=*} ${nv#*=} (locked) is no longer on the mirror; using $now" >&2
+        deviations+=("$name locked $version built with $now")
+        echo "image: WARNING $name $version (locked) is no longer on the mirror; using $now" >&2
         cp "$got" "$work/repo/"
         continue
       else
-        die "${nv} (image/packages.lock) is in neither the cache nor the mirror: run image/build.sh --lock prefer, or --lock refresh to move the lock to the mirror's versions"
+        die "$name $version (image/packages.lock) is in neither the cache nor the mirror: run image/build.sh --lock prefer, or --lock refresh to move the lock to the mirror's versions"
       fi
     done
   fi

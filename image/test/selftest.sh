@@ -14,7 +14,8 @@ mkdir -p /var/lib/airlock-selftest
 boot=$(( $(cat /var/lib/airlock-selftest/boots 2>/dev/null || echo 0) + 1 ))
 echo "$boot" > /var/lib/airlock-selftest/boots
 ctl() { airlockctl --socket /run/airlock/admin.sock "$@"; }
-as() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --clear-groups airlockctl --socket /run/airlock/admin.sock "$@"; }
+# Test identities reach the 0660 socket through the airlock group, like the admin account.
+as() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --groups "$(getent group airlock | cut -d: -f3)" airlockctl --socket /run/airlock/admin.sock "$@"; }
 
 # airlockd reached READY=1 (Type=notify: active means READY=1 was sent) as its own user.
 state=$(systemctl show -p ActiveState --value airlockd.service)
@@ -58,6 +59,13 @@ journal=clean
 [[ -n $pw ]] && journalctl -b --no-pager -o cat | grep -qF -e "$pw" && journal=LEAKED
 expiry=$(chage -l admin | sed -n "s/^Last password change[[:space:]]*:[[:space:]]*//p")
 check admin-account "$([[ -n $pw && $journal == clean && $expiry == "password must be changed" ]]; echo $?)" "one-time password $([[ -n $pw ]] && echo set || echo missing); journal $journal; last change: $expiry"
+
+# The local admin account reaches airlockd's admin role through its group, on the 0660 socket.
+who=$(runuser -u admin -- airlockctl --socket /run/airlock/admin.sock whoami 2>&1)
+check admin-role "$([[ $who == *'"admin"'* && $who == *"uid:$(id -u admin)"* ]]; echo $?)" "$(tr '\n' ' ' <<<"$who" | head -c 160)"
+
+# ONNX Runtime sees the processor under the unit's sandbox (no cpuinfo errors).
+check cpuinfo "$(! journalctl -b -u airlockd --no-pager -o cat | grep -q "failed to parse processor information"; echo $?)" ""
 
 # Import → validate → approve → promote the test bundle, by separate identities (first boot).
 bundle=$(ls /usr/share/airlock-test/*.airlock 2>/dev/null | head -1)

@@ -75,6 +75,8 @@ fn the_image_builds_boots_and_refuses_a_modified_root() {
         "boot1-no-tools",
         "boot1-no-ssh",
         "boot1-admin-account",
+        "boot1-admin-role",
+        "boot1-cpuinfo",
         "boot1-import",
         "boot1-approve",
         "boot1-promote",

@@ -46,6 +46,9 @@ if ((gpu)); then
   [[ -d $nvidia ]] || die "--gpu needs --nvidia-driver DIR: the NVIDIA driver (>= 580) packages for the image's kernel (image/README.md)"
   [[ -d $ort_gpu ]] || die "--gpu needs --ort-gpu DIR: image/gpu-libs.sh's output (onnxruntime-gpu, CUDA 13, cuDNN)"
 fi
+if [[ $variant == product && ! -f $trust ]]; then
+  die "--trust-root ROOT.json is required for the product image (the release team's trust root)"
+fi
 command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: run image/tools.sh"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
 cache=${AIRLOCK_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airlock/image}
@@ -85,9 +88,6 @@ if [[ $variant == test ]]; then
   trust=$work/dev/airlock-dev/dev/root.json
   test_bundle=$(ls "$work"/dev/airlock-dev/dev/*.airlock | head -1)
 fi
-[[ -f $trust ]] || die "--trust-root ROOT.json is required for the product image (the release team's trust root)"
-
-[[ -f $trust ]] || die "--trust-root ROOT.json is required for the product image (the release team's trust root)"
 
 # ---- The airlock package. --------------------------------------------------------------------
 deb=$("$repo/packaging/build-deb.sh" "$work/deb" "$bindir" "$trust")

@@ -56,5 +56,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null
 fi
 
-# The image test: mmdebstrap, and QEMU from bookworm-backports (image/tools.sh says why).
+# The image build and boot test: mmdebstrap, squashfs/verity/GPT/FAT tools, OVMF, Lynis, and QEMU
+# from bookworm-backports (image/tools.sh says why).
 "$(dirname "$0")/../image/tools.sh"

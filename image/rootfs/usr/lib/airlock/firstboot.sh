@@ -19,8 +19,11 @@ banner="
   Log in here as 'admin', then create the first administrator of the console and API with:
     airlockctl token create --name <your-name> --scope admin:admin
 "
-mkdir -p /run/issue.d
-printf '%s\n' "$banner" > /run/issue.d/50-airlock.issue
+# The login prompt's banner (agetty reads /etc/issue.d beside /etc/issue; \4 is its escape for the
+# machine's IPv4 address, known only once the network is up).
+port=${url##*:}; port=${port%/}
+mkdir -p /etc/issue.d
+printf '%s\n' "$banner" | sed "s|^\(    console and API : .*\)$|\1\n                      https://\\\\4:$port/|" > /etc/issue.d/50-airlock.issue
 printf '%s\n' "$banner" > /dev/console
 echo "console URL $url, TLS certificate SHA-256 $fp, identity $identity"
 
@@ -41,8 +44,8 @@ if [[ -f $kept && $(chage -l admin | sed -n "s/^Last password change[[:space:]]*
   The local account 'admin' has the one-time password  $(cat "$kept")
   It must be changed at the first login.
 "
-    (umask 077 && printf '%s\n' "$note" > /run/issue.d/51-airlock-password.issue)
+    (umask 077 && printf '%s\n' "$note" > /etc/issue.d/51-airlock-password.issue)
     printf '%s\n' "$note" > /dev/console
 else
-    rm -f "$kept" /run/issue.d/51-airlock-password.issue
+    rm -f "$kept" /etc/issue.d/51-airlock-password.issue
 fi

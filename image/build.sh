@@ -220,13 +220,16 @@ exposure_gpu=$(systemd-analyze security --offline=true --root="$root" --no-pager
 t0=$(date +%s)
 rm -rf "${root:?}"/boot/* "$root"/vmlinuz* "$root"/initrd.img*
 mksquashfs "$root" "$work/root.squashfs" -comp zstd -Xcompression-level 6 -noappend -quiet -no-progress \
-  2>&1 | grep -v "Unrecognised xattr prefix system.posix_acl" || true
+  > "$work/mksquashfs.log" 2>&1 || { cat "$work/mksquashfs.log" >&2; die "mksquashfs failed"; }
+# (journald's POSIX ACLs on /var/log/journal are not kept: journald sets them again at boot.)
+grep -v "Unrecognised xattr prefix system.posix_acl" "$work/mksquashfs.log" || true
 salt=$(sha "$work/root.squashfs")
-veritysetup format --salt="$salt" --uuid="$(echo "$salt" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')" \
+# UUIDs from digests (8-4-4-4-12 of the first 32 hex digits): the same inputs, the same UUIDs.
+uuid() { echo "$1" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
+veritysetup format --salt="$salt" --uuid="$(uuid "$salt")" \
   --root-hash-file="$work/roothash" "$work/root.squashfs" "$work/root.verity" >/dev/null
 roothash=$(cat "$work/roothash")
 t_squash=$(( $(date +%s) - t0 ))
-uuid() { echo "$1" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
 root_uuid=$(uuid "${roothash:0:32}")
 verity_uuid=$(uuid "${roothash:32:32}")
 

@@ -84,21 +84,20 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     })
 }
 
-/// The names a generated certificate is valid for: loopback and this machine's host name.
-fn certificate_names() -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
-        names.extend(h.split_whitespace().next().map(str::to_string));
-    }
-    names
-}
-
-fn host_name() -> String {
+/// This machine's host name (the kernel's, else /etc/hostname).
+fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
         .and_then(|h| h.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The names a generated certificate is valid for: loopback and this machine's host name (the
+/// one `--init` puts in the console URL).
+fn certificate_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(host_name());
+    names
 }
 
 /// `airlockd --init`: what an appliance's first boot needs before the daemon starts. Keeps
@@ -120,7 +119,7 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
     let public = airlock_signing::PrivateKey::read(&identity)?.public();
     let scheme = if config.server.tls { "https" } else { "http" };
     let host = if addr.ip().is_unspecified() {
-        host_name()
+        host_name().unwrap_or_else(|| "localhost".into())
     } else {
         addr.ip().to_string()
     };

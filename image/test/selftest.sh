@@ -13,9 +13,9 @@ check() { # check NAME CONDITION-RESULT DETAIL
 mkdir -p /var/lib/airlock-selftest
 boot=$(( $(cat /var/lib/airlock-selftest/boots 2>/dev/null || echo 0) + 1 ))
 echo "$boot" > /var/lib/airlock-selftest/boots
-ctl() { airlockctl --socket /run/airlock/admin.sock "$@"; }
+export AIRLOCK_ADMIN_SOCKET=/run/airlock/admin.sock
 # Test identities reach the 0660 socket through the airlock group, like the admin account.
-as() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --groups "$(getent group airlock | cut -d: -f3)" airlockctl --socket /run/airlock/admin.sock "$@"; }
+as() { local uid=$1; shift; setpriv --reuid "$uid" --regid "$uid" --groups "$(getent group airlock | cut -d: -f3)" airlockctl "$@"; }
 
 # airlockd reached READY=1 (Type=notify: active means READY=1 was sent) as its own user.
 state=$(systemctl show -p ActiveState --value airlockd.service)
@@ -61,7 +61,7 @@ expiry=$(chage -l admin | sed -n "s/^Last password change[[:space:]]*:[[:space:]
 check admin-account "$([[ -n $pw && $journal == clean && $expiry == "password must be changed" ]]; echo $?)" "one-time password $([[ -n $pw ]] && echo set || echo missing); journal $journal; last change: $expiry"
 
 # The local admin account reaches airlockd's admin role through its group, on the 0660 socket.
-who=$(runuser -u admin -- airlockctl --socket /run/airlock/admin.sock whoami 2>&1)
+who=$(runuser -u admin -- airlockctl whoami 2>&1)
 check admin-role "$([[ $who == *'"admin"'* && $who == *"uid:$(id -u admin)"* ]]; echo $?)" "$(tr '\n' ' ' <<<"$who" | head -c 160)"
 
 # ONNX Runtime sees the processor under the unit's sandbox (no cpuinfo errors).
@@ -76,11 +76,11 @@ if [[ $boot == 1 ]]; then
     out=$(as 4102 bundle approve demo-iris "$ver" 2>&1); check approve "$?" "$(tail -1 <<<"$out")"
     out=$(as 4101 model promote demo-iris "$ver" 2>&1); check promote "$?" "$(tail -1 <<<"$out")"
 fi
-active=$(ctl --json models list 2>/dev/null)
+active=$(airlockctl --json models list 2>/dev/null)
 check model-active "$(grep -qE '"active": ?"1.0.0"' <<<"$active"; echo $?)" "$(tr -d '\n' <<<"$active" | head -c 200)"
 
 # A token for the host's inference through the forwarded port, on the private channel only.
-token=$(ctl --json token create --name "host-check-$boot" --scope 'model:*' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+token=$(airlockctl --json token create --name "host-check-$boot" --scope 'model:*' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 [[ -n $token ]] && echo "TOKEN $token" > /dev/ttyS1
 check token "$([[ -n $token ]]; echo $?)" "(sent on ttyS1)"
 

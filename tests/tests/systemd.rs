@@ -200,8 +200,9 @@ fn sighup_reloads_the_configuration_live_where_it_can() {
         s.log()
     );
     assert_eq!(iris_infer(&s.addr, &token).0, 200);
-    wait("authenticated", 1); // a debug line: the new level is in force
-                              // Not live: named as needing a restart.
+    // A debug line: the new level is in force.
+    wait("authenticated", 1);
+    // Not live: named as needing a restart.
     let restart = live.replace(
         "tls = false\n",
         "tls = false\nheader_read_timeout = \"7s\"\n",

@@ -2,22 +2,24 @@
 # Builds the airlock appliance image (see image/README.md):
 #   image/build.sh --bindir DIR --ort LIBONNXRUNTIME [--trust-root ROOT.json] [--variant product|test]
 #                  [--ssh-key AUTHORIZED_KEYS] [--gpu --nvidia-driver DIR --ort-gpu DIR]
-#                  [--lock strict|prefer|refresh] [--lynis] [--no-cache] OUT
+#                  [--lock strict|prefer|refresh] [--mirror SOURCES] [--lynis] [--no-cache] OUT
 # Writes to OUT: disk.raw (GPT, UEFI-bootable: ESP with a unified kernel image, the squashfs root,
 # its dm-verity hash tree; /var is added on first boot), the parts (esp.img, root.squashfs,
 # root.verity, airlock.efi, vmlinuz, initrd.img, cmdline), packages.txt and manifest.json (every
 # input's and output's SHA-256). A build whose inputs are unchanged is taken from the cache
 # ($AIRLOCK_IMAGE_CACHE, default ~/.cache/airlock/image).
 #
-# Debian packages are pinned by image/packages.lock (name, version, SHA-256 of the .deb); the .debs
-# are cached by digest and the root is bootstrapped from a local repository of exactly those
-# files. --lock strict (default) fails if a locked .deb can be neither found in the cache nor
-# downloaded; prefer takes the mirror's current version instead and records the deviation in the
-# manifest; refresh resolves everything from the mirrors again and rewrites the lock.
+# Debian packages are pinned by image/packages.lock (name, version, arch, SHA-256 of the .deb) and
+# applied by image/lock.sh: --lock strict (default) builds exactly the locked files and fails,
+# before building anything, naming every locked package that is in neither the digest cache nor
+# the mirror; prefer builds what apt resolves from the locked files and the mirror together
+# (locked versions wherever the dependency closure allows) and records every deviation in the
+# manifest; refresh resolves everything from the mirror and rewrites the lock. --mirror SOURCES
+# (an apt sources file; default: this machine's Debian sources) is where missing .debs come from.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-variant=product lock=strict bindir= ort= trust= ssh_key= gpu=0 nvidia= ort_gpu= lynis=0 use_cache=1
+variant=product lock=strict bindir= ort= trust= ssh_key= gpu=0 nvidia= ort_gpu= lynis=0 use_cache=1 mirror=
 while (($#)); do
   case $1 in
     --variant) variant=$2; shift 2 ;;
@@ -29,9 +31,10 @@ while (($#)); do
     --nvidia-driver) nvidia=$(realpath "$2"); shift 2 ;;
     --ort-gpu) ort_gpu=$(realpath "$2"); shift 2 ;;
     --lock) lock=$2; shift 2 ;;
+    --mirror) mirror=$(realpath "$2"); shift 2 ;;
     --lynis) lynis=1; shift ;;
     --no-cache) use_cache=0; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out=$1; shift ;;
   esac
@@ -64,7 +67,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 # ---- Cache: the same inputs give the same image. -------------------------------------------
 key_inputs() {
   echo "variant=$variant gpu=$gpu lock=$lock sde=$SOURCE_DATE_EPOCH"
-  (cd "$repo" && find image/build.sh image/customize.sh image/rootfs image/test image/packages.lock packaging \
+  (cd "$repo" && find image/build.sh image/customize.sh image/lock.sh image/rootfs image/test image/packages.lock packaging \
     -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum)
   for f in "$bindir/airlockd" "$bindir/airlockctl" "$ort" ${ssh_key:+"$ssh_key"}; do sha "$f"; done
   # The test variant's trust root and bundle are generated for each build: not an input.
@@ -77,6 +80,15 @@ if ((use_cache)) && [[ $lock != refresh && -f $cache/builds/$key/manifest.json ]
   echo "image: unchanged inputs, taken from the cache ($cache/builds/$key)"
   exit 0
 fi
+
+# ---- Debian packages: the lock, checked before anything is built (image/lock.sh). ----------------
+if [[ -z $mirror ]]; then
+  mirror=/etc/apt/sources.list.d/debian.sources
+  [[ -f $mirror ]] || mirror=/etc/apt/sources.list
+fi
+[[ -f $mirror ]] || die "--mirror must be an apt sources file (none found at /etc/apt)"
+lockfile=$here/packages.lock
+"$here/lock.sh" prepare --mode "$lock" --lock "$lockfile" --cache "$cache" --mirror "$mirror" --work "$work"
 
 # The test variant brings its own trust root and bundle: a development root made by the real
 # binaries (airlockd --dev --once), whose demo bundle the self-test imports. Its keys never enter
@@ -92,106 +104,36 @@ fi
 # ---- The airlock package. --------------------------------------------------------------------
 deb=$("$repo/packaging/build-deb.sh" "$work/deb" "$bindir" "$trust")
 
-# ---- Debian packages: from the lock, through the digest cache, into a local repository. -------
+# What the image installs. The kernel is the meta-package linux-image-amd64; the lock holds it and
+# the ABI package it depends on (=), so the pair moves together (image/README.md, "The kernel").
 includes=systemd-sysv,udev,dbus,kmod,linux-image-amd64,nftables,udisks2,polkitd,e2fsprogs,less,libpam-pwquality,cracklib-runtime,dracut,systemd-boot-efi,iproute2,zstd
 build_only="dracut dracut-core systemd-boot-efi cpio zstd"
-optional="openssh-server"
-lockfile=$here/packages.lock
-deviations=()
-sources=()
-hook_dir=()
-if [[ $lock == refresh || ! -f $lockfile ]]; then
-  [[ $lock == strict && ! -f $lockfile ]] && die "no image/packages.lock: run with --lock refresh once"
-  src=/etc/apt/sources.list.d/debian.sources
-  [[ -f $src ]] || src=/etc/apt/sources.list
-  sources=("$src")
-  mode=refresh
-else
-  mode=locked
-  mkdir -p "$work/repo" "$work/dl"
-  missing=()
-  while read -r name version arch digest; do
-    [[ -z $name || $name == \#* ]] && continue
-    if [[ ! -f $cache/debs/$digest.deb ]]; then missing+=("$name|$version|$arch|$digest"); fi
-  done < "$lockfile"
-  if ((${#missing[@]})); then
-    echo "image: downloading ${#missing[@]} locked packages"
-    apt-get update -q >/dev/null
-    # One download for all of them; if the mirror lacks one, package by package below.
-    specs=()
-    for m in "${missing[@]}"; do
-      IFS='|' read -r name version arch digest <<<"$m"
-      specs+=("$name$([[ $arch == all ]] || echo ":$arch")=$version")
-    done
-    if (cd "$work/dl" && apt-get download -q "${specs[@]}" >/dev/null 2>&1); then
-      for f in "$work"/dl/*.deb; do mv "$f" "$cache/debs/$(sha "$f").deb"; done
-      left=()
-      for m in "${missing[@]}"; do
-        IFS='|' read -r name version arch digest <<<"$m"
-        [[ -f $cache/debs/$digest.deb ]] || left+=("$m")
-      done
-      ((${#left[@]} == 0)) || die "the mirror's .debs differ from image/packages.lock for: ${left[*]}"
-      missing=()
-    fi
-    for m in "${missing[@]}"; do
-      IFS='|' read -r name version arch digest <<<"$m"
-      pkg=$name; [[ $arch == all ]] || pkg=$name:$arch
-      rm -f "$work"/dl/*.deb
-      if (cd "$work/dl" && apt-get download -q "$pkg=$version" >/dev/null 2>&1); then
-        got=$(ls "$work"/dl/*.deb)
-        [[ $(sha "$got") == "$digest" ]] || die "$name $version: the mirror's .deb has SHA-256 $(sha "$got"), the lock says $digest"
-        mv "$got" "$cache/debs/$digest.deb"
-      elif [[ $lock == prefer ]]; then
-        (cd "$work/dl" && apt-get download -q "$pkg" >/dev/null) || die "$name is not on the mirror at all"
-        got=$(ls "$work"/dl/*.deb)
-        now=$(dpkg-deb -f "$got" Version)
-        deviations+=("$name locked $version built with $now")
-        echo "image: WARNING $name $version (locked) is no longer on the mirror; using $now" >&2
-        cp "$got" "$work/repo/"
-        continue
-      else
-        die "$name $version (image/packages.lock) is in neither the cache nor the mirror: run image/build.sh --lock prefer, or --lock refresh to move the lock to the mirror's versions"
-      fi
-    done
-  fi
-  while read -r name version arch digest; do
-    [[ -z $name || $name == \#* ]] && continue
-    [[ -f $cache/debs/$digest.deb ]] || continue
-    [[ $(sha "$cache/debs/$digest.deb") == "$digest" ]] || die "cached $name $version is corrupt ($cache/debs/$digest.deb): delete it"
-    ln -f "$cache/debs/$digest.deb" "$work/repo/${name}_${version//:/%3a}_$arch.deb" 2>/dev/null \
-      || cp "$cache/debs/$digest.deb" "$work/repo/${name}_${version//:/%3a}_$arch.deb"
-  done < "$lockfile"
-  (cd "$work/repo" && apt-ftparchive packages . > Packages 2>/dev/null && apt-ftparchive -o APT::FTPArchive::Release::Suite=bookworm -o APT::FTPArchive::Release::Codename=bookworm release . > Release)
-  sources=("deb [trusted=yes] file://$work/repo ./")
-  hook_dir=(--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount)
+optional="openssh-server"   # locked, installed only with --ssh-key
+[[ -n $ssh_key ]] && includes+=,openssh-server
+# The operator's NVIDIA driver packages: installed by apt with the rest, so their dependencies
+# resolve like everything else's (mmdebstrap's file-mirror-automount hook makes them visible).
+if ((gpu)); then
+  for f in "$nvidia"/*.deb; do [[ -f $f ]] && includes+=",$f"; done
 fi
 
 # ---- The root file system. ---------------------------------------------------------------------
 export AIRLOCK_VARIANT=$variant AIRLOCK_DEB=$deb AIRLOCK_ORT=$ort AIRLOCK_WORK=$work AIRLOCK_HERE=$here \
-  AIRLOCK_BUILD_ONLY=$build_only AIRLOCK_OPTIONAL=$optional AIRLOCK_MODE=$mode AIRLOCK_CACHE=$cache \
-  AIRLOCK_SSH_KEY=$ssh_key AIRLOCK_GPU=$gpu AIRLOCK_NVIDIA=$nvidia AIRLOCK_ORT_GPU=$ort_gpu \
+  AIRLOCK_BUILD_ONLY=$build_only AIRLOCK_SSH_KEY=$ssh_key AIRLOCK_GPU=$gpu AIRLOCK_NVIDIA=$nvidia AIRLOCK_ORT_GPU=$ort_gpu \
   AIRLOCK_TEST_BUNDLE=${test_bundle:-}
 t0=$(date +%s)
-INITRD=No mmdebstrap --variant=minbase --quiet --include="$includes" \
+INITRD=No "$here/lock.sh" bootstrap --work "$work" --optional "$optional" --suite bookworm --target "$work/root" -- \
+  --variant=minbase --quiet --include="$includes" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/airlock/*' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
-  --skip=download/empty --skip=essential/unlink "${hook_dir[@]}" \
-  --customize-hook="$here/customize.sh \"\$1\"" \
-  bookworm "$work/root" "${sources[@]}"
+  --hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount \
+  --customize-hook="$here/customize.sh \"\$1\""
 t_rootfs=$(( $(date +%s) - t0 ))
 root=$work/root
 
 # The package set as installed (before the package tools left), then no package tools at all.
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${db:Status-Abbrev} ${Package} ${Version} ${Architecture}\n' \
   | awk '$1=="ii" {print $2, $3, $4}' | sort > "$work/packages.txt"
-if [[ $mode == refresh ]]; then
-  { echo "# Debian packages of the airlock image (installed, build-only and optional): name version"
-    echo "# architecture sha256-of-.deb. Written by image/build.sh --lock refresh on $(date -u +%Y-%m-%d)."
-    sort -u "$work/lock.new"
-  } > "$lockfile"
-  echo "image: wrote $lockfile ($(grep -vc '^#' "$lockfile") packages)"
-fi
 rm -rf "$root"/usr/bin/apt* "$root"/usr/lib/apt "$root"/usr/bin/dpkg* "$root"/usr/sbin/dpkg-* \
   "$root"/usr/lib/dpkg "$root"/usr/share/dpkg "$root"/usr/sbin/update-alternatives
 rm -rf "$root"/etc/apt "$root"/var/lib/apt "$root"/var/cache/apt "$root"/var/cache/debconf/*-old
@@ -307,7 +249,7 @@ dd if="$work/root.verity" of="$work/disk.raw" bs=1M seek=$((1 + esp_mib + root_m
   printf '    "airlockd": "%s",\n    "airlockctl": "%s",\n    "airlock.deb": "%s",\n' "$(sha "$bindir/airlockd")" "$(sha "$bindir/airlockctl")" "$(sha "$deb")"
   printf '    "libonnxruntime": {"file": "%s", "sha256": "%s"},\n' "$(basename "$ort")" "$(sha "$ort")"
   printf '    "trust_root": "%s",\n    "Cargo.lock": "%s",\n    "packages.lock": "%s",\n' "$(sha "$trust")" "$(sha "$repo/Cargo.lock")" "$(sha "$lockfile" 2>/dev/null || echo none)"
-  printf '    "lock_mode": "%s",\n    "lock_deviations": [%s],\n' "$lock" "$(printf '"%s",' "${deviations[@]}" | sed 's/,$//')"
+  printf '    "lock_mode": "%s",\n    "lock_deviations": %s,\n' "$lock" "$(sed '2,$s/^/    /' "$work/lock/deviations.json" 2>/dev/null || echo '[]')"
   printf '    "debian_packages": [\n'
   awk '{printf "%s      \"%s %s %s\"", (NR>1?",\n":""), $1, $2, $3} END {print ""}' "$work/packages.txt"
   printf '    ]\n  },\n  "outputs": {\n'

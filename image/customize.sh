@@ -6,15 +6,9 @@ r=$1
 ch() { chroot "$r" "$@"; }
 kver=$(ls "$r/lib/modules" | sort -V | tail -1)
 
-# The .debs this build used: into the digest cache and, when refreshing, into the new lock.
-if [[ $AIRLOCK_MODE == refresh ]]; then
-  ch apt-get install -q -y --download-only --no-install-recommends $AIRLOCK_OPTIONAL >/dev/null
-  for f in "$r"/var/cache/apt/archives/*.deb; do
-    d=$(sha256sum "$f" | cut -d' ' -f1)
-    [[ -f $AIRLOCK_CACHE/debs/$d.deb ]] || cp "$f" "$AIRLOCK_CACHE/debs/$d.deb"
-    echo "$(dpkg-deb -f "$f" Package) $(dpkg-deb -f "$f" Version) $(dpkg-deb -f "$f" Architecture) $d"
-  done > "$AIRLOCK_WORK/lock.new"
-fi
+# One kernel: the meta-package and the ABI package it names move as a pair (image/README.md).
+kernels=$(ls "$r/lib/modules")
+[[ $(wc -w <<<"$kernels") == 1 ]] || { echo "customize: expected one kernel, found: $kernels" >&2; exit 1; }
 
 # Identity: no host name or machine id from the build machine; systemd makes the id at first boot.
 echo airlock > "$r/etc/hostname"
@@ -35,9 +29,7 @@ if ((AIRLOCK_GPU)); then
   printf '[Service]\nEnvironment=ORT_DYLIB_PATH=/usr/lib/airlock/cuda/libonnxruntime.so.%s\nEnvironment=LD_LIBRARY_PATH=/usr/lib/airlock/cuda\n' \
     "$(ls "$AIRLOCK_ORT_GPU" | sed -n 's/^libonnxruntime\.so\.\([0-9.]*\)$/\1/p' | head -1)" \
     > "$r/etc/systemd/system/airlockd-gpu.service.d/50-cuda.conf"
-  cp "$AIRLOCK_NVIDIA"/*.deb "$r/tmp/"
-  ch sh -c 'dpkg -i /tmp/*.deb' || ch apt-get install -q -y -f --no-install-recommends
-  rm -f "$r"/tmp/*.deb
+  # (The driver's .debs were installed by mmdebstrap with the rest: image/build.sh.)
   find "$r/lib/modules/$kver" -name 'nvidia*.ko*' | grep -q . \
     || { echo "customize: the NVIDIA driver packages installed no nvidia.ko for kernel $kver" >&2; exit 1; }
   ch systemctl disable airlockd.service
@@ -71,9 +63,9 @@ chmod 0700 "$r"/etc/cron.* 2>/dev/null || true
 printf '* hard core 0\n* soft core 0\n' > "$r/etc/security/limits.d/50-airlock.conf"
 ch update-cracklib >/dev/null 2>&1 || true   # pam_pwquality's dictionary
 
-# SSH only when the build asks for it: keys only, no root, no passwords.
+# SSH only when the build asks for it (image/build.sh then installs openssh-server): keys only,
+# no root, no passwords.
 if [[ -n ${AIRLOCK_SSH_KEY:-} ]]; then
-  ch apt-get install -q -y --no-install-recommends openssh-server >/dev/null
   install -d -m 0755 "$r/etc/ssh/sshd_config.d"
   printf 'PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthenticationMethods publickey\nAllowUsers admin\nX11Forwarding no\nAllowTcpForwarding no\nAuthorizedKeysFile /etc/ssh/authorized_keys/%%u\n' \
     > "$r/etc/ssh/sshd_config.d/50-airlock.conf"

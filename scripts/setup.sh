@@ -53,7 +53,8 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install the Rust toolchain (rustup)" >&2; exit 2; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
-  cargo install --locked cargo-nextest >/dev/null
+  # A pinned version: the newest may ask for a newer Rust than the machine has.
+  cargo install --locked cargo-nextest --version 0.9.143 >/dev/null
 fi
 
 # The image build and boot test: mmdebstrap, squashfs/verity/GPT/FAT tools, OVMF, Lynis, and QEMU

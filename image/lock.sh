@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# The Debian package lock of the airlock image (image/README.md, "Pinned inputs"). image/build.sh
+# calls it twice; tests/tests/image_lock.rs calls it against a mirror it makes itself.
+#
+#   image/lock.sh prepare --mode strict|prefer|refresh --lock FILE --cache DIR --mirror SOURCES --work DIR
+#   image/lock.sh bootstrap --work DIR [--optional "PKG..."] --suite SUITE --target ROOT -- MMDEBSTRAP_OPTION...
+#
+# prepare (before anything is built): puts every locked .deb into a local repository, each from
+#   the digest cache (DIR/debs/SHA256.deb; a file whose content does not match its name is set
+#   aside as .corrupt) or downloaded from the mirror at its locked version and checked against the
+#   lock's SHA-256 (a mismatch fails every mode but refresh: the same version with other content
+#   is not a mirror moving on). A locked version that the mirror no longer has is "gone": strict
+#   fails naming every gone package and the command that moves the lock; prefer goes on.
+#   SOURCES is an apt sources file (one-line .list format or deb822 .sources).
+# bootstrap: runs mmdebstrap with the sources the mode allows and records what was installed.
+#   - nothing gone: the local repository alone, so nothing but the locked files can be installed;
+#   - prefer with packages gone: the local repository pinned above the mirror, so apt resolves
+#     the set against both: a locked version wins wherever it is available, a gone one is
+#     replaced by the mirror's with the whole dependency closure apt computes for it. Where apt
+#     says the closure needs another version of a locked package (a replacement needs a newer
+#     library, or a locked package needs a gone one), that package is released to the mirror
+#     and the plan (mmdebstrap --simulate) is made again. Every deviation from the lock
+#     (package, locked version, built version, SHA-256 of the built .deb, why) is printed and
+#     written to WORK/lock/deviations.{tsv,json};
+#   - refresh: the mirror alone; the lock is rewritten from the .debs the build used, plus the
+#     closure of the --optional packages, and the change is summarised.
+set -euo pipefail
+
+die() { echo "lock.sh: $*" >&2; exit 2; }
+say() { echo "image: $*" >&2; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+# name version arch of a .deb
+deb_id() { dpkg-deb --showformat='${Package} ${Version} ${Architecture}\n' -W "$1"; }
+
+cmd=${1:-}; shift || true
+mode='' lockfile='' cache='' mirror='' work='' optional='' suite='' target=''
+while (($#)); do
+  case $1 in
+    --mode) mode=$2; shift 2 ;;
+    --lock) lockfile=$2; shift 2 ;;
+    --cache) cache=$2; shift 2 ;;
+    --mirror) mirror=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --optional) optional=$2; shift 2 ;;
+    --suite) suite=$2; shift 2 ;;
+    --target) target=$2; shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+[[ -n $work ]] || die "--work DIR is required"
+work=$(realpath -m "$work")
+for v in lockfile cache mirror target; do [[ -n ${!v} ]] && printf -v "$v" '%s' "$(realpath -m "${!v}")"; done
+L=$work/lock
+
+# An apt of our own for the mirror: its lists and downloads stay in WORK, the host's sources and
+# package state are not used (the host's apt.conf.d still is: proxies, validity settings).
+scratch_apt() {
+  local a=$L/apt
+  mkdir -p "$a/sources.list.d" "$a/state/lists/partial" "$a/cache/archives/partial" "$a/prefs.d"
+  : > "$a/status"; : > "$a/sources.list"; : > "$a/preferences"
+  if grep -q '^Types:' "$mirror"; then cp "$mirror" "$a/sources.list.d/mirror.sources"
+  else cp "$mirror" "$a/sources.list.d/mirror.list"; fi
+  cat > "$a/apt.conf" <<EOF
+Dir::Etc::SourceList "$a/sources.list";
+Dir::Etc::SourceParts "$a/sources.list.d";
+Dir::Etc::Preferences "$a/preferences";
+Dir::Etc::PreferencesParts "$a/prefs.d";
+Dir::State "$a/state";
+Dir::State::status "$a/status";
+Dir::Cache "$a/cache";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+Acquire::Languages "none";
+Debug::NoLocking "true";
+EOF
+  APT_CONFIG=$a/apt.conf apt-get update -q >"$L/update.log" 2>&1 \
+    || { cat "$L/update.log" >&2; die "cannot read the package lists of the mirror ($mirror)"; }
+  grep '^\(W\|E\): ' "$L/update.log" >&2 || true  # apt's warnings about the mirror
+}
+apt_mirror() { APT_CONFIG=$L/apt/apt.conf "$@"; }
+
+# Lock lines as "name version arch sha256", comments and blank lines left out.
+lock_entries() { awk '!/^#/ && NF == 4' "$1"; }
+
+# The local repository of locked .debs, pinned above everything else.
+index_repo() {
+  (cd "$L/repo" && apt-ftparchive packages . > Packages 2>/dev/null \
+    && apt-ftparchive -o APT::FTPArchive::Release::Origin=airlock-lock \
+         -o APT::FTPArchive::Release::Label=airlock-lock -o "APT::FTPArchive::Release::Suite=${1:-bookworm}" \
+         -o "APT::FTPArchive::Release::Codename=${1:-bookworm}" release . > Release)
+}
+
+prepare() {
+  [[ $mode == strict || $mode == prefer || $mode == refresh ]] || die "--mode is strict, prefer or refresh"
+  [[ -f $mirror ]] || die "--mirror must be an apt sources file"
+  [[ -n $cache ]] || die "--cache DIR is required"
+  rm -rf "$L"; mkdir -p "$L/repo" "$L/dl" "$L/released" "$cache/debs"
+  cp "$mirror" "$L/mirror.sources"
+  : > "$L/gone.txt"; : > "$L/released.txt"
+  echo "$mode" > "$L/mode"
+  realpath "$cache" > "$L/cache"
+  if [[ $mode == refresh ]]; then
+    [[ -n $lockfile ]] && echo "$(realpath -m "$lockfile")" > "$L/lockfile"
+    return
+  fi
+  [[ -f $lockfile ]] || die "no $lockfile: run image/build.sh --lock refresh once to write it"
+  realpath "$lockfile" > "$L/lockfile"
+  lock_entries "$lockfile" > "$L/lock.txt"
+
+  # 1. The digest cache: a file is used only if its content is what its name (the lock) says.
+  local name version arch digest f got need=()
+  while read -r name version arch digest; do
+    f=$cache/debs/$digest.deb
+    if [[ -f $f ]]; then
+      got=$(sha "$f")
+      if [[ $got == "$digest" ]]; then continue; fi
+      say "WARNING the cached $name $version is corrupt (SHA-256 $got, the lock says $digest): set aside as $f.corrupt, fetching it again"
+      mv -f "$f" "$f.corrupt"
+    fi
+    need+=("$name $version $arch $digest")
+  done < "$L/lock.txt"
+
+  # 2. What the mirror still has, in one look-up; the rest is gone.
+  if ((${#need[@]})); then
+    say "fetching ${#need[@]} locked packages from the mirror"
+    scratch_apt
+    local names=() have
+    for m in "${need[@]}"; do names+=("${m%% *}"); done
+    have=$(apt_mirror apt-cache madison "${names[@]}" 2>/dev/null | awk -F' *[|] *' '{gsub(/^ +/, "", $1); print $1 " " $2}' | sort -u)
+    local fetch=() gone=()
+    for m in "${need[@]}"; do
+      read -r name version arch digest <<<"$m"
+      if grep -qxF "$name $version" <<<"$have"; then fetch+=("$m"); else gone+=("$m"); fi
+    done
+    if ((${#gone[@]})); then
+      printf '%s\n' "${gone[@]}" > "$L/gone.txt"
+      if [[ $mode == strict ]]; then
+        {
+          echo "lock.sh: ${#gone[@]} locked packages are in neither the cache nor the mirror:"
+          for m in "${gone[@]}"; do read -r name version arch digest <<<"$m"; echo "  $name $version ($arch)"; done
+          echo "Move the lock to the mirror's versions with"
+          echo "  image/build.sh --lock refresh --bindir DIR --ort LIB [--trust-root ROOT.json] OUT"
+          echo "then review and commit the diff of image/packages.lock (image/README.md), or build with --lock prefer."
+        } >&2
+        exit 2
+      fi
+      say "WARNING ${#gone[@]} locked packages are no longer on the mirror: $(for m in "${gone[@]}"; do printf '%s ' "${m% * *}"; done)"
+    fi
+    # 3. Download the rest at their locked versions, all at once, and check each against the lock.
+    if ((${#fetch[@]})); then
+      local specs=() bad=()
+      for m in "${fetch[@]}"; do
+        read -r name version arch digest <<<"$m"
+        specs+=("$name$([[ $arch == all ]] || echo ":$arch")=$version")
+      done
+      (cd "$L/dl" && apt_mirror apt-get download -q "${specs[@]}" > "$L/download.log" 2>&1) \
+        || { tail -20 "$L/download.log" >&2; die "downloading the locked packages from the mirror failed"; }
+      for f in "$L"/dl/*.deb; do
+        read -r name version arch < <(deb_id "$f")
+        digest=$(awk -v n="$name" -v v="$version" '$1 == n && $2 == v {print $4}' "$L/lock.txt")
+        got=$(sha "$f")
+        if [[ $got == "$digest" ]]; then mv -f "$f" "$cache/debs/$digest.deb"
+        else bad+=("$name $version: the mirror's .deb has SHA-256 $got, the lock says $digest"); fi
+      done
+      if ((${#bad[@]})); then
+        {
+          echo "lock.sh: the mirror serves locked versions with other content than the lock records:"
+          printf '  %s\n' "${bad[@]}"
+          echo "The same version with other content is corruption or tampering, not the mirror moving on:"
+          echo "find out why before moving the lock (image/build.sh --lock refresh, then review the diff)."
+        } >&2
+        exit 2
+      fi
+    fi
+  fi
+
+  # 4. The local repository: every locked .deb that exists, under its Debian file name.
+  while read -r name version arch digest; do
+    f=$cache/debs/$digest.deb
+    [[ -f $f ]] || continue
+    ln -f "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb" 2>/dev/null || cp "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb"
+  done < "$L/lock.txt"
+  index_repo
+}
+
+# apt's verdicts on an impossible set, as "package dependency" pairs: from lines such as
+#  linux-image-amd64 : Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2) but it is not installable
+#                      Breaks: foo (< 2) but 1.0 is to be installed
+unmet_pairs() {
+  awk '
+    /unmet dependencies:/ { on = 1; next }
+    on && /^E: / { on = 0 }
+    on {
+      line = $0
+      if (match(line, /^ *[^ ]+ : /)) { pkg = substr(line, RSTART, RLENGTH); gsub(/[ :]/, "", pkg); line = substr(line, RSTART + RLENGTH) }
+      sub(/^ +/, "", line)
+      if (match(line, /^(Pre-?Depends|Depends|Breaks|Conflicts|Recommends): /)) {
+        dep = substr(line, RLENGTH + 1); sub(/[ :].*/, "", dep)
+        if (pkg != "" && dep != "") print pkg, dep
+      }
+    }' "$1"
+}
+
+in_repo() { [[ -n $(find "$L/repo" -maxdepth 1 -name "${1}_*.deb" -print -quit) ]]; }
+release() { # NAME WHY: the locked NAME is no longer offered; the mirror decides its version
+  local f
+  for f in "$L"/repo/"$1"_*.deb; do mv "$f" "$L/released/"; done
+  echo "$1 $2" >> "$L/released.txt"
+  say "releasing $1 from the lock: $2"
+}
+
+bootstrap() {
+  local mode lockfile
+  mode=$(cat "$L/mode") lockfile=$(cat "$L/lockfile" 2>/dev/null || true)
+  [[ -n $suite && -n $target ]] || die "bootstrap needs --suite and --target"
+  local sources=() pin=()
+  if [[ $mode == refresh ]]; then
+    sources=("$L/mirror.sources")
+  else
+    sources=("deb [trusted=yes] copy://$L/repo ./")
+    if [[ -s $L/gone.txt ]]; then
+      sources+=("$L/mirror.sources")
+      printf 'Package: *\nPin: release o=airlock-lock\nPin-Priority: 990\n' > "$L/preferences"
+      pin=(--aptopt="Dir::Etc::Preferences \"$L/preferences\"")
+    fi
+  fi
+  # mmdebstrap wants a .list or .sources file name for a sources file.
+  if [[ " ${sources[*]} " == *" $L/mirror.sources "* ]] && ! grep -q '^Types:' "$L/mirror.sources"; then
+    cp "$L/mirror.sources" "$L/mirror.list"; sources=("${sources[@]/#$L\/mirror.sources/$L/mirror.list}")
+  fi
+  local mm=(mmdebstrap "${pin[@]}" --skip=download/empty --skip=essential/unlink --skip=cleanup/apt/cache)
+
+  # Prefer with packages gone: plan first; release the locked packages apt says stand in the way.
+  if [[ $mode != refresh && -s $L/gone.txt ]]; then
+    local round pkg dep changed opt plan=()
+    # The plan needs apt's own words: mmdebstrap --verbose, whatever the caller chose.
+    for opt in "$@"; do
+      case $opt in -q|--quiet|-s|--silent|-v|--verbose|-d|--debug) ;; *) plan+=("$opt") ;; esac
+    done
+    for ((round = 1; round <= $(wc -l < "$L/lock.txt") + 1; round++)); do
+      rm -rf "$L/plan"
+      if "${mm[@]}" --simulate --verbose "${plan[@]}" "$suite" "$L/plan" "${sources[@]}" > "$L/plan.log" 2>&1; then break; fi
+      changed=0
+      while read -r pkg dep; do
+        if in_repo "$dep"; then release "$dep" "the closure of $pkg needs another version"; changed=1
+        elif in_repo "$pkg"; then release "$pkg" "it needs a version of $dep the mirror does not have"; changed=1
+        fi
+      done < <(unmet_pairs "$L/plan.log" | sort -u)
+      if ((changed == 0)); then
+        grep -v '^I: ' "$L/plan.log" | tail -25 >&2
+        die "apt finds no consistent package set from the lock and the mirror (above); move the lock with --lock refresh"
+      fi
+      index_repo "$suite"
+    done
+    rm -rf "$L/plan"
+  fi
+
+  "${mm[@]}" "$@" "$suite" "$target" "${sources[@]}"
+  record "$mode" "${sources[@]}"
+  report "$mode" "$lockfile"
+}
+
+# An apt for the optional packages' closure: the build's sources and preferences, and no packages
+# installed (the built root's own state is no guide: the build has purged its build-only tools
+# with --force-depends). What the root already has is subtracted by the caller.
+closure_apt() { # SOURCES...
+  local a=$L/tapt src prefs=$L/tapt/preferences
+  [[ -f $L/preferences ]] && prefs=$L/preferences
+  rm -rf "$a"; mkdir -p "$a/sources.list.d" "$a/prefs.d" "$a/state/lists/partial" "$a/cache/archives/partial"
+  : > "$a/sources.list"; : > "$a/preferences"
+  : > "$a/status"
+  for src in "$@"; do
+    if [[ -f $src ]]; then cp "$src" "$a/sources.list.d/"; else echo "$src" >> "$a/sources.list.d/build.list"; fi
+  done
+  cat > "$a/apt.conf" <<EOF
+Dir::Etc::SourceList "$a/sources.list";
+Dir::Etc::SourceParts "$a/sources.list.d";
+Dir::Etc::Preferences "$prefs";
+Dir::Etc::PreferencesParts "$a/prefs.d";
+Dir::State "$a/state";
+Dir::State::status "$a/status";
+Dir::Cache "$a/cache";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+APT::Install-Recommends "false";
+Acquire::Languages "none";
+Debug::NoLocking "true";
+EOF
+  APT_CONFIG=$a/apt.conf apt-get update -q > "$L/tapt-update.log" 2>&1 \
+    || { cat "$L/tapt-update.log" >&2; die "cannot read the build's package lists"; }
+}
+
+# What the build used: the .debs apt put into the root's cache (kept by --skip=cleanup/apt/cache).
+# refresh: that, plus the optional packages' closure, is the new lock (and goes into the cache).
+record() { # MODE SOURCES...
+  local mode=$1 a=$target/var/cache/apt/archives f d c
+  shift
+  for f in "$a"/*.deb; do [[ -f $f ]] || continue; echo "$(deb_id "$f") $(sha "$f")"; done | sort > "$L/used.txt"
+  : > "$L/optional.txt"
+  # shellcheck disable=SC2086 # $optional is a list of package names
+  if [[ -n $optional ]]; then
+    closure_apt "$@"
+    if [[ $mode == refresh ]]; then
+      # What the build downloaded already is not fetched again.
+      for f in "$a"/*.deb; do [[ -f $f ]] || continue; ln -f "$f" "$L/tapt/cache/archives/" 2>/dev/null || cp "$f" "$L/tapt/cache/archives/"; done
+      APT_CONFIG=$L/tapt/apt.conf apt-get install -q -y --download-only $optional > "$L/optional.log" 2>&1 \
+        || { cat "$L/optional.log" >&2; die "the optional packages ($optional) cannot be resolved"; }
+    elif APT_CONFIG=$L/tapt/apt.conf apt-get install -q -s $optional > "$L/optional.log" 2>&1; then
+      # Locked, but no deviation when the build does not install them.
+      awk '/^Inst / {print $2}' "$L/optional.log" | sort -u > "$L/optional.txt"
+    else
+      grep '^E: ' "$L/optional.log" >&2 || true
+      say "WARNING the optional packages ($optional) do not resolve against the lock: their closure is listed as deviations"
+    fi
+  fi
+  [[ $mode == refresh ]] || return 0
+  for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do [[ -f $f ]] || continue; echo "$(deb_id "$f") $(sha "$f")"; done | sort -u > "$L/lock.new"
+  # Into the digest cache, so that the next build of this lock needs no mirror.
+  c=$(cat "$L/cache")
+  for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do
+    [[ -f $f ]] || continue
+    d=$(sha "$f")
+    [[ -f $c/debs/$d.deb && $(sha "$c/debs/$d.deb") == "$d" ]] && continue
+    cp "$f" "$c/debs/$d.deb.tmp" && mv -f "$c/debs/$d.deb.tmp" "$c/debs/$d.deb"
+  done
+}
+
+report() { # MODE LOCKFILE
+  local mode=$1 lockfile=$2
+  if [[ $mode == refresh ]]; then
+    local old=$L/lock.old
+    if [[ -f $lockfile ]]; then lock_entries "$lockfile" | sort > "$old"; else : > "$old"; fi
+    { echo "# Debian packages of the airlock image (installed, build-only and optional): name version"
+      echo "# architecture sha256-of-.deb. Written by image/build.sh --lock refresh on $(date -u +%Y-%m-%d)."
+      sort -u "$L/lock.new"
+    } > "$lockfile.tmp"
+    mv -f "$lockfile.tmp" "$lockfile"
+    awk 'FILENAME == ARGV[1] {old[$1] = $2 " " $4; next} {new[$1] = $2 " " $4}
+      END {
+        for (p in new) if (!(p in old)) a++; else if (old[p] != new[p]) { split(old[p], o, " "); split(new[p], n, " "); if (o[1] == n[1]) s = s " " p; c++ }
+        for (p in old) if (!(p in new)) r++
+        printf "image: wrote the lock: %d packages, %d added, %d removed, %d changed (review: git diff image/packages.lock)\n", length(new), a, r, c > "/dev/stderr"
+        if (s != "") printf "image: WARNING same version, other SHA-256 than the old lock:%s\n", s > "/dev/stderr"
+      }' "$old" <(lock_entries "$lockfile")
+    return
+  fi
+  # Deviations: each used package that is not as locked, each locked package that is not used
+  # (unless only the optional packages need it).
+  awk -v L="$L" '
+    BEGIN { while ((getline l < (L "/gone.txt")) > 0) { split(l, f, " "); gone[f[1]] = 1 }
+            while ((getline l < (L "/released.txt")) > 0) { n = index(l, " "); rel[substr(l, 1, n - 1)] = substr(l, n + 1) }
+            while ((getline l < (L "/optional.txt")) > 0) opt[l] = 1
+            while ((getline l < (L "/lock.txt")) > 0) { split(l, f, " "); lv[f[1]] = f[2]; ls[f[1]] = f[4] } }
+    { used[$1] = 1
+      if (!($1 in lv)) { print $1 "\t-\t" $2 "\t" $4 "\tnot in the lock: part of a replacement'"'"'s dependency closure"; next }
+      if (lv[$1] == $2 && ls[$1] == $4) next
+      why = ($1 in gone) ? "the locked version is gone from the mirror" : ($1 in rel) ? "released from the lock: " rel[$1] : (lv[$1] == $2) ? "same version, other SHA-256" : "replaced by the mirror'"'"'s version"
+      print $1 "\t" lv[$1] "\t" $2 "\t" $4 "\t" why }
+    END { for (p in lv) if (!(p in used) && !(p in opt))
+            print p "\t" lv[p] "\t-\t-\t" (p in gone ? "gone from the mirror; not in the image" : "locked, but not in the image (the new closure does not need it)") }
+  ' "$L/used.txt" | sort > "$L/deviations.tsv"
+  awk -F'\t' 'BEGIN { printf "[" } { printf "%s\n  {\"package\": \"%s\", \"locked_version\": \"%s\", \"built_version\": \"%s\", \"sha256\": \"%s\", \"reason\": \"%s\"}", (NR > 1 ? "," : ""), $1, $2, $3, $4, $5 } END { print (NR ? "\n]" : "]") }' \
+    "$L/deviations.tsv" > "$L/deviations.json"
+  if [[ ! -s $L/deviations.tsv ]]; then
+    say "no deviations from the lock: every package is the locked file"
+  else
+    say "WARNING $(wc -l < "$L/deviations.tsv") deviations from $(basename "$lockfile") (recorded in manifest.json):"
+    { printf 'package\tlocked\tbuilt\tsha256 of the built .deb\twhy\n'; cat "$L/deviations.tsv"; } \
+      | awk -F'\t' '{ printf "  %-28s %-22s %-22s %-64s %s\n", $1, $2, $3, $4, $5 }' >&2
+  fi
+}
+
+case $cmd in
+  prepare) prepare ;;
+  bootstrap) bootstrap "$@" ;;
+  *) die "usage: lock.sh prepare|bootstrap ... (see the head of this file)" ;;
+esac

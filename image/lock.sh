@@ -74,6 +74,8 @@ APT::Architectures { "amd64"; };
 Acquire::Languages "none";
 Debug::NoLocking "true";
 EOF
+  # Our work directory is private to root: apt's _apt sandbox user could not write there.
+  [[ $(id -u) == 0 ]] && echo 'APT::Sandbox::User "root";' >> "$a/apt.conf"
   APT_CONFIG=$a/apt.conf apt-get update -q >"$L/update.log" 2>&1 \
     || { cat "$L/update.log" >&2; die "cannot read the package lists of the mirror ($mirror)"; }
   grep '^\(W\|E\): ' "$L/update.log" >&2 || true  # apt's warnings about the mirror
@@ -100,12 +102,10 @@ prepare() {
   : > "$L/gone.txt"; : > "$L/released.txt"
   echo "$mode" > "$L/mode"
   realpath "$cache" > "$L/cache"
-  if [[ $mode == refresh ]]; then
-    [[ -n $lockfile ]] && echo "$(realpath -m "$lockfile")" > "$L/lockfile"
-    return
-  fi
+  [[ -n $lockfile ]] || die "--lock FILE is required"
+  echo "$lockfile" > "$L/lockfile"
+  [[ $mode == refresh ]] && return
   [[ -f $lockfile ]] || die "no $lockfile: run image/build.sh --lock refresh once to write it"
-  realpath "$lockfile" > "$L/lockfile"
   lock_entries "$lockfile" > "$L/lock.txt"
 
   # 1. The digest cache: a file is used only if its content is what its name (the lock) says.
@@ -193,7 +193,10 @@ unmet_pairs() {
     on && /^E: / { on = 0 }
     on {
       line = $0
-      if (match(line, /^ *[^ ]+ : /)) { pkg = substr(line, RSTART, RLENGTH); gsub(/[ :]/, "", pkg); line = substr(line, RSTART + RLENGTH) }
+      if (match(line, /^ *[^ ]+ : /)) {
+        pkg = substr(line, RSTART, RLENGTH); line = substr(line, RSTART + RLENGTH)
+        sub(/^ +/, "", pkg); sub(/ : $/, "", pkg); sub(/:.*/, "", pkg)   # "name:arch : " -> name
+      }
       sub(/^ +/, "", line)
       if (match(line, /^(Pre-?Depends|Depends|Breaks|Conflicts|Recommends): /)) {
         dep = substr(line, RLENGTH + 1); sub(/[ :].*/, "", dep)
@@ -287,6 +290,7 @@ APT::Install-Recommends "false";
 Acquire::Languages "none";
 Debug::NoLocking "true";
 EOF
+  [[ $(id -u) == 0 ]] && echo 'APT::Sandbox::User "root";' >> "$a/apt.conf"
   APT_CONFIG=$a/apt.conf apt-get update -q > "$L/tapt-update.log" 2>&1 \
     || { cat "$L/tapt-update.log" >&2; die "cannot read the build's package lists"; }
 }

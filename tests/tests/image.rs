@@ -23,7 +23,8 @@ fn the_image_builds_boots_and_refuses_a_modified_root() {
     let bindir = airlockd.parent().expect("bin dir");
     let ort = airlock_tests::ort_library();
     // `prefer`: a locked package the mirror has since replaced is built with the mirror's version
-    // and named in the manifest, rather than failing the suite (product builds use `strict`).
+    // and its dependency closure, and named in the manifest, rather than failing the suite
+    // (product builds use `strict`; image/README.md, "The package lock").
     let st = Command::new(repo.join("image/build.sh"))
         .args(["--variant", "test", "--lock", "prefer", "--bindir"])
         .arg(bindir)
@@ -45,6 +46,48 @@ fn the_image_builds_boots_and_refuses_a_modified_root() {
             "manifest lacks {field}: {manifest}"
         );
     }
+    let m: serde_json::Value = serde_json::from_str(&manifest).expect("manifest.json is JSON");
+    let deviations = m["inputs"]["lock_deviations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("manifest lacks inputs.lock_deviations: {manifest}"));
+    for d in deviations {
+        for field in [
+            "package",
+            "locked_version",
+            "built_version",
+            "sha256",
+            "reason",
+        ] {
+            assert!(d[field].is_string(), "a deviation without {field}: {d}");
+        }
+    }
+    // One kernel, and the meta-package and the ABI package it names at the same version: what was
+    // built is a consistent pair however far the mirror has moved from the lock.
+    let packages = std::fs::read_to_string(out.path().join("packages.txt")).expect("packages.txt");
+    let kernel = |abi: bool| -> Vec<String> {
+        packages
+            .lines()
+            .filter(|l| {
+                let name = l.split_whitespace().next().unwrap_or("");
+                if abi {
+                    name.starts_with("linux-image-") && name != "linux-image-amd64"
+                } else {
+                    name == "linux-image-amd64"
+                }
+            })
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        kernel(false).len(),
+        1,
+        "no single kernel meta-package:\n{packages}"
+    );
+    assert_eq!(
+        kernel(true),
+        kernel(false),
+        "the kernel's ABI package does not match the meta-package:\n{packages}"
+    );
     let r = Command::new(repo.join("image/boot-test.sh"))
         .arg(out.path())
         .arg("300")

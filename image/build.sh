@@ -19,7 +19,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-variant=product lock=strict bindir= ort= trust= ssh_key= gpu=0 nvidia= ort_gpu= lynis=0 use_cache=1 mirror=
+variant=product lock=strict bindir='' ort='' trust='' ssh_key='' gpu=0 nvidia='' ort_gpu='' lynis=0 use_cache=1 mirror=''
 while (($#)); do
   case $1 in
     --variant) variant=$2; shift 2 ;;

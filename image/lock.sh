@@ -259,20 +259,23 @@ bootstrap() {
     rm -rf "$L/plan"
   fi
 
-  "${mm[@]}" "$@" "$suite" "$target" "${sources[@]}"
+  rm -f "$L/root-status"
+  "${mm[@]}" --customize-hook="cp \"\$1/var/lib/dpkg/status\" \"$L/root-status\"" \
+    "$@" "$suite" "$target" "${sources[@]}"
   record "$mode" "${sources[@]}"
   report "$mode" "$lockfile"
 }
 
-# An apt for the optional packages' closure: the build's sources and preferences, and no packages
-# installed (the built root's own state is no guide: the build has purged its build-only tools
-# with --force-depends). What the root already has is subtracted by the caller.
+# An apt for the optional packages' closure: the build's sources and preferences, and the package
+# state the root had when mmdebstrap finished installing (copied by a customize hook that runs
+# before the caller's: the caller may purge build-only tools with --force-depends, which leaves a
+# state apt refuses). Without it (the extract variant runs no customize hooks) nothing is installed.
 closure_apt() { # SOURCES...
   local a=$L/tapt src prefs=$L/tapt/preferences
   [[ -f $L/preferences ]] && prefs=$L/preferences
   rm -rf "$a"; mkdir -p "$a/sources.list.d" "$a/prefs.d" "$a/state/lists/partial" "$a/cache/archives/partial"
   : > "$a/sources.list"; : > "$a/preferences"
-  : > "$a/status"
+  if [[ -f $L/root-status ]]; then cp "$L/root-status" "$a/status"; else : > "$a/status"; fi
   for src in "$@"; do
     if [[ -f $src ]]; then cp "$src" "$a/sources.list.d/"; else echo "$src" >> "$a/sources.list.d/build.list"; fi
   done

@@ -113,7 +113,11 @@ optional="openssh-server"   # locked, installed only with --ssh-key
 # The operator's NVIDIA driver packages: installed by apt with the rest, so their dependencies
 # resolve like everything else's (mmdebstrap's file-mirror-automount hook makes them visible).
 if ((gpu)); then
-  for f in "$nvidia"/*.deb; do [[ -f $f ]] && includes+=",$f"; done
+  for f in "$nvidia"/*.deb; do
+    [[ -f $f ]] || continue
+    [[ $f =~ ^[A-Za-z0-9._/+-]+$ ]] || die "$f: mmdebstrap's --include cannot take this file name (commas, spaces): rename it"
+    includes+=",$f"
+  done
 fi
 
 # ---- The root file system. ---------------------------------------------------------------------
@@ -274,4 +278,6 @@ done
 [[ -f $work/lynis.txt ]] && mv "$work/lynis.txt" "$dest.tmp/"
 rm -rf "$dest"; mv "$dest.tmp" "$dest"
 for f in "$dest"/*; do ln -f "$f" "$out/" 2>/dev/null || cp -f "$f" "$out/"; done
+# --lock refresh: the new lock replaces image/packages.lock only now that the whole build worked.
+"$here/lock.sh" finish --work "$work"
 echo "image: $out/disk.raw ($(( $(stat -c %s "$out/disk.raw") / 1048576 )) MiB, root hash $roothash) in $(( $(date +%s) - started )) s"

@@ -23,7 +23,7 @@ mkdir -p "$cache" "$out"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   -d "$cache" "${wheels[@]}"
-rm -rf "$out"/* && x=$(mktemp -d) && trap 'rm -rf "$x"' EXIT
+rm -rf "${out:?}"/* && x=$(mktemp -d) && trap 'rm -rf "$x"' EXIT
 for w in "$cache"/*.whl; do
   case $(basename "$w") in
     onnxruntime_gpu-"$ort_version"-*|nvidia_*) ;;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The Debian package lock of the airlock image (image/README.md, "Pinned inputs"). image/build.sh
-# calls it twice; tests/tests/image_lock.rs calls it against a mirror it makes itself.
+# The Debian package lock of the airlock image (image/README.md, "The package lock").
+# image/build.sh calls it; tests/tests/image_lock.rs calls it against a mirror it makes itself.
 #
 #   image/lock.sh prepare --mode strict|prefer|refresh --lock FILE --cache DIR --mirror SOURCES --work DIR
 #   image/lock.sh bootstrap --work DIR [--optional "PKG..."] --suite SUITE --target ROOT -- MMDEBSTRAP_OPTION...
+#   image/lock.sh finish --work DIR
 #
 # prepare (before anything is built): puts every locked .deb into a local repository, each from
 #   the digest cache (DIR/debs/SHA256.deb; a file whose content does not match its name is set
@@ -11,7 +12,8 @@
 #   lock's SHA-256 (a mismatch fails every mode but refresh: the same version with other content
 #   is not a mirror moving on). A locked version that the mirror no longer has is "gone": strict
 #   fails naming every gone package and the command that moves the lock; prefer goes on.
-#   SOURCES is an apt sources file (one-line .list format or deb822 .sources).
+#   SOURCES is an apt sources file (one-line .list format or deb822 .sources); file: URIs are
+#   used as copy: (apt then copies each .deb into the root's cache, where the build's set is read).
 # bootstrap: runs mmdebstrap with the sources the mode allows and records what was installed.
 #   - nothing gone: the local repository alone, so nothing but the locked files can be installed;
 #   - prefer with packages gone: the local repository pinned above the mirror, so apt resolves
@@ -22,8 +24,9 @@
 #     and the plan (mmdebstrap --simulate) is made again. Every deviation from the lock
 #     (package, locked version, built version, SHA-256 of the built .deb, why) is printed and
 #     written to WORK/lock/deviations.{tsv,json};
-#   - refresh: the mirror alone; the lock is rewritten from the .debs the build used, plus the
-#     closure of the --optional packages, and the change is summarised.
+#   - refresh: the mirror alone; the new lock (the .debs the build used, plus the closure of the
+#     --optional packages) is written to WORK/lock/packages.lock.new and the change summarised.
+# finish (after the whole build succeeded): refresh moves the new lock into place.
 set -euo pipefail
 
 die() { echo "lock.sh: $*" >&2; exit 2; }
@@ -31,6 +34,17 @@ say() { echo "image: $*" >&2; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 # name version arch of a .deb
 deb_id() { dpkg-deb --showformat='${Package} ${Version} ${Architecture}\n' -W "$1"; }
+# "name version arch sha256" of each .deb in the given directories.
+list_debs() {
+  local d f id
+  for d in "$@"; do
+    for f in "$d"/*.deb; do
+      [[ -f $f ]] || continue
+      id=$(deb_id "$f") || die "cannot read $f"
+      echo "$id $(sha "$f")"
+    done
+  done | sort -u
+}
 
 cmd=${1:-}; shift || true
 mode='' lockfile='' cache='' mirror='' work='' optional='' suite='' target=''
@@ -49,43 +63,51 @@ while (($#)); do
   esac
 done
 [[ -n $work ]] || die "--work DIR is required"
-work=$(realpath -m "$work")
-for v in lockfile cache mirror target; do [[ -n ${!v} ]] && printf -v "$v" '%s' "$(realpath -m "${!v}")"; done
+# These paths go into apt's configuration, sources lines and an mmdebstrap hook's shell command.
+for v in work lockfile cache mirror target; do
+  [[ -n ${!v} ]] || continue
+  printf -v "$v" '%s' "$(realpath -m "${!v}")"
+  [[ ${!v} =~ ^[A-Za-z0-9._/+-]+$ ]] || die "--$v ${!v}: only letters, digits and ._/+- are allowed in its path"
+done
 L=$work/lock
 
-# An apt of our own for the mirror: its lists and downloads stay in WORK, the host's sources and
-# package state are not used (the host's apt.conf.d still is: proxies, validity settings).
-scratch_apt() {
-  local a=$L/apt
-  mkdir -p "$a/sources.list.d" "$a/state/lists/partial" "$a/cache/archives/partial" "$a/prefs.d"
-  : > "$a/status"; : > "$a/sources.list"; : > "$a/preferences"
-  if grep -q '^Types:' "$mirror"; then cp "$mirror" "$a/sources.list.d/mirror.sources"
-  else cp "$mirror" "$a/sources.list.d/mirror.list"; fi
+# An apt of our own: lists, downloads and package state in $1, sources and preferences as given
+# (the host's sources and state are not used; the host's apt.conf.d still is: proxies, validity).
+own_apt() { # DIR STATUS PREFERENCES SOURCES...
+  local a=$1 status=$2 prefs=$3 src
+  shift 3
+  rm -rf "$a"; mkdir -p "$a/sources.list.d" "$a/prefs.d" "$a/state/lists/partial" "$a/cache/archives/partial"
+  if [[ -f $status ]]; then cp "$status" "$a/status"; else : > "$a/status"; fi
+  : > "$a/sources.list"; : > "$a/preferences"
+  [[ -f $prefs ]] || prefs=$a/preferences
+  for src in "$@"; do
+    if [[ -f $src ]]; then cp "$src" "$a/sources.list.d/"; else echo "$src" >> "$a/sources.list.d/build.list"; fi
+  done
   cat > "$a/apt.conf" <<EOF
 Dir::Etc::SourceList "$a/sources.list";
 Dir::Etc::SourceParts "$a/sources.list.d";
-Dir::Etc::Preferences "$a/preferences";
+Dir::Etc::Preferences "$prefs";
 Dir::Etc::PreferencesParts "$a/prefs.d";
 Dir::State "$a/state";
 Dir::State::status "$a/status";
 Dir::Cache "$a/cache";
 APT::Architecture "amd64";
 APT::Architectures { "amd64"; };
+APT::Install-Recommends "false";
 Acquire::Languages "none";
 Debug::NoLocking "true";
 EOF
-  # Our work directory is private to root: apt's _apt sandbox user could not write there.
-  [[ $(id -u) == 0 ]] && echo 'APT::Sandbox::User "root";' >> "$a/apt.conf"
-  APT_CONFIG=$a/apt.conf apt-get update -q >"$L/update.log" 2>&1 \
-    || { cat "$L/update.log" >&2; die "cannot read the package lists of the mirror ($mirror)"; }
-  grep '^\(W\|E\): ' "$L/update.log" >&2 || true  # apt's warnings about the mirror
+  # The work directory is private to root: apt's _apt sandbox user could not write there.
+  if [[ $(id -u) == 0 ]]; then echo 'APT::Sandbox::User "root";' >> "$a/apt.conf"; fi
+  APT_CONFIG=$a/apt.conf apt-get update -q > "$a/update.log" 2>&1 \
+    || { cat "$a/update.log" >&2; die "cannot read the package lists of $*"; }
+  grep '^\(W\|E\): ' "$a/update.log" >&2 || true   # apt's warnings about the mirror
 }
-apt_mirror() { APT_CONFIG=$L/apt/apt.conf "$@"; }
 
 # Lock lines as "name version arch sha256", comments and blank lines left out.
 lock_entries() { awk '!/^#/ && NF == 4' "$1"; }
 
-# The local repository of locked .debs, pinned above everything else.
+# The local repository of locked .debs (origin airlock-lock, which prefer pins).
 index_repo() {
   (cd "$L/repo" && apt-ftparchive packages . > Packages 2>/dev/null \
     && apt-ftparchive -o APT::FTPArchive::Release::Origin=airlock-lock \
@@ -93,23 +115,33 @@ index_repo() {
          -o "APT::FTPArchive::Release::Codename=${1:-bookworm}" release . > Release)
 }
 
+# Into the digest cache, atomically (concurrent builds share it).
+cache_put() { # FILE DIGEST
+  local tmp
+  tmp=$(mktemp "$cache/debs/.incoming.XXXXXX")
+  cp "$1" "$tmp" && mv -f "$tmp" "$cache/debs/$2.deb"
+}
+
 prepare() {
   [[ $mode == strict || $mode == prefer || $mode == refresh ]] || die "--mode is strict, prefer or refresh"
   [[ -f $mirror ]] || die "--mirror must be an apt sources file"
   [[ -n $cache ]] || die "--cache DIR is required"
-  rm -rf "$L"; mkdir -p "$L/repo" "$L/dl" "$L/released" "$cache/debs"
-  cp "$mirror" "$L/mirror.sources"
-  : > "$L/gone.txt"; : > "$L/released.txt"
-  echo "$mode" > "$L/mode"
-  realpath "$cache" > "$L/cache"
   [[ -n $lockfile ]] || die "--lock FILE is required"
+  rm -rf "$L"; mkdir -p "$L/repo" "$L/dl" "$L/released" "$cache/debs"
+  local ext=list
+  grep -q '^Types:' "$mirror" && ext=sources
+  sed -E 's#(^|[[:space:]])file:#\1copy:#g' "$mirror" > "$L/mirror.$ext"
+  echo "$L/mirror.$ext" > "$L/mirror"
+  : > "$L/gone.txt"; : > "$L/released.txt"; : > "$L/lock.txt"
+  echo "$mode" > "$L/mode"
+  echo "$cache" > "$L/cache"
   echo "$lockfile" > "$L/lockfile"
-  [[ $mode == refresh ]] && return
+  if [[ $mode == refresh ]]; then touch "$L/prepared"; return; fi
   [[ -f $lockfile ]] || die "no $lockfile: run image/build.sh --lock refresh once to write it"
   lock_entries "$lockfile" > "$L/lock.txt"
 
   # 1. The digest cache: a file is used only if its content is what its name (the lock) says.
-  local name version arch digest f got need=()
+  local name version arch digest f got m need=()
   while read -r name version arch digest; do
     f=$cache/debs/$digest.deb
     if [[ -f $f ]]; then
@@ -121,13 +153,14 @@ prepare() {
     need+=("$name $version $arch $digest")
   done < "$L/lock.txt"
 
-  # 2. What the mirror still has, in one look-up; the rest is gone.
   if ((${#need[@]})); then
     say "fetching ${#need[@]} locked packages from the mirror"
-    scratch_apt
+    own_apt "$L/apt" "" "" "$(cat "$L/mirror")"
+    # 2. What the mirror still has (binary packages only), in one look-up; the rest is gone.
     local names=() have
     for m in "${need[@]}"; do names+=("${m%% *}"); done
-    have=$(apt_mirror apt-cache madison "${names[@]}" 2>/dev/null | awk -F' *[|] *' '{gsub(/^ +/, "", $1); print $1 " " $2}' | sort -u)
+    have=$(APT_CONFIG=$L/apt/apt.conf apt-cache madison "${names[@]}" 2>/dev/null \
+      | awk -F' *[|] *' '$3 ~ / Packages$/ {gsub(/^ +/, "", $1); print $1 " " $2}' | sort -u)
     local fetch=() gone=()
     for m in "${need[@]}"; do
       read -r name version arch digest <<<"$m"
@@ -154,13 +187,14 @@ prepare() {
         read -r name version arch digest <<<"$m"
         specs+=("$name$([[ $arch == all ]] || echo ":$arch")=$version")
       done
-      (cd "$L/dl" && apt_mirror apt-get download -q "${specs[@]}" > "$L/download.log" 2>&1) \
+      (cd "$L/dl" && APT_CONFIG=$L/apt/apt.conf apt-get download -q "${specs[@]}" > "$L/download.log" 2>&1) \
         || { tail -20 "$L/download.log" >&2; die "downloading the locked packages from the mirror failed"; }
       for f in "$L"/dl/*.deb; do
+        [[ -f $f ]] || continue
         read -r name version arch < <(deb_id "$f")
         digest=$(awk -v n="$name" -v v="$version" '$1 == n && $2 == v {print $4}' "$L/lock.txt")
         got=$(sha "$f")
-        if [[ $got == "$digest" ]]; then mv -f "$f" "$cache/debs/$digest.deb"
+        if [[ $got == "$digest" ]]; then cache_put "$f" "$digest"
         else bad+=("$name $version: the mirror's .deb has SHA-256 $got, the lock says $digest"); fi
       done
       if ((${#bad[@]})); then
@@ -175,84 +209,105 @@ prepare() {
     fi
   fi
 
-  # 4. The local repository: every locked .deb that exists, under its Debian file name.
+  # 4. The local repository: every locked .deb that is not gone, under its Debian file name.
   while read -r name version arch digest; do
     f=$cache/debs/$digest.deb
-    [[ -f $f ]] || continue
+    if [[ ! -f $f ]]; then
+      grep -q "^$name " "$L/gone.txt" && continue
+      die "$name $version was neither cached nor downloaded"
+    fi
     ln -f "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb" 2>/dev/null || cp "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb"
   done < "$L/lock.txt"
   index_repo
+  touch "$L/prepared"
 }
 
-# apt's verdicts on an impossible set, as "package dependency" pairs: from lines such as
+# apt's verdicts on an impossible set, as "package dependency" pairs, from lines such as
 #  linux-image-amd64 : Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2) but it is not installable
 #                      Breaks: foo (< 2) but 1.0 is to be installed
+#  editor : Depends: libnone but it is not installable or
+#                    libalt (>= 2.0) but 1.0 is to be installed      <- an alternative
 unmet_pairs() {
   awk '
     /unmet dependencies:/ { on = 1; next }
     on && /^E: / { on = 0 }
     on {
-      line = $0
+      line = $0; dep = ""
       if (match(line, /^ *[^ ]+ : /)) {
         pkg = substr(line, RSTART, RLENGTH); line = substr(line, RSTART + RLENGTH)
         sub(/^ +/, "", pkg); sub(/ : $/, "", pkg); sub(/:.*/, "", pkg)   # "name:arch : " -> name
       }
       sub(/^ +/, "", line)
-      if (match(line, /^(Pre-?Depends|Depends|Breaks|Conflicts|Recommends): /)) {
-        dep = substr(line, RLENGTH + 1); sub(/[ :].*/, "", dep)
-        if (pkg != "" && dep != "") print pkg, dep
-      }
+      if (match(line, /^(Pre-?Depends|Depends|Breaks|Conflicts|Recommends): /)) dep = substr(line, RLENGTH + 1)
+      else if (alt) dep = line
+      alt = (line ~ / or$/)
+      sub(/[ :].*/, "", dep)
+      if (pkg != "" && dep != "") print pkg, dep
     }' "$1"
 }
 
-in_repo() { [[ -n $(find "$L/repo" -maxdepth 1 -name "${1}_*.deb" -print -quit) ]]; }
-release() { # NAME WHY: the locked NAME is no longer offered; the mirror decides its version
-  local f
-  for f in "$L"/repo/"$1"_*.deb; do mv "$f" "$L/released/"; done
-  echo "$1 $2" >> "$L/released.txt"
-  say "releasing $1 from the lock: $2"
-}
-
 bootstrap() {
-  local mode lockfile
-  mode=$(cat "$L/mode") lockfile=$(cat "$L/lockfile" 2>/dev/null || true)
+  [[ -f $L/prepared ]] || die "run lock.sh prepare with this --work first"
   [[ -n $suite && -n $target ]] || die "bootstrap needs --suite and --target"
+  local mode lockfile mirror_file opt inc f
+  cache=$(cat "$L/cache")
+  mode=$(cat "$L/mode")
+  lockfile=$(cat "$L/lockfile")
+  mirror_file=$(cat "$L/mirror")
+  # Packages the caller installs from .deb files (--include=/path/x.deb): not from any repository.
+  : > "$L/local-debs.txt"
+  for opt in "$@"; do
+    [[ $opt == --include=* ]] || continue
+    IFS=',' read -ra inc <<<"${opt#--include=}"
+    for f in "${inc[@]}"; do
+      if [[ $f == /* || $f == ./* ]]; then deb_id "$f" | cut -d' ' -f1 >> "$L/local-debs.txt"; fi
+    done
+  done
   local sources=() pin=()
-  if [[ $mode == refresh ]]; then
-    sources=("$L/mirror.sources")
-  else
-    sources=("deb [trusted=yes] copy://$L/repo ./")
-    if [[ -s $L/gone.txt ]]; then
-      sources+=("$L/mirror.sources")
-      printf 'Package: *\nPin: release o=airlock-lock\nPin-Priority: 990\n' > "$L/preferences"
-      pin=(--aptopt="Dir::Etc::Preferences \"$L/preferences\"")
-    fi
-  fi
-  # mmdebstrap wants a .list or .sources file name for a sources file.
-  if [[ " ${sources[*]} " == *" $L/mirror.sources "* ]] && ! grep -q '^Types:' "$L/mirror.sources"; then
-    cp "$L/mirror.sources" "$L/mirror.list"; sources=("${sources[@]/#$L\/mirror.sources/$L/mirror.list}")
-  fi
+  case $mode in
+    refresh) sources=("$mirror_file") ;;
+    strict) sources=("deb [trusted=yes] copy://$L/repo ./") ;;
+    prefer)
+      sources=("deb [trusted=yes] copy://$L/repo ./")
+      if [[ -s $L/gone.txt ]]; then
+        sources+=("$mirror_file")
+        printf 'Package: *\nPin: release o=airlock-lock\nPin-Priority: 990\n' > "$L/preferences"
+        pin=(--aptopt="Dir::Etc::Preferences \"$L/preferences\"")
+      fi ;;
+  esac
   local mm=(mmdebstrap "${pin[@]}" --skip=download/empty --skip=essential/unlink --skip=cleanup/apt/cache)
 
-  # Prefer with packages gone: plan first; release the locked packages apt says stand in the way.
-  if [[ $mode != refresh && -s $L/gone.txt ]]; then
-    local round pkg dep changed opt plan=()
+  # prefer with packages gone: plan first; release the locked packages apt says stand in the way.
+  if [[ $mode == prefer && -s $L/gone.txt ]]; then
+    local round pkg dep plan=() pinned released
     # The plan needs apt's own words: mmdebstrap --verbose, whatever the caller chose.
     for opt in "$@"; do
       case $opt in -q|--quiet|-s|--silent|-v|--verbose|-d|--debug) ;; *) plan+=("$opt") ;; esac
     done
-    for ((round = 1; round <= $(wc -l < "$L/lock.txt") + 1; round++)); do
+    for ((round = 1; ; round++)); do
       rm -rf "$L/plan"
       if "${mm[@]}" --simulate --verbose "${plan[@]}" "$suite" "$L/plan" "${sources[@]}" > "$L/plan.log" 2>&1; then break; fi
-      changed=0
+      # Decide on the repository as this round found it; release each package once.
+      pinned=" $(find "$L/repo" -maxdepth 1 -name '*.deb' -printf '%f\n' | sed 's/_.*//' | tr '\n' ' ')"
+      released=" "
       while read -r pkg dep; do
-        if in_repo "$dep"; then release "$dep" "the closure of $pkg needs another version"; changed=1
-        elif in_repo "$pkg"; then release "$pkg" "it needs a version of $dep the mirror does not have"; changed=1
+        if [[ $pinned == *" $dep "* ]]; then
+          [[ $released == *" $dep "* ]] && continue
+          mv "$L"/repo/"$dep"_*.deb "$L/released/"
+          echo "$dep the closure of $pkg needs another version" >> "$L/released.txt"
+          say "releasing $dep from the lock: the closure of $pkg needs another version"
+          released+="$dep "
+        elif [[ $pinned == *" $pkg "* ]]; then
+          [[ $released == *" $pkg "* ]] && continue
+          mv "$L"/repo/"$pkg"_*.deb "$L/released/"
+          echo "$pkg it needs a version of $dep the mirror does not have" >> "$L/released.txt"
+          say "releasing $pkg from the lock: it needs a version of $dep the mirror does not have"
+          released+="$pkg "
         fi
       done < <(unmet_pairs "$L/plan.log" | sort -u)
-      if ((changed == 0)); then
+      if [[ $released == " " ]]; then
         grep -v '^I: ' "$L/plan.log" | tail -25 >&2
-        die "apt finds no consistent package set from the lock and the mirror (above); move the lock with --lock refresh"
+        die "apt finds no consistent package set from the lock and the mirror (above, after $round plans); move the lock with --lock refresh"
       fi
       index_repo "$suite"
     done
@@ -266,51 +321,28 @@ bootstrap() {
   report "$mode" "$lockfile"
 }
 
-# An apt for the optional packages' closure: the build's sources and preferences, and the package
-# state the root had when mmdebstrap finished installing (copied by a customize hook that runs
-# before the caller's: the caller may purge build-only tools with --force-depends, which leaves a
-# state apt refuses). Without it (the extract variant runs no customize hooks) nothing is installed.
-closure_apt() { # SOURCES...
-  local a=$L/tapt src prefs=$L/tapt/preferences
-  [[ -f $L/preferences ]] && prefs=$L/preferences
-  rm -rf "$a"; mkdir -p "$a/sources.list.d" "$a/prefs.d" "$a/state/lists/partial" "$a/cache/archives/partial"
-  : > "$a/sources.list"; : > "$a/preferences"
-  if [[ -f $L/root-status ]]; then cp "$L/root-status" "$a/status"; else : > "$a/status"; fi
-  for src in "$@"; do
-    if [[ -f $src ]]; then cp "$src" "$a/sources.list.d/"; else echo "$src" >> "$a/sources.list.d/build.list"; fi
-  done
-  cat > "$a/apt.conf" <<EOF
-Dir::Etc::SourceList "$a/sources.list";
-Dir::Etc::SourceParts "$a/sources.list.d";
-Dir::Etc::Preferences "$prefs";
-Dir::Etc::PreferencesParts "$a/prefs.d";
-Dir::State "$a/state";
-Dir::State::status "$a/status";
-Dir::Cache "$a/cache";
-APT::Architecture "amd64";
-APT::Architectures { "amd64"; };
-APT::Install-Recommends "false";
-Acquire::Languages "none";
-Debug::NoLocking "true";
-EOF
-  [[ $(id -u) == 0 ]] && echo 'APT::Sandbox::User "root";' >> "$a/apt.conf"
-  APT_CONFIG=$a/apt.conf apt-get update -q > "$L/tapt-update.log" 2>&1 \
-    || { cat "$L/tapt-update.log" >&2; die "cannot read the build's package lists"; }
-}
-
 # What the build used: the .debs apt put into the root's cache (kept by --skip=cleanup/apt/cache).
 # refresh: that, plus the optional packages' closure, is the new lock (and goes into the cache).
 record() { # MODE SOURCES...
-  local mode=$1 a=$target/var/cache/apt/archives f d c
+  local mode=$1 a=$target/var/cache/apt/archives missing prefs=''
   shift
-  for f in "$a"/*.deb; do [[ -f $f ]] || continue; echo "$(deb_id "$f") $(sha "$f")"; done | sort > "$L/used.txt"
+  list_debs "$a" > "$L/used.txt"
+  [[ -s $L/used.txt ]] || die "the build left no .debs in $a: nothing to record"
+  # Every package mmdebstrap installed must be among them (a file: source would not be).
+  if [[ -f $L/root-status ]]; then
+    missing=$(awk '/^Package: / {p = $2} /^Status: install ok installed/ {print p}' "$L/root-status" | sort -u \
+      | comm -23 - <(cut -d' ' -f1 "$L/used.txt" "$L/local-debs.txt" | sort -u) | tr '\n' ' ')
+    [[ -z $missing ]] || die "installed, but not among the .debs apt cached: $missing"
+  fi
   : > "$L/optional.txt"
   # shellcheck disable=SC2086 # $optional is a list of package names
   if [[ -n $optional ]]; then
-    closure_apt "$@"
+    # The optional packages' closure on top of the root's package state as mmdebstrap left it
+    # (copied before the caller's customize hooks, which may purge build tools with
+    # --force-depends and leave a state apt refuses); the extract variant has none: from nothing.
+    [[ -f $L/preferences ]] && prefs=$L/preferences
+    own_apt "$L/tapt" "$L/root-status" "$prefs" "$@"
     if [[ $mode == refresh ]]; then
-      # What the build downloaded already is not fetched again.
-      for f in "$a"/*.deb; do [[ -f $f ]] || continue; ln -f "$f" "$L/tapt/cache/archives/" 2>/dev/null || cp "$f" "$L/tapt/cache/archives/"; done
       APT_CONFIG=$L/tapt/apt.conf apt-get install -q -y --download-only $optional > "$L/optional.log" 2>&1 \
         || { cat "$L/optional.log" >&2; die "the optional packages ($optional) cannot be resolved"; }
     elif APT_CONFIG=$L/tapt/apt.conf apt-get install -q -s $optional > "$L/optional.log" 2>&1; then
@@ -322,14 +354,14 @@ record() { # MODE SOURCES...
     fi
   fi
   [[ $mode == refresh ]] || return 0
-  for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do [[ -f $f ]] || continue; echo "$(deb_id "$f") $(sha "$f")"; done | sort -u > "$L/lock.new"
+  list_debs "$a" "$L/tapt/cache/archives" > "$L/lock.new"
   # Into the digest cache, so that the next build of this lock needs no mirror.
-  c=$(cat "$L/cache")
+  local f d
   for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do
     [[ -f $f ]] || continue
     d=$(sha "$f")
-    [[ -f $c/debs/$d.deb && $(sha "$c/debs/$d.deb") == "$d" ]] && continue
-    cp "$f" "$c/debs/$d.deb.tmp" && mv -f "$c/debs/$d.deb.tmp" "$c/debs/$d.deb"
+    [[ -f $cache/debs/$d.deb && $(sha "$cache/debs/$d.deb") == "$d" ]] && continue
+    cache_put "$f" "$d"
   done
 }
 
@@ -340,16 +372,16 @@ report() { # MODE LOCKFILE
     if [[ -f $lockfile ]]; then lock_entries "$lockfile" | sort > "$old"; else : > "$old"; fi
     { echo "# Debian packages of the airlock image (installed, build-only and optional): name version"
       echo "# architecture sha256-of-.deb. Written by image/build.sh --lock refresh on $(date -u +%Y-%m-%d)."
-      sort -u "$L/lock.new"
-    } > "$lockfile.tmp"
-    mv -f "$lockfile.tmp" "$lockfile"
+      cat "$L/lock.new"
+    } > "$L/packages.lock.new"
     awk 'FILENAME == ARGV[1] {old[$1] = $2 " " $4; next} {new[$1] = $2 " " $4}
       END {
         for (p in new) if (!(p in old)) a++; else if (old[p] != new[p]) { split(old[p], o, " "); split(new[p], n, " "); if (o[1] == n[1]) s = s " " p; c++ }
         for (p in old) if (!(p in new)) r++
-        printf "image: wrote the lock: %d packages, %d added, %d removed, %d changed (review: git diff image/packages.lock)\n", length(new), a, r, c > "/dev/stderr"
+        printf "image: the new lock: %d packages, %d added, %d removed, %d changed (written when the build succeeds; review: git diff)\n", length(new), a, r, c > "/dev/stderr"
         if (s != "") printf "image: WARNING same version, other SHA-256 than the old lock:%s\n", s > "/dev/stderr"
-      }' "$old" <(lock_entries "$lockfile")
+      }' "$old" "$L/lock.new"
+    echo '[]' > "$L/deviations.json"
     return
   fi
   # Deviations: each used package that is not as locked, each locked package that is not used
@@ -378,8 +410,20 @@ report() { # MODE LOCKFILE
   fi
 }
 
+finish() {
+  [[ -f $L/prepared ]] || die "run lock.sh prepare and bootstrap with this --work first"
+  [[ $(cat "$L/mode") == refresh ]] || return 0
+  [[ -s $L/packages.lock.new ]] || die "no new lock: lock.sh bootstrap did not finish"
+  local lockfile tmp
+  lockfile=$(cat "$L/lockfile")
+  tmp=$(mktemp "$lockfile.XXXXXX")
+  cp "$L/packages.lock.new" "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$lockfile"
+  say "wrote $lockfile ($(lock_entries "$lockfile" | wc -l) packages)"
+}
+
 case $cmd in
   prepare) prepare ;;
   bootstrap) bootstrap "$@" ;;
-  *) die "usage: lock.sh prepare|bootstrap ... (see the head of this file)" ;;
+  finish) finish ;;
+  *) die "usage: lock.sh prepare|bootstrap|finish ... (see the head of this file)" ;;
 esac

@@ -11,7 +11,11 @@
 //! |---------------|----------------------------|-----------------------------------------|
 //! | `kmeta`       | 1.0, `kabi-1 (= 1.0)`      | 2.0 only, `kabi-2 (= 2.0)` (a new name) |
 //! | `kabi-1`      | 1.0                        | 1.0 (still there, as on Debian)         |
-//! | `app`         | 1.0, `libfoo (>= 1.0), util` | 2.0 only, `libfoo (>= 2.0), util`     |
+//! | `app`         | 1.0, `libfoo (>= 1.0), util, data` | 2.0 only, also `data (>= 1:2.0)` |
+//! | `data` (all)  | 1:1.0 (an epoch)           | 1:2.0 only                              |
+//! | `viewer`      | 1.0, `libfoo`              | 2.0 only, `libfoo (>= 2.0)` (shares app's) |
+//! | `editor`      | 1.0, `libalt`              | 2.0 only, `libnone \| libalt (>= 2.0)`  |
+//! | `libalt`      | 1.0                        | 1.0 and 2.0                             |
 //! | `libfoo`      | 1.0                        | 1.0 and 2.0                             |
 //! | `util`        | 1.0                        | 1.0 and 1.1                             |
 //! | `tool`        | 1.0, `gone`                | 1.1 only, no dependency                 |
@@ -30,7 +34,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const INCLUDE: &str = "--include=kmeta,app,tool,libbar";
+const INCLUDE: &str = "--include=kmeta,app,tool,libbar,viewer,editor";
 /// Locked like the rest, installed only by some builds (as openssh-server is with `--ssh-key`).
 const OPTIONAL: &str = "extra";
 
@@ -58,6 +62,23 @@ fn sha256(path: &Path) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `data` is `Architecture: all`, the rest amd64.
+fn arch(name: &str) -> &'static str {
+    if name == "data" {
+        "all"
+    } else {
+        "amd64"
+    }
+}
+
+/// How a build names its mirror: a deb822 `.sources` file over HTTP, or a one-line `file:` URI
+/// (which apt would not copy into the root's cache: lock.sh makes it `copy:`).
+#[derive(Clone, Copy)]
+enum Sources {
+    Deb822,
+    File,
 }
 
 /// A Debian mirror on loopback whose content the test replaces: `dir/<state>/` holds a flat
@@ -106,7 +127,16 @@ impl Mirror {
         d
     }
 
-    /// Builds `name_version_amd64.deb` in state `state`; `salt` changes its content only.
+    /// The file of `name` `version` in state `state`, as Debian names it.
+    fn file(&self, state: &str, name: &str, version: &str) -> PathBuf {
+        self.state(state).join(format!(
+            "{name}_{}_{}.deb",
+            version.replace(':', "%3a"),
+            arch(name)
+        ))
+    }
+
+    /// Builds `name` `version` in state `state`; `salt` changes its content only.
     fn deb(&self, state: &str, name: &str, version: &str, depends: &str, salt: &str) -> PathBuf {
         let src = tempfile::tempdir().expect("tmp");
         std::fs::create_dir_all(src.path().join("DEBIAN")).expect("mkdir");
@@ -117,15 +147,14 @@ impl Mirror {
         )
         .expect("payload");
         let mut control = format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: airlock tests <tests@airlock.invalid>\nDescription: lock test package\n"
+            "Package: {name}\nVersion: {version}\nArchitecture: {}\nMaintainer: airlock tests <tests@airlock.invalid>\nDescription: lock test package\n",
+            arch(name)
         );
         if !depends.is_empty() {
             control += &format!("Depends: {depends}\n");
         }
         std::fs::write(src.path().join("DEBIAN/control"), control).expect("control");
-        let out = self
-            .state(state)
-            .join(format!("{name}_{version}_amd64.deb"));
+        let out = self.file(state, name, version);
         sh(Command::new("dpkg-deb")
             .args(["-Zgzip", "--root-owner-group", "--build"])
             .arg(src.path())
@@ -157,17 +186,26 @@ impl Mirror {
         std::os::unix::fs::symlink(state, &link).expect("symlink");
     }
 
-    /// The apt sources file a build is given as its mirror.
-    fn sources(&self) -> PathBuf {
-        let f = self.dir.path().join("mirror.list");
-        std::fs::write(
-            &f,
-            format!(
-                "deb [trusted=yes] http://127.0.0.1:{}/current ./\n",
-                self.port
+    /// The apt sources file a build is given as its mirror, in the form `kind` asks for.
+    fn sources(&self, kind: Sources) -> PathBuf {
+        let (file, text) = match kind {
+            Sources::Deb822 => (
+                "mirror.sources",
+                format!(
+                    "Types: deb\nURIs: http://127.0.0.1:{}/current\nSuites: ./\nTrusted: yes\n",
+                    self.port
+                ),
             ),
-        )
-        .expect("sources");
+            Sources::File => (
+                "mirror.list",
+                format!(
+                    "deb [trusted=yes] file://{}/current ./\n",
+                    self.dir.path().display()
+                ),
+            ),
+        };
+        let f = self.dir.path().join(file);
+        std::fs::write(&f, text).expect("sources");
         f
     }
 
@@ -176,7 +214,11 @@ impl Mirror {
         for (name, version, depends) in [
             ("kmeta", "1.0", "kabi-1 (= 1.0)"),
             ("kabi-1", "1.0", ""),
-            ("app", "1.0", "libfoo (>= 1.0), util"),
+            ("app", "1.0", "libfoo (>= 1.0), util, data"),
+            ("data", "1:1.0", ""),
+            ("viewer", "1.0", "libfoo"),
+            ("editor", "1.0", "libalt"),
+            ("libalt", "1.0", ""),
             ("libfoo", "1.0", ""),
             ("util", "1.0", ""),
             ("tool", "1.0", "gone"),
@@ -193,14 +235,20 @@ impl Mirror {
 
     /// v2: the mirror moved on (see the table at the top).
     fn v2(&self) {
-        for kept in ["kabi-1", "libfoo", "util", "libbar", "extra", "libextra"] {
-            let f = format!("{kept}_1.0_amd64.deb");
-            std::fs::copy(self.state("v1").join(&f), self.state("v2").join(&f)).expect("copy");
+        for kept in [
+            "kabi-1", "libfoo", "util", "libbar", "libalt", "extra", "libextra",
+        ] {
+            std::fs::copy(self.file("v1", kept, "1.0"), self.file("v2", kept, "1.0"))
+                .expect("copy");
         }
         for (name, version, depends) in [
             ("kmeta", "2.0", "kabi-2 (= 2.0)"),
             ("kabi-2", "2.0", ""),
-            ("app", "2.0", "libfoo (>= 2.0), util"),
+            ("app", "2.0", "libfoo (>= 2.0), util, data (>= 1:2.0)"),
+            ("data", "1:2.0", ""),
+            ("viewer", "2.0", "libfoo (>= 2.0)"),
+            ("editor", "2.0", "libnone | libalt (>= 2.0)"),
+            ("libalt", "2.0", ""),
             ("libfoo", "2.0", ""),
             ("util", "1.1", ""),
             ("tool", "1.1", ""),
@@ -224,6 +272,8 @@ impl Drop for Mirror {
 /// succeeded, bootstrap a root with mmdebstrap.
 struct Build {
     ok: bool,
+    /// The step that failed: "prepare" (nothing was built), "bootstrap" or "finish".
+    failed_at: Option<&'static str>,
     /// What lock.sh said (stderr).
     said: String,
     root: PathBuf,
@@ -268,7 +318,14 @@ impl Build {
     }
 }
 
-fn build(mode: &str, lock: &Path, cache: &Path, mirror: &Mirror, scratch: &Path) -> Build {
+fn build(
+    mode: &str,
+    lock: &Path,
+    cache: &Path,
+    mirror: &Mirror,
+    sources: Sources,
+    scratch: &Path,
+) -> Build {
     let n = std::fs::read_dir(scratch).map(|d| d.count()).unwrap_or(0);
     let work = scratch.join(format!("work{n}"));
     let root = scratch.join(format!("root{n}"));
@@ -279,7 +336,7 @@ fn build(mode: &str, lock: &Path, cache: &Path, mirror: &Mirror, scratch: &Path)
         .arg("--cache")
         .arg(cache)
         .arg("--mirror")
-        .arg(mirror.sources())
+        .arg(mirror.sources(sources))
         .arg("--work")
         .arg(&work)
         .output()
@@ -288,6 +345,7 @@ fn build(mode: &str, lock: &Path, cache: &Path, mirror: &Mirror, scratch: &Path)
     if !prepare.status.success() {
         return Build {
             ok: false,
+            failed_at: Some("prepare"),
             said,
             root,
             work,
@@ -302,8 +360,25 @@ fn build(mode: &str, lock: &Path, cache: &Path, mirror: &Mirror, scratch: &Path)
         .output()
         .expect("image/lock.sh bootstrap");
     said += &String::from_utf8_lossy(&boot.stderr);
+    if !boot.status.success() {
+        return Build {
+            ok: false,
+            failed_at: Some("bootstrap"),
+            said,
+            root,
+            work,
+        };
+    }
+    // What image/build.sh does once the whole image is built: refresh's new lock goes in place.
+    let finish = Command::new(&lock_sh)
+        .args(["finish", "--work"])
+        .arg(&work)
+        .output()
+        .expect("image/lock.sh finish");
+    said += &String::from_utf8_lossy(&finish.stderr);
     Build {
-        ok: boot.status.success(),
+        ok: finish.status.success(),
+        failed_at: (!finish.status.success()).then_some("finish"),
         said,
         root,
         work,
@@ -340,14 +415,20 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
     let builds = scratch.path().join("builds");
     std::fs::create_dir_all(&builds).expect("mkdir");
     let cold = |name: &str| scratch.path().join(format!("cache-{name}"));
+    let run =
+        |mode: &str, cache: &Path| build(mode, &lock, cache, &mirror, Sources::Deb822, &builds);
 
     // The lock, written by refresh from v1.
-    let b = build("refresh", &lock, &cold("refresh1"), &mirror, &builds);
+    let b = run("refresh", &cold("refresh1"));
     assert!(b.ok, "refresh on v1 failed:\n{}", b.said);
     let all_v1 = versions(&[
         ("kmeta", "1.0"),
         ("kabi-1", "1.0"),
         ("app", "1.0"),
+        ("data", "1:1.0"),
+        ("viewer", "1.0"),
+        ("editor", "1.0"),
+        ("libalt", "1.0"),
         ("libfoo", "1.0"),
         ("util", "1.0"),
         ("tool", "1.0"),
@@ -355,13 +436,13 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
         ("libbar", "1.0"),
         ("libbar-data", "1.0"),
     ]);
-    let locked = lock_lines(&lock);
     let with_optional = |set: &BTreeMap<String, String>| {
         let mut set = set.clone();
         set.insert("extra".into(), "1.0".into());
         set.insert("libextra".into(), "1.0".into());
         set
     };
+    let locked = lock_lines(&lock);
     assert_eq!(
         locked
             .iter()
@@ -371,16 +452,14 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
         "the lock holds the installed set and the optional packages' closure"
     );
     for (name, (version, digest)) in &locked {
-        let deb = mirror
-            .state("v1")
-            .join(format!("{name}_{version}_amd64.deb"));
+        let deb = mirror.file("v1", name, version);
         assert_eq!(digest, &sha256(&deb), "the lock's digest of {name}");
     }
     assert_eq!(b.installed(), all_v1);
 
     // strict on v1 from a cold cache: exactly the lock.
     let warm = cold("warm");
-    let b = build("strict", &lock, &warm, &mirror, &builds);
+    let b = run("strict", &warm);
     assert!(b.ok, "strict on v1 failed:\n{}", b.said);
     assert_eq!(b.installed(), all_v1);
     assert!(b.deviations().is_empty(), "{:?}", b.deviations());
@@ -388,50 +467,53 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
     // The mirror moves.
     mirror.v2();
 
-    // strict, cold cache: fails before bootstrapping, naming every gone package and the command.
-    let b = build("strict", &lock, &cold("strict2"), &mirror, &builds);
-    assert!(
-        !b.ok,
-        "strict built although locked packages are gone:\n{}",
+    // strict, cold cache: fails in prepare (nothing built), naming every gone package and the
+    // command that moves the lock.
+    let b = run("strict", &cold("strict2"));
+    assert_eq!(
+        b.failed_at,
+        Some("prepare"),
+        "strict did not stop before building although locked packages are gone:\n{}",
         b.said
     );
+    let gone = [
+        "kmeta 1.0 (amd64)",
+        "app 1.0 (amd64)",
+        "data 1:1.0 (all)",
+        "viewer 1.0 (amd64)",
+        "editor 1.0 (amd64)",
+        "tool 1.0 (amd64)",
+        "gone 1.0 (amd64)",
+        "libbar-data 1.0 (amd64)",
+    ];
+    let named: Vec<&str> = b
+        .said
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    let mut expect = gone.to_vec();
+    expect.sort();
+    let mut got = named
+        .iter()
+        .copied()
+        .filter(|l| l.ends_with(')'))
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, expect, "strict named:\n{}", b.said);
     assert!(
-        !b.root.exists(),
-        "strict bootstrapped a root before failing"
-    );
-    for gone in [
-        "kmeta 1.0",
-        "app 1.0",
-        "tool 1.0",
-        "gone 1.0",
-        "libbar-data 1.0",
-    ] {
-        assert!(
-            b.said.contains(&format!("  {gone} (amd64)")),
-            "strict does not name {gone}:\n{}",
-            b.said
-        );
-    }
-    for there in ["kabi-1", "libfoo", "util", "libbar "] {
-        assert!(
-            !b.said.contains(&format!("  {there}")),
-            "strict names {there}, which the mirror still has:\n{}",
-            b.said
-        );
-    }
-    assert!(
-        b.said.contains("--lock refresh"),
+        b.said.contains("image/build.sh --lock refresh"),
         "strict does not say how to move the lock:\n{}",
         b.said
     );
 
     // strict with the cache of an earlier build: the mirror's move does not matter.
-    let b = build("strict", &lock, &warm, &mirror, &builds);
+    let b = run("strict", &warm);
     assert!(b.ok, "strict with a warm cache failed:\n{}", b.said);
     assert_eq!(b.installed(), all_v1);
 
     // prefer, cold cache: the replacements with their whole closure, locked versions elsewhere.
-    let b = build("prefer", &lock, &cold("prefer"), &mirror, &builds);
+    let b = run("prefer", &cold("prefer"));
     assert!(b.ok, "prefer on the moved mirror failed:\n{}", b.said);
     assert_eq!(
         b.installed(),
@@ -439,7 +521,11 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
             ("kmeta", "2.0"),
             ("kabi-2", "2.0"), // the replacement's new dependency came with it
             ("app", "2.0"),
-            ("libfoo", "2.0"), // app 2.0 needs libfoo >= 2.0: released from the lock
+            ("data", "1:2.0"),
+            ("viewer", "2.0"),
+            ("editor", "2.0"),
+            ("libalt", "2.0"), // editor 2.0's second alternative needs it: released
+            ("libfoo", "2.0"), // app 2.0 and viewer 2.0 need libfoo >= 2.0: released
             ("util", "1.0"), // still on the mirror at its locked version: kept, though 1.1 is there
             ("tool", "1.1"), // no longer needs `gone`, which is not installed
             ("libbar", "1.1"), // its locked version needs libbar-data 1.0, which is gone
@@ -448,25 +534,33 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
         "prefer built an inconsistent or needlessly moved set:\n{}",
         b.said
     );
+    assert_eq!(
+        b.said.matches("releasing libfoo from the lock").count(),
+        1,
+        "libfoo, needed newer by two replacements, is released once:\n{}",
+        b.said
+    );
     let dev = b.deviations();
     let expect: &[(&str, &str, &str, &str)] = &[
         ("kmeta", "1.0", "2.0", "gone from the mirror"),
         ("kabi-2", "-", "2.0", "not in the lock"),
         ("kabi-1", "1.0", "-", "not in the image"),
         ("app", "1.0", "2.0", "gone from the mirror"),
+        ("data", "1:1.0", "1:2.0", "gone from the mirror"),
+        ("viewer", "1.0", "2.0", "gone from the mirror"),
+        ("editor", "1.0", "2.0", "gone from the mirror"),
+        ("libalt", "1.0", "2.0", "released from the lock"),
         ("libfoo", "1.0", "2.0", "released from the lock"),
         ("tool", "1.0", "1.1", "gone from the mirror"),
         ("gone", "1.0", "-", "gone from the mirror"),
         ("libbar", "1.0", "1.1", "released from the lock"),
         ("libbar-data", "1.0", "1.1", "gone from the mirror"),
     ];
+    let mut names: Vec<String> = expect.iter().map(|e| e.0.to_string()).collect();
+    names.sort();
     assert_eq!(
         dev.keys().cloned().collect::<Vec<_>>(),
-        {
-            let mut k: Vec<String> = expect.iter().map(|e| e.0.to_string()).collect();
-            k.sort();
-            k
-        },
+        names,
         "deviations: {dev:?}"
     );
     for (name, locked_v, built_v, why) in expect {
@@ -481,9 +575,7 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
         if *built_v == "-" {
             assert_eq!(digest, "-", "{name}: {d}");
         } else {
-            let deb = mirror
-                .state("v2")
-                .join(format!("{name}_{built_v}_amd64.deb"));
+            let deb = mirror.file("v2", name, built_v);
             assert_eq!(digest, sha256(&deb), "{name}: the digest of the built .deb");
         }
         // Printed as well as recorded.
@@ -497,12 +589,16 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
     }
 
     // refresh: one coherent set from the moved mirror, and strict builds it without deviations.
-    let b = build("refresh", &lock, &cold("refresh2"), &mirror, &builds);
+    let b = run("refresh", &cold("refresh2"));
     assert!(b.ok, "refresh on v2 failed:\n{}", b.said);
     let all_v2 = versions(&[
         ("kmeta", "2.0"),
         ("kabi-2", "2.0"),
         ("app", "2.0"),
+        ("data", "1:2.0"),
+        ("viewer", "2.0"),
+        ("editor", "2.0"),
+        ("libalt", "2.0"),
         ("libfoo", "2.0"),
         ("util", "1.1"),
         ("tool", "1.1"),
@@ -518,7 +614,7 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
         with_optional(&all_v2),
         "the refreshed lock"
     );
-    let b = build("strict", &lock, &cold("strict3"), &mirror, &builds);
+    let b = run("strict", &cold("strict3"));
     assert!(b.ok, "strict on the refreshed lock failed:\n{}", b.said);
     assert_eq!(b.installed(), all_v2);
     assert!(b.deviations().is_empty(), "{:?}", b.deviations());
@@ -534,8 +630,11 @@ fn a_corrupt_cached_deb_is_set_aside_and_fetched_again_and_other_content_at_a_lo
     let builds = scratch.path().join("builds");
     std::fs::create_dir_all(&builds).expect("mkdir");
     let cache = scratch.path().join("cache");
-    let b = build("refresh", &lock, &cache, &mirror, &builds);
+    // This time the mirror is a file: URI (lock.sh hands it to apt as copy:).
+    let run = |mode: &str| build(mode, &lock, &cache, &mirror, Sources::File, &builds);
+    let b = run("refresh");
     assert!(b.ok, "refresh failed:\n{}", b.said);
+    assert_eq!(lock_lines(&lock).len(), 15, "the lock from a file: mirror");
     let (_, util_digest) = lock_lines(&lock)["util"].clone();
     let cached = cache.join(format!("debs/{util_digest}.deb"));
     assert!(cached.exists(), "refresh did not fill the digest cache");
@@ -543,7 +642,7 @@ fn a_corrupt_cached_deb_is_set_aside_and_fetched_again_and_other_content_at_a_lo
     // A cached file whose content is not what the lock says: never used, set aside, fetched again.
     for mode in ["strict", "prefer"] {
         std::fs::write(&cached, b"not the locked util").expect("corrupt the cache");
-        let b = build(mode, &lock, &cache, &mirror, &builds);
+        let b = run(mode);
         assert!(
             b.ok,
             "{mode} with a corrupt cache entry failed:\n{}",
@@ -567,20 +666,21 @@ fn a_corrupt_cached_deb_is_set_aside_and_fetched_again_and_other_content_at_a_lo
         assert!(b.deviations().is_empty(), "{mode}: {:?}", b.deviations());
     }
 
-    // The mirror serves other bytes under the locked version: strict and prefer refuse it (that
-    // is tampering or corruption, not the mirror moving on); refresh takes it and says so.
+    // The mirror serves other bytes under the locked version: strict and prefer refuse it before
+    // building (that is tampering or corruption, not the mirror moving on); refresh takes it,
+    // says so, and the lock changes only when the build finishes.
     std::fs::remove_file(&cached).expect("rm");
     let other = mirror.deb("v1", "util", "1.0", "", " rebuilt");
     mirror.publish("v1");
     let other_digest = sha256(&other);
     for mode in ["strict", "prefer"] {
-        let b = build(mode, &lock, &cache, &mirror, &builds);
-        assert!(
-            !b.ok,
+        let b = run(mode);
+        assert_eq!(
+            b.failed_at,
+            Some("prepare"),
             "{mode} accepted other content at a locked version:\n{}",
             b.said
         );
-        assert!(!b.root.exists(), "{mode} bootstrapped a root");
         assert!(
             b.said.contains(&format!(
                 "util 1.0: the mirror's .deb has SHA-256 {other_digest}, the lock says {util_digest}"
@@ -589,7 +689,7 @@ fn a_corrupt_cached_deb_is_set_aside_and_fetched_again_and_other_content_at_a_lo
             b.said
         );
     }
-    let b = build("refresh", &lock, &cache, &mirror, &builds);
+    let b = run("refresh");
     assert!(b.ok, "refresh failed:\n{}", b.said);
     assert_eq!(lock_lines(&lock)["util"], ("1.0".to_string(), other_digest));
     assert!(

@@ -9,7 +9,7 @@
 # input's and output's SHA-256). A build whose inputs are unchanged is taken from the cache
 # ($AIRLOCK_IMAGE_CACHE, default ~/.cache/airlock/image).
 #
-# Debian packages are pinned by image/packages.lock (name, version, arch, SHA-256 of the .deb) and
+# Debian packages are pinned by image/packages.lock (name, version, arch, SHA-256, priority) and
 # applied by image/lock.sh: --lock strict (default) builds exactly the locked files and fails,
 # before building anything, naming every locked package that is in neither the digest cache nor
 # the mirror; prefer builds what apt resolves from the locked files and the mirror together

@@ -104,12 +104,17 @@ EOF
   grep '^\(W\|E\): ' "$a/update.log" >&2 || true   # apt's warnings about the mirror
 }
 
-# Lock lines as "name version arch sha256", comments and blank lines left out.
-lock_entries() { awk '!/^#/ && NF == 4' "$1"; }
+# Lock lines as "name version arch sha256 priority", comments and blank lines left out. The
+# priority is the archive's (its override file), which can differ from the one inside the .deb:
+# mmdebstrap's minbase installs the archive's Priority: required packages (apt among them, whose
+# .deb says "important"), so the local repository must carry the archive's priorities. (A line
+# without one, from an older lock, gets the .deb's.)
+lock_entries() { awk '!/^#/ && (NF == 4 || NF == 5)' "$1"; }
 
-# The local repository of locked .debs (origin airlock-lock, which prefer pins).
+# The local repository of locked .debs (origin airlock-lock, which prefer pins), with the lock's
+# priorities as its override file.
 index_repo() {
-  (cd "$L/repo" && apt-ftparchive packages . > Packages 2>/dev/null \
+  (cd "$L/repo" && apt-ftparchive packages . "$L/override" > Packages 2>/dev/null \
     && apt-ftparchive -o APT::FTPArchive::Release::Origin=airlock-lock \
          -o APT::FTPArchive::Release::Label=airlock-lock -o "APT::FTPArchive::Release::Suite=${1:-bookworm}" \
          -o "APT::FTPArchive::Release::Codename=${1:-bookworm}" release . > Release)
@@ -142,7 +147,7 @@ prepare() {
 
   # 1. The digest cache: a file is used only if its content is what its name (the lock) says.
   local name version arch digest f got m need=()
-  while read -r name version arch digest; do
+  while read -r name version arch digest _; do
     f=$cache/debs/$digest.deb
     if [[ -f $f ]]; then
       got=$(sha "$f")
@@ -210,13 +215,18 @@ prepare() {
   fi
 
   # 4. The local repository: every locked .deb that is not gone, under its Debian file name.
-  while read -r name version arch digest; do
+  local priority
+  : > "$L/override"
+  while read -r name version arch digest priority; do
     f=$cache/debs/$digest.deb
     if [[ ! -f $f ]]; then
       grep -q "^$name " "$L/gone.txt" && continue
       die "$name $version was neither cached nor downloaded"
     fi
     ln -f "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb" 2>/dev/null || cp "$f" "$L/repo/${name}_${version//:/%3a}_$arch.deb"
+    if [[ -n $priority && $priority != - ]]; then
+      echo "$name $priority $(dpkg-deb -f "$f" Section | sed 's/^$/misc/')" >> "$L/override"
+    fi
   done < "$L/lock.txt"
   index_repo
   touch "$L/prepared"
@@ -354,7 +364,16 @@ record() { # MODE SOURCES...
     fi
   fi
   [[ $mode == refresh ]] || return 0
-  list_debs "$a" "$L/tapt/cache/archives" > "$L/lock.new"
+  list_debs "$a" "$L/tapt/cache/archives" > "$L/used+optional.txt"
+  # The archive's priority of each (see lock_entries), from the mirror's index.
+  own_apt "$L/papt" "" "" "$(cat "$L/mirror")"
+  # shellcheck disable=SC2046 # one name=version argument a package
+  APT_CONFIG=$L/papt/apt.conf apt-cache show $(awk '{print $1 "=" $2}' "$L/used+optional.txt") 2>/dev/null \
+    | awk '/^Package: / {p = $2} /^Version: / {v = $2} /^Priority: / {q = $2} function out() { if (p != "" && !((p, v) in seen)) { seen[p, v] = 1; print p, v, q }; p = v = q = "" }
+             /^$/ {out()} END {out()}' \
+    > "$L/priorities.txt"
+  awk 'FILENAME == ARGV[1] {pr[$1 " " $2] = ($3 == "" ? "-" : $3); next} {print $0, (($1 " " $2) in pr ? pr[$1 " " $2] : "-")}' \
+    "$L/priorities.txt" "$L/used+optional.txt" > "$L/lock.new"
   # Into the digest cache, so that the next build of this lock needs no mirror.
   local f d
   for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do

@@ -147,7 +147,7 @@ impl Mirror {
         )
         .expect("payload");
         let mut control = format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: {}\nMaintainer: airlock tests <tests@airlock.invalid>\nDescription: lock test package\n",
+            "Package: {name}\nVersion: {version}\nArchitecture: {}\nPriority: optional\nMaintainer: airlock tests <tests@airlock.invalid>\nDescription: lock test package\n",
             arch(name)
         );
         if !depends.is_empty() {
@@ -163,11 +163,15 @@ impl Mirror {
         out
     }
 
-    /// Indexes state `state` and serves it.
+    /// Indexes state `state` and serves it. Like Debian's archive, whose override file can give
+    /// a package another priority than its .deb says, the index makes `util` `important`.
     fn publish(&self, state: &str) {
         let d = self.state(state);
+        let overrides = self.dir.path().join("override");
+        std::fs::write(&overrides, "util important misc\n").expect("override");
         let packages = sh(Command::new("apt-ftparchive")
             .args(["packages", "."])
+            .arg(&overrides)
             .current_dir(&d));
         std::fs::write(d.join("Packages"), packages.stdout).expect("Packages");
         let release = sh(Command::new("apt-ftparchive")
@@ -385,6 +389,7 @@ fn build(
     }
 }
 
+/// The lock's lines by package: (version, SHA-256); each must name the archive's priority.
 fn lock_lines(lock: &Path) -> BTreeMap<String, (String, String)> {
     std::fs::read_to_string(lock)
         .expect("the lock")
@@ -392,7 +397,17 @@ fn lock_lines(lock: &Path) -> BTreeMap<String, (String, String)> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 4, "a lock line is name version arch sha256: {l}");
+            assert_eq!(
+                f.len(),
+                5,
+                "a lock line is name version arch sha256 priority: {l}"
+            );
+            let priority = if f[0] == "util" {
+                "important"
+            } else {
+                "optional"
+            };
+            assert_eq!(f[4], priority, "the archive's priority of {}", f[0]);
             (f[0].to_string(), (f[1].to_string(), f[3].to_string()))
         })
         .collect()
@@ -461,6 +476,17 @@ fn a_moved_mirror_prefer_builds_a_whole_closure_strict_names_every_gone_package_
     let warm = cold("warm");
     let b = run("strict", &warm);
     assert!(b.ok, "strict on v1 failed:\n{}", b.said);
+    // The local repository gives apt the archive's priorities (mmdebstrap's minbase selects by
+    // them), not the .debs' own.
+    let index = std::fs::read_to_string(b.work.join("lock/repo/Packages")).expect("the index");
+    let util = index
+        .split("\n\n")
+        .find(|r| r.starts_with("Package: util\n"))
+        .unwrap_or_else(|| panic!("no util in the local repository: {index}"));
+    assert!(
+        util.contains("\nPriority: important\n"),
+        "the local repository lost the archive's priority: {util}"
+    );
     assert_eq!(b.installed(), all_v1);
     assert!(b.deviations().is_empty(), "{:?}", b.deviations());
 

@@ -390,7 +390,7 @@ report() { # MODE LOCKFILE
     local old=$L/lock.old
     if [[ -f $lockfile ]]; then lock_entries "$lockfile" | sort > "$old"; else : > "$old"; fi
     { echo "# Debian packages of the airlock image (installed, build-only and optional): name version"
-      echo "# architecture sha256-of-.deb. Written by image/build.sh --lock refresh on $(date -u +%Y-%m-%d)."
+      echo "# architecture sha256-of-.deb archive-priority. Written by image/build.sh --lock refresh on $(date -u +%Y-%m-%d)."
       cat "$L/lock.new"
     } > "$L/packages.lock.new"
     awk 'FILENAME == ARGV[1] {old[$1] = $2 " " $4; next} {new[$1] = $2 " " $4}

@@ -239,6 +239,9 @@ dd if="$work/esp.img" of="$work/disk.raw" bs=1M seek=1 conv=notrunc status=none
 dd if="$work/root.squashfs" of="$work/disk.raw" bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
 dd if="$work/root.verity" of="$work/disk.raw" bs=1M seek=$((1 + esp_mib + root_mib)) conv=notrunc status=none
 
+# The lock this image was built from: with refresh, the new one (it replaces packages.lock below).
+lock_used=$lockfile
+[[ $lock == refresh ]] && lock_used=$work/lock/packages.lock.new
 # ---- Manifest -------------------------------------------------------------------------------------
 {
   printf '{\n  "variant": "%s",\n  "gpu": %s,\n  "source_date_epoch": %s,\n  "built_at": "%s",\n' \
@@ -252,7 +255,7 @@ dd if="$work/root.verity" of="$work/disk.raw" bs=1M seek=$((1 + esp_mib + root_m
   printf '  "inputs": {\n'
   printf '    "airlockd": "%s",\n    "airlockctl": "%s",\n    "airlock.deb": "%s",\n' "$(sha "$bindir/airlockd")" "$(sha "$bindir/airlockctl")" "$(sha "$deb")"
   printf '    "libonnxruntime": {"file": "%s", "sha256": "%s"},\n' "$(basename "$ort")" "$(sha "$ort")"
-  printf '    "trust_root": "%s",\n    "Cargo.lock": "%s",\n    "packages.lock": "%s",\n' "$(sha "$trust")" "$(sha "$repo/Cargo.lock")" "$(sha "$lockfile" 2>/dev/null || echo none)"
+  printf '    "trust_root": "%s",\n    "Cargo.lock": "%s",\n    "packages.lock": "%s",\n' "$(sha "$trust")" "$(sha "$repo/Cargo.lock")" "$(sha "$lock_used")"
   printf '    "lock_mode": "%s",\n    "lock_deviations": %s,\n' "$lock" "$(sed '2,$s/^/    /' "$work/lock/deviations.json" 2>/dev/null || echo '[]')"
   printf '    "debian_packages": [\n'
   awk '{printf "%s      \"%s %s %s\"", (NR>1?",\n":""), $1, $2, $3} END {print ""}' "$work/packages.txt"

@@ -256,6 +256,16 @@ unmet_pairs() {
     }' "$1"
 }
 
+# Takes the locked NAME out of the local repository (once a round: $released): the mirror decides
+# its version. WHY goes into the deviation report.
+release() { # NAME WHY
+  [[ $released == *" $1 "* ]] && return
+  mv "$L"/repo/"$1"_*.deb "$L/released/"
+  echo "$1 $2" >> "$L/released.txt"
+  say "releasing $1 from the lock: $2"
+  released+="$1 "
+}
+
 bootstrap() {
   [[ -f $L/prepared ]] || die "run lock.sh prepare with this --work first"
   [[ -n $suite && -n $target ]] || die "bootstrap needs --suite and --target"
@@ -301,18 +311,8 @@ bootstrap() {
       pinned=" $(find "$L/repo" -maxdepth 1 -name '*.deb' -printf '%f\n' | sed 's/_.*//' | tr '\n' ' ')"
       released=" "
       while read -r pkg dep; do
-        if [[ $pinned == *" $dep "* ]]; then
-          [[ $released == *" $dep "* ]] && continue
-          mv "$L"/repo/"$dep"_*.deb "$L/released/"
-          echo "$dep the closure of $pkg needs another version" >> "$L/released.txt"
-          say "releasing $dep from the lock: the closure of $pkg needs another version"
-          released+="$dep "
-        elif [[ $pinned == *" $pkg "* ]]; then
-          [[ $released == *" $pkg "* ]] && continue
-          mv "$L"/repo/"$pkg"_*.deb "$L/released/"
-          echo "$pkg it needs a version of $dep the mirror does not have" >> "$L/released.txt"
-          say "releasing $pkg from the lock: it needs a version of $dep the mirror does not have"
-          released+="$pkg "
+        if [[ $pinned == *" $dep "* ]]; then release "$dep" "the closure of $pkg needs another version"
+        elif [[ $pinned == *" $pkg "* ]]; then release "$pkg" "it needs a version of $dep the mirror does not have"
         fi
       done < <(unmet_pairs "$L/plan.log" | sort -u)
       if [[ $released == " " ]]; then
@@ -334,7 +334,7 @@ bootstrap() {
 # What the build used: the .debs apt put into the root's cache (kept by --skip=cleanup/apt/cache).
 # refresh: that, plus the optional packages' closure, is the new lock (and goes into the cache).
 record() { # MODE SOURCES...
-  local mode=$1 a=$target/var/cache/apt/archives missing prefs=''
+  local mode=$1 a=$target/var/cache/apt/archives missing prefs='' f id d
   shift
   list_debs "$a" > "$L/used.txt"
   [[ -s $L/used.txt ]] || die "the build left no .debs in $a: nothing to record"
@@ -345,43 +345,44 @@ record() { # MODE SOURCES...
     [[ -z $missing ]] || die "installed, but not among the .debs apt cached: $missing"
   fi
   : > "$L/optional.txt"
+  [[ -n $optional || $mode == refresh ]] || return 0
+  # An apt for the build's sources on top of the root's package state as mmdebstrap left it
+  # (copied before the caller's customize hooks, which may purge build tools with --force-depends
+  # and leave a state apt refuses; the extract variant has none: from nothing). It resolves the
+  # optional packages' closure and, for refresh, tells the archive's priorities.
+  [[ -f $L/preferences ]] && prefs=$L/preferences
+  own_apt "$L/tapt" "$L/root-status" "$prefs" "$@"
   # shellcheck disable=SC2086 # $optional is a list of package names
-  if [[ -n $optional ]]; then
-    # The optional packages' closure on top of the root's package state as mmdebstrap left it
-    # (copied before the caller's customize hooks, which may purge build tools with
-    # --force-depends and leave a state apt refuses); the extract variant has none: from nothing.
-    [[ -f $L/preferences ]] && prefs=$L/preferences
-    own_apt "$L/tapt" "$L/root-status" "$prefs" "$@"
-    if [[ $mode == refresh ]]; then
+  if [[ $mode == refresh ]]; then
+    if [[ -n $optional ]]; then
       APT_CONFIG=$L/tapt/apt.conf apt-get install -q -y --download-only $optional > "$L/optional.log" 2>&1 \
         || { cat "$L/optional.log" >&2; die "the optional packages ($optional) cannot be resolved"; }
-    elif APT_CONFIG=$L/tapt/apt.conf apt-get install -q -s $optional > "$L/optional.log" 2>&1; then
-      # Locked, but no deviation when the build does not install them.
-      awk '/^Inst / {print $2}' "$L/optional.log" | sort -u > "$L/optional.txt"
-    else
-      grep '^E: ' "$L/optional.log" >&2 || true
-      say "WARNING the optional packages ($optional) do not resolve against the lock: their closure is listed as deviations"
     fi
+  elif APT_CONFIG=$L/tapt/apt.conf apt-get install -q -s $optional > "$L/optional.log" 2>&1; then
+    # Locked, but no deviation when the build does not install them.
+    awk '/^Inst / {print $2}' "$L/optional.log" | sort -u > "$L/optional.txt"
+  else
+    grep '^E: ' "$L/optional.log" >&2 || true
+    say "WARNING the optional packages ($optional) do not resolve against the lock: their closure is listed as deviations"
   fi
   [[ $mode == refresh ]] || return 0
-  list_debs "$a" "$L/tapt/cache/archives" > "$L/used+optional.txt"
+  # The new lock's .debs: what the build used and what the optional packages add, each into the
+  # digest cache (so that the next build of this lock needs no mirror) as it is listed.
+  for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do
+    [[ -f $f ]] || continue
+    id=$(deb_id "$f") || die "cannot read $f"
+    d=$(sha "$f")
+    [[ -f $cache/debs/$d.deb && $(sha "$cache/debs/$d.deb") == "$d" ]] || cache_put "$f" "$d"
+    echo "$id $d"
+  done | sort -u > "$L/used+optional.txt"
   # The archive's priority of each (see lock_entries), from the mirror's index.
-  own_apt "$L/papt" "" "" "$(cat "$L/mirror")"
   # shellcheck disable=SC2046 # one name=version argument a package
-  APT_CONFIG=$L/papt/apt.conf apt-cache show $(awk '{print $1 "=" $2}' "$L/used+optional.txt") 2>/dev/null \
+  APT_CONFIG=$L/tapt/apt.conf apt-cache show $(awk '{print $1 "=" $2}' "$L/used+optional.txt") 2>/dev/null \
     | awk '/^Package: / {p = $2} /^Version: / {v = $2} /^Priority: / {q = $2} function out() { if (p != "" && !((p, v) in seen)) { seen[p, v] = 1; print p, v, q }; p = v = q = "" }
              /^$/ {out()} END {out()}' \
     > "$L/priorities.txt"
   awk 'FILENAME == ARGV[1] {pr[$1 " " $2] = ($3 == "" ? "-" : $3); next} {print $0, (($1 " " $2) in pr ? pr[$1 " " $2] : "-")}' \
     "$L/priorities.txt" "$L/used+optional.txt" > "$L/lock.new"
-  # Into the digest cache, so that the next build of this lock needs no mirror.
-  local f d
-  for f in "$a"/*.deb "$L"/tapt/cache/archives/*.deb; do
-    [[ -f $f ]] || continue
-    d=$(sha "$f")
-    [[ -f $cache/debs/$d.deb && $(sha "$cache/debs/$d.deb") == "$d" ]] && continue
-    cache_put "$f" "$d"
-  done
 }
 
 report() { # MODE LOCKFILE

@@ -213,30 +213,37 @@ impl Mirror {
         f
     }
 
-    /// v1: the mirror when the lock was written.
-    fn v1(&self) {
-        for (name, version, depends) in [
-            ("kmeta", "1.0", "kabi-1 (= 1.0)"),
-            ("kabi-1", "1.0", ""),
-            ("app", "1.0", "libfoo (>= 1.0), util, data"),
-            ("data", "1:1.0", ""),
-            ("viewer", "1.0", "libfoo"),
-            ("editor", "1.0", "libalt"),
-            ("libalt", "1.0", ""),
-            ("libfoo", "1.0", ""),
-            ("util", "1.0", ""),
-            ("tool", "1.0", "gone"),
-            ("gone", "1.0", ""),
-            ("libbar", "1.0", "libbar-data (= 1.0)"),
-            ("libbar-data", "1.0", ""),
-            ("extra", "1.0", "libextra, util"),
-            ("libextra", "1.0", ""),
-        ] {
-            self.deb("v1", name, version, depends, "");
+    /// Builds `packages` (name, version, Depends) into state `state` and serves it.
+    fn make(&self, state: &str, packages: &[(&str, &str, &str)]) {
+        for (name, version, depends) in packages {
+            self.deb(state, name, version, depends, "");
         }
-        self.publish("v1");
+        self.publish(state);
     }
 
+    /// v1: the mirror when the lock was written.
+    fn v1(&self) {
+        self.make(
+            "v1",
+            &[
+                ("kmeta", "1.0", "kabi-1 (= 1.0)"),
+                ("kabi-1", "1.0", ""),
+                ("app", "1.0", "libfoo (>= 1.0), util, data"),
+                ("data", "1:1.0", ""),
+                ("viewer", "1.0", "libfoo"),
+                ("editor", "1.0", "libalt"),
+                ("libalt", "1.0", ""),
+                ("libfoo", "1.0", ""),
+                ("util", "1.0", ""),
+                ("tool", "1.0", "gone"),
+                ("gone", "1.0", ""),
+                ("libbar", "1.0", "libbar-data (= 1.0)"),
+                ("libbar-data", "1.0", ""),
+                ("extra", "1.0", "libextra, util"),
+                ("libextra", "1.0", ""),
+            ],
+        );
+    }
     /// v2: the mirror moved on (see the table at the top).
     fn v2(&self) {
         for kept in [
@@ -245,23 +252,23 @@ impl Mirror {
             std::fs::copy(self.file("v1", kept, "1.0"), self.file("v2", kept, "1.0"))
                 .expect("copy");
         }
-        for (name, version, depends) in [
-            ("kmeta", "2.0", "kabi-2 (= 2.0)"),
-            ("kabi-2", "2.0", ""),
-            ("app", "2.0", "libfoo (>= 2.0), util, data (>= 1:2.0)"),
-            ("data", "1:2.0", ""),
-            ("viewer", "2.0", "libfoo (>= 2.0)"),
-            ("editor", "2.0", "libnone | libalt (>= 2.0)"),
-            ("libalt", "2.0", ""),
-            ("libfoo", "2.0", ""),
-            ("util", "1.1", ""),
-            ("tool", "1.1", ""),
-            ("libbar", "1.1", "libbar-data (= 1.1)"),
-            ("libbar-data", "1.1", ""),
-        ] {
-            self.deb("v2", name, version, depends, "");
-        }
-        self.publish("v2");
+        self.make(
+            "v2",
+            &[
+                ("kmeta", "2.0", "kabi-2 (= 2.0)"),
+                ("kabi-2", "2.0", ""),
+                ("app", "2.0", "libfoo (>= 2.0), util, data (>= 1:2.0)"),
+                ("data", "1:2.0", ""),
+                ("viewer", "2.0", "libfoo (>= 2.0)"),
+                ("editor", "2.0", "libnone | libalt (>= 2.0)"),
+                ("libalt", "2.0", ""),
+                ("libfoo", "2.0", ""),
+                ("util", "1.1", ""),
+                ("tool", "1.1", ""),
+                ("libbar", "1.1", "libbar-data (= 1.1)"),
+                ("libbar-data", "1.1", ""),
+            ],
+        );
     }
 }
 
@@ -334,7 +341,8 @@ fn build(
     let work = scratch.join(format!("work{n}"));
     let root = scratch.join(format!("root{n}"));
     let lock_sh = repo().join("image/lock.sh");
-    let prepare = Command::new(&lock_sh)
+    let mut prepare = Command::new(&lock_sh);
+    prepare
         .args(["prepare", "--mode", mode, "--lock"])
         .arg(lock)
         .arg("--cache")
@@ -342,47 +350,36 @@ fn build(
         .arg("--mirror")
         .arg(mirror.sources(sources))
         .arg("--work")
-        .arg(&work)
-        .output()
-        .expect("image/lock.sh prepare");
-    let mut said = String::from_utf8_lossy(&prepare.stderr).into_owned();
-    if !prepare.status.success() {
-        return Build {
-            ok: false,
-            failed_at: Some("prepare"),
-            said,
-            root,
-            work,
-        };
-    }
-    let boot = Command::new(&lock_sh)
+        .arg(&work);
+    let mut bootstrap = Command::new(&lock_sh);
+    bootstrap
         .args(["bootstrap", "--optional", OPTIONAL, "--work"])
         .arg(&work)
         .args(["--suite", "bookworm", "--target"])
         .arg(&root)
-        .args(["--", "--quiet", "--variant=extract", INCLUDE])
-        .output()
-        .expect("image/lock.sh bootstrap");
-    said += &String::from_utf8_lossy(&boot.stderr);
-    if !boot.status.success() {
-        return Build {
-            ok: false,
-            failed_at: Some("bootstrap"),
-            said,
-            root,
-            work,
-        };
-    }
+        .args(["--", "--quiet", "--variant=extract", INCLUDE]);
     // What image/build.sh does once the whole image is built: refresh's new lock goes in place.
-    let finish = Command::new(&lock_sh)
-        .args(["finish", "--work"])
-        .arg(&work)
-        .output()
-        .expect("image/lock.sh finish");
-    said += &String::from_utf8_lossy(&finish.stderr);
+    let mut finish = Command::new(&lock_sh);
+    finish.args(["finish", "--work"]).arg(&work);
+    let mut said = String::new();
+    let mut failed_at = None;
+    for (step, mut cmd) in [
+        ("prepare", prepare),
+        ("bootstrap", bootstrap),
+        ("finish", finish),
+    ] {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("image/lock.sh {step}: {e}"));
+        said += &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            failed_at = Some(step);
+            break;
+        }
+    }
     Build {
-        ok: finish.status.success(),
-        failed_at: (!finish.status.success()).then_some("finish"),
+        ok: failed_at.is_none(),
+        failed_at,
         said,
         root,
         work,

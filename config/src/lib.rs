@@ -97,6 +97,10 @@ pub struct Admin {
     /// Who has which role: keys `uid:N`, `gid:N` or `group:NAME` (any of the peer's groups),
     /// values `viewer`, `operator`, `approver` or `admin`. A peer holds every role it matches.
     pub roles: std::collections::BTreeMap<String, Role>,
+    /// Connections open at once on the socket.
+    pub max_connections: u32,
+    /// Connections open at once on the socket from one uid (root's included).
+    pub max_connections_per_uid: u32,
 }
 
 impl Default for Admin {
@@ -105,6 +109,8 @@ impl Default for Admin {
             socket: PathBuf::from("/run/airlock/admin.sock"),
             socket_mode: 0o660,
             roles: [("uid:0".to_string(), Role::Admin)].into(),
+            max_connections: 64,
+            max_connections_per_uid: 8,
         }
     }
 }
@@ -223,6 +229,18 @@ pub struct Server {
     /// Serve TLS (certificate and key in `<data_dir>/tls/`). `false` is allowed only on a
     /// loopback address (e.g. behind a local TLS-terminating proxy).
     pub tls: bool,
+    /// Longest a request body may go without a byte arriving; on both listeners.
+    pub body_timeout: HumanDuration,
+    /// Slowest a request body may arrive, in bytes per second on average, once its first
+    /// `body_timeout` has passed (a trickling body is cut off with 408).
+    pub body_min_rate: ByteSize,
+    /// Longest one write of a response may stay blocked on a client that does not read.
+    pub send_timeout: HumanDuration,
+    /// Connections open at once on the inference listener; more are closed at accept. Kept
+    /// below the file-descriptor limit (airlockd lowers it, with a warning, where it is not).
+    pub max_connections: u32,
+    /// Largest response body (an answer above it is refused rather than built).
+    pub max_response_size: ByteSize,
 }
 
 impl Default for Server {
@@ -234,6 +252,11 @@ impl Default for Server {
             shutdown_timeout: HumanDuration::from_secs(30),
             token_overlap: HumanDuration::from_secs(300),
             tls: true,
+            body_timeout: HumanDuration::from_secs(10),
+            body_min_rate: ByteSize(16 << 10),
+            send_timeout: HumanDuration::from_secs(30),
+            max_connections: 1024,
+            max_response_size: ByteSize(64 << 20),
         }
     }
 }
@@ -627,6 +650,46 @@ impl Config {
                     self.admin.socket_mode
                 ),
             );
+        }
+        let sv = &self.server;
+        for (k, v) in [
+            ("server.max_connections", sv.max_connections),
+            ("admin.max_connections", self.admin.max_connections),
+            (
+                "admin.max_connections_per_uid",
+                self.admin.max_connections_per_uid,
+            ),
+        ] {
+            if v == 0 {
+                return fail(k, "must be at least 1".into());
+            }
+        }
+        if self.admin.max_connections_per_uid > self.admin.max_connections {
+            return fail(
+                "admin.max_connections_per_uid",
+                format!(
+                    "{} is larger than admin.max_connections ({})",
+                    self.admin.max_connections_per_uid, self.admin.max_connections
+                ),
+            );
+        }
+        for (k, v) in [
+            ("server.body_min_rate", sv.body_min_rate),
+            ("server.max_response_size", sv.max_response_size),
+            ("server.max_body_size", sv.max_body_size),
+        ] {
+            if v.0 == 0 {
+                return fail(k, "must be larger than 0".into());
+            }
+        }
+        for (k, v) in [
+            ("server.body_timeout", sv.body_timeout),
+            ("server.send_timeout", sv.send_timeout),
+            ("server.header_read_timeout", sv.header_read_timeout),
+        ] {
+            if v.get().is_zero() {
+                return fail(k, "must be longer than 0 s".into());
+            }
         }
         let l = &self.lifecycle;
         if !(0.0..=1.0).contains(&l.auto_rollback_error_rate) {

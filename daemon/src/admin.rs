@@ -25,7 +25,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::TokioIo;
 use semver::Version;
 use serde_json::{json, Value};
 use tokio::net::UnixListener;
@@ -326,9 +325,6 @@ async fn whoami(Extension(who): Who) -> Response {
 }
 
 async fn status(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "read the status") {
-        return r;
-    }
     let lc = s.lifecycle.clone();
     let r = blocking(move || {
         let models = lc.updater.registry().models()?;
@@ -360,10 +356,7 @@ async fn status(State(s): S, Extension(who): Who) -> Response {
     .into_response()
 }
 
-async fn models_list(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "list models") {
-        return r;
-    }
+async fn models_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().models()?)).await {
         Ok(models) => Json(json!({
@@ -385,24 +378,14 @@ async fn model_record(s: &AdminState, name: String) -> Result<ModelRecord, Respo
     .await
 }
 
-async fn model_show(State(s): S, Extension(who): Who, UrlPath(m): UrlPath<String>) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "read models") {
-        return r;
-    }
+async fn model_show(State(s): S, _: Who, UrlPath(m): UrlPath<String>) -> Response {
     match model_record(&s, m).await {
         Ok(rec) => Json(model_json(&rec, &s, true)).into_response(),
         Err(r) => r,
     }
 }
 
-async fn version_show(
-    State(s): S,
-    Extension(who): Who,
-    UrlPath((m, v)): UrlPath<(String, String)>,
-) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "read versions") {
-        return r;
-    }
+async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, String)>) -> Response {
     let ver = match version(&v) {
         Ok(v) => v,
         Err(r) => return r,
@@ -442,10 +425,7 @@ async fn version_show(
     Json(out).into_response()
 }
 
-async fn bundles_list(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "list bundles") {
-        return r;
-    }
+async fn bundles_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().models()?)).await {
         Ok(models) => {
@@ -475,9 +455,6 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
 
 /// `POST /bundles/import {"path": "/media/usb/x.alb"}`: the daemon reads a file on the appliance.
 async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    if let Err(r) = check(&who, Role::Operator, "import bundles") {
-        return r;
-    }
     let req = match json_body(&body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -499,9 +476,6 @@ async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::
 /// `POST /bundles` with the bundle as the body: streamed straight into the updater (never
 /// buffered whole); a body cut off half-way leaves nothing staged.
 async fn bundle_upload(State(s): S, Extension(who): Who, body: Body) -> Response {
-    if let Err(r) = check(&who, Role::Operator, "import bundles") {
-        return r;
-    }
     use futures_util::TryStreamExt;
     let stream = body
         .into_data_stream()
@@ -529,9 +503,6 @@ async fn approve(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = check(&who, Role::Approver, "approve versions") {
-        return r;
-    }
     let (ver, req) = match (version(&v), json_body(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) | (_, Err(r)) => return r,
@@ -579,9 +550,6 @@ async fn reject(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = check(&who, Role::Approver, "reject versions") {
-        return r;
-    }
     let (ver, req) = match (version(&v), json_body(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) | (_, Err(r)) => return r,
@@ -606,9 +574,6 @@ async fn promote(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = check(&who, Role::Operator, "promote versions") {
-        return r;
-    }
     let req = match json_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -638,9 +603,6 @@ async fn rollback(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = check(&who, Role::Operator, "roll back") {
-        return r;
-    }
     let req = match json_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -666,10 +628,7 @@ async fn rollback(
     }
 }
 
-async fn media_list(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "list removable media") {
-        return r;
-    }
+async fn media_list(State(s): S, _: Who) -> Response {
     let media: Vec<Value> = s
         .lifecycle
         .media
@@ -689,10 +648,7 @@ async fn media_list(State(s): S, Extension(who): Who) -> Response {
     Json(json!({ "media": media })).into_response()
 }
 
-async fn trust_show(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "read the trust root") {
-        return r;
-    }
+async fn trust_show(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.trust_root()?)).await {
         Ok(root) => Json(json!({ "version": root.version(), "root": root.body() })).into_response(),
@@ -701,9 +657,6 @@ async fn trust_show(State(s): S, Extension(who): Who) -> Response {
 }
 
 async fn trust_import(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    if let Err(r) = check(&who, Role::Admin, "replace the trust root") {
-        return r;
-    }
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     match blocking(move || Ok(lc.updater.rotate_trust_root(&body, &actor)?)).await {
@@ -715,16 +668,13 @@ async fn trust_import(State(s): S, Extension(who): Who, body: axum::body::Bytes)
     }
 }
 
-async fn audit_list(State(s): S, Extension(who): Who, uri: axum::http::Uri) -> Response {
+async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
     let q: BTreeMap<&str, &str> = uri
         .query()
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    if let Err(r) = check(&who, Role::Viewer, "read the audit log") {
-        return r;
-    }
     let num = |k: &str, d: u64| -> Result<u64, Response> {
         q.get(k).map_or(Ok(d), |v| {
             v.parse().map_err(|_| {
@@ -746,10 +696,7 @@ async fn audit_list(State(s): S, Extension(who): Who, uri: axum::http::Uri) -> R
     }
 }
 
-async fn audit_verify(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Viewer, "verify the audit log") {
-        return r;
-    }
+async fn audit_verify(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().verify_audit()?)).await {
         Ok(n) => Json(json!({ "verified": true, "records": n })).into_response(),
@@ -774,10 +721,7 @@ fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
     Ok(())
 }
 
-async fn tokens_list(State(s): S, Extension(who): Who) -> Response {
-    if let Err(r) = check(&who, Role::Admin, "list tokens") {
-        return r;
-    }
+async fn tokens_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().tokens()?)).await {
         Ok(all) => {
@@ -788,9 +732,6 @@ async fn tokens_list(State(s): S, Extension(who): Who) -> Response {
 }
 
 async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    if let Err(r) = check(&who, Role::Admin, "create tokens") {
-        return r;
-    }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body must be JSON: {\"name\": \"...\", \"scopes\": [\"model:NAME\" | \"model:*\" | \"metrics\" | \"admin:ROLE\"]}");
     };
@@ -844,9 +785,6 @@ async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes)
 }
 
 async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<String>) -> Response {
-    if let Err(r) = check(&who, Role::Admin, "rotate tokens") {
-        return r;
-    }
     let st = s.clone();
     let actor = who.actor.clone();
     match blocking(move || {
@@ -873,9 +811,6 @@ async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
 }
 
 async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<String>) -> Response {
-    if let Err(r) = check(&who, Role::Admin, "revoke tokens") {
-        return r;
-    }
     let st = s.clone();
     let actor = who.actor.clone();
     match blocking(move || {
@@ -898,29 +833,191 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
     }
 }
 
-/// The `/api/v1` routes (relative: both transports nest them under `/api/v1`). Each request
-/// must carry an [`Identity`] extension, which the transport inserts.
+/// Who may call a route and how large its body may be: the one place the admin API decides
+/// it. The guard runs before the handler and before any byte of the body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// The role needed (`None`: any caller, for `whoami`).
+    pub role: Option<Role>,
+    /// What the caller wants to do, for the refusal ("may not {what}").
+    pub what: &'static str,
+    /// The body limit in bytes (`Some(0)`: the route takes none and ignores one unread;
+    /// `None`: streamed by the handler, which bounds it itself).
+    pub max_body: Option<u64>,
+}
+
+const fn rule(role: Role, what: &'static str) -> Rule {
+    Rule {
+        role: Some(role),
+        what,
+        max_body: Some(0),
+    }
+}
+
+const fn with_body(role: Role, what: &'static str, max: u64) -> Rule {
+    Rule {
+        role: Some(role),
+        what,
+        max_body: Some(max),
+    }
+}
+
+/// Bodies of approvals, rejections, promotions, rollbacks, path imports and token requests:
+/// a few fields (a detached signature, a 1 KiB comment).
+const SMALL_BODY: u64 = 16 << 10;
+/// A trust root file: keys and signatures, a few kilobytes.
+pub const TRUST_ROOT_BODY: u64 = 256 << 10;
+
+/// Authorises on the headers, then reads the body under the route's limit (refusing by
+/// `Content-Length` before reading) so that the handler gets it whole.
+async fn guard(rule: Rule, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(who) = req.extensions().get::<Identity>() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no caller identity");
+    };
+    if let Some(role) = rule.role {
+        if let Err(r) = check(who, role, rule.what) {
+            return r;
+        }
+    }
+    let Some(max) = rule.max_body else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    if max == 0 {
+        // A route that takes no body ignores one without reading it.
+        drop(body);
+        return next
+            .run(axum::extract::Request::from_parts(parts, Body::empty()))
+            .await;
+    }
+    let bytes = match crate::api::read_limited(max, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// The `/api/v1` routes (relative: both transports nest them under `/api/v1`), each with its
+/// [`Rule`] and handler. Each request must carry an [`Identity`] extension, which the
+/// transport inserts.
+pub fn routes() -> Vec<(
+    &'static str,
+    Rule,
+    axum::routing::MethodRouter<Arc<AdminState>>,
+)> {
+    use Role::*;
+    vec![
+        (
+            "/whoami",
+            Rule {
+                role: None,
+                what: "ask who they are",
+                max_body: Some(0),
+            },
+            get(whoami),
+        ),
+        ("/status", rule(Viewer, "read the status"), get(status)),
+        ("/models", rule(Viewer, "list models"), get(models_list)),
+        ("/models/{m}", rule(Viewer, "read models"), get(model_show)),
+        (
+            "/models/{m}/versions/{v}",
+            rule(Viewer, "read versions"),
+            get(version_show),
+        ),
+        (
+            "/models/{m}/versions/{v}/approve",
+            with_body(Approver, "approve versions", SMALL_BODY),
+            post(approve),
+        ),
+        (
+            "/models/{m}/versions/{v}/reject",
+            with_body(Approver, "reject versions", SMALL_BODY),
+            post(reject),
+        ),
+        (
+            "/models/{m}/promote",
+            with_body(Operator, "promote versions", SMALL_BODY),
+            post(promote),
+        ),
+        (
+            "/models/{m}/rollback",
+            with_body(Operator, "roll back", SMALL_BODY),
+            post(rollback),
+        ),
+        ("/bundles", rule(Viewer, "list bundles"), get(bundles_list)),
+        (
+            "/bundles",
+            Rule {
+                role: Some(Operator),
+                what: "import bundles",
+                max_body: None,
+            },
+            post(bundle_upload),
+        ),
+        (
+            "/bundles/import",
+            with_body(Operator, "import bundles", SMALL_BODY),
+            post(bundle_import_path),
+        ),
+        (
+            "/trust",
+            rule(Viewer, "read the trust root"),
+            get(trust_show),
+        ),
+        (
+            "/trust",
+            with_body(Admin, "replace the trust root", TRUST_ROOT_BODY),
+            post(trust_import),
+        ),
+        (
+            "/media",
+            rule(Viewer, "list removable media"),
+            get(media_list),
+        ),
+        (
+            "/audit",
+            rule(Viewer, "read the audit log"),
+            get(audit_list),
+        ),
+        (
+            "/audit/verify",
+            rule(Viewer, "verify the audit log"),
+            get(audit_verify),
+        ),
+        ("/tokens", rule(Admin, "list tokens"), get(tokens_list)),
+        (
+            "/tokens",
+            with_body(Admin, "create tokens", SMALL_BODY),
+            post(token_create),
+        ),
+        (
+            "/tokens/{id}",
+            rule(Admin, "revoke tokens"),
+            delete(token_revoke),
+        ),
+        (
+            "/tokens/{id}/rotate",
+            with_body(Admin, "rotate tokens", SMALL_BODY),
+            post(token_rotate),
+        ),
+    ]
+}
+
+/// The admin router: every route of [`routes`] behind its [`guard`].
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/whoami", get(whoami))
-        .route("/status", get(status))
-        .route("/models", get(models_list))
-        .route("/models/{m}", get(model_show))
-        .route("/models/{m}/versions/{v}", get(version_show))
-        .route("/models/{m}/versions/{v}/approve", post(approve))
-        .route("/models/{m}/versions/{v}/reject", post(reject))
-        .route("/models/{m}/promote", post(promote))
-        .route("/models/{m}/rollback", post(rollback))
-        .route("/bundles", get(bundles_list).post(bundle_upload))
-        .route("/bundles/import", post(bundle_import_path))
-        .route("/trust", get(trust_show).post(trust_import))
-        .route("/media", get(media_list))
-        .route("/audit", get(audit_list))
-        .route("/audit/verify", get(audit_verify))
-        .route("/tokens", get(tokens_list).post(token_create))
-        .route("/tokens/{id}", delete(token_revoke))
-        .route("/tokens/{id}/rotate", post(token_rotate))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+    let mut r = Router::new();
+    for (path, rule, handler) in routes() {
+        r = r.route(
+            path,
+            handler.layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    guard(rule, req, next)
+                },
+            )),
+        );
+    }
+    r.fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -943,19 +1040,27 @@ pub fn bind(socket: &std::path::Path, mode: u32) -> anyhow::Result<UnixListener>
     Ok(listener)
 }
 
-/// Serves the admin API on `listener` (bound at `socket`) until `shutdown`.
+/// Serves the admin API on `listener` (bound at `socket`) until `shutdown`: every connection
+/// under `cap` (per uid too) and the [`crate::limits::ConnTimeouts`].
 pub async fn serve(
     listener: UnixListener,
     socket: PathBuf,
     state: Arc<AdminState>,
     roles: BTreeMap<String, Role>,
+    timeouts: crate::limits::ConnTimeouts,
+    cap: Arc<crate::limits::ConnCap>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = Router::new().nest_service("/api/v1", router(state));
+    let mut backoff = crate::limits::AcceptBackoff::new("admin socket");
+    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(e) => { tracing::warn!(error = %e, "admin accept failed"); continue; } },
+            r = listener.accept() => match r {
+                Ok(x) => { backoff.ok(); x }
+                Err(e) => { backoff.failed(e).await; continue; }
+            },
         };
         let cred = match stream.peer_cred() {
             Ok(c) => c,
@@ -964,15 +1069,21 @@ pub async fn serve(
                 continue;
             }
         };
+        // Counted before anything else is spent on the peer (its groups, its roles).
+        let Some(permit) = cap.admit(Some(cred.uid())) else {
+            continue;
+        };
         let who = peer_identity(&roles, cred.uid(), cred.gid(), cred.pid());
         let app = app.clone().layer(Extension(who));
-        tokio::spawn(async move {
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+        let (token, peer) = (shutdown.clone(), format!("uid:{}", cred.uid()));
+        tracker.spawn(async move {
+            let _permit = permit;
+            crate::limits::serve_http1(stream, app, timeouts, token, &peer).await;
         });
     }
+    drop(listener);
     let _ = std::fs::remove_file(&socket);
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod dbus;
 pub mod dev;
 pub mod engine;
 pub mod lifecycle;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod privileges;
@@ -269,11 +270,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             config.admin.roles.clone(),
             shutdown.clone(),
         ));
+        let timeouts = limits::ConnTimeouts::from_config(&config.server);
+        let (server_cap, admin_cap) =
+            limits::fit_caps(config.server.max_connections, config.admin.max_connections);
         let admin_task = tokio::spawn(admin::serve(
             admin_listener,
             config.admin.socket.clone(),
             admin_state.clone(),
             config.admin.roles.clone(),
+            timeouts,
+            limits::ConnCap::new(
+                "admin socket",
+                admin_cap,
+                (config.admin.max_connections_per_uid as usize).min(admin_cap),
+            ),
             shutdown.clone(),
         ));
         let acceptor = match &tls {
@@ -323,7 +333,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // The admin API on the TCP listener only where tokens authenticate it (not --dev).
             api::router(state.clone(), (!dev).then(|| admin::router(admin_state.clone()))),
             acceptor,
-            config.server.header_read_timeout.get(),
+            timeouts,
+            limits::ConnCap::new("inference", server_cap, server_cap),
             shutdown.clone(),
             config.server.shutdown_timeout.get(),
         )

@@ -110,6 +110,9 @@ impl<'de> Deserialize<'de> for BundlePath {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelName(String);
 
+/// Names no model may have: `/v2/models/stats` is the statistics of every model.
+pub const RESERVED_MODEL_NAMES: [&str; 1] = ["stats"];
+
 impl ModelName {
     /// Validates a model name.
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
@@ -123,6 +126,12 @@ impl ModelName {
         if s.len() > 64 || !ok_first || !ok_rest {
             return Err(format!(
                 "invalid model name {s:?}: 1 to 64 characters of a-z 0-9 . _ -, starting with a letter or digit"
+            ));
+        }
+        if RESERVED_MODEL_NAMES.contains(&s) {
+            return Err(format!(
+                "model name {s:?} is reserved: the serving API uses it for a route of its own (reserved: {})",
+                RESERVED_MODEL_NAMES.join(", ")
             ));
         }
         Ok(ModelName(s.to_string()))
@@ -634,7 +643,7 @@ mod tests {
     #[test]
     fn model_names() {
         assert!(ModelName::parse("resnet-50.v2").is_ok());
-        for bad in ["", "Upper", "-x", "a/b", &"x".repeat(65)] {
+        for bad in ["", "Upper", "-x", "a/b", &"x".repeat(65), "stats"] {
             assert!(ModelName::parse(bad).is_err(), "{bad}");
         }
     }

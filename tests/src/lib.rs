@@ -443,6 +443,18 @@ pub fn production_server(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (DevServer, PathBuf, String) {
+    production_server_with(roles, approval, extra, "", "", env)
+}
+
+/// [`production_server`] with more keys for `[server]` and `[admin]` (TOML lines).
+pub fn production_server_with(
+    roles: &[(&str, &str)],
+    approval: &str,
+    extra: &str,
+    server: &str,
+    admin: &str,
+    env: &[(&str, &str)],
+) -> (DevServer, PathBuf, String) {
     let dir = bootstrapped_dev_dir();
     // Other uids must reach the socket: the scratch dir is 0700 by default.
     std::fs::set_permissions(
@@ -459,10 +471,10 @@ pub fn production_server(
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
          [approval]\n{approval}\n\
-         [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[logging]\ndir = \"{d}/logs\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n{server}\n[logging]\ndir = \"{d}/logs\"\n\
          [bundles]\nreserve_free_space = \"1MiB\"\n\
          [daemon]\nallow_root = true\n{extra}\n\
-         [admin]\nsocket = \"{}\"\nsocket_mode = 0o666\n[admin.roles]\n{table}",
+         [admin]\nsocket = \"{}\"\nsocket_mode = 0o666\n{admin}\n[admin.roles]\n{table}",
         socket.display()
     );
     std::fs::write(dir.path().join("prod.toml"), config).expect("config");

@@ -22,6 +22,18 @@ fn unit_files_verify_and_score_at_most_2() {
     for (unit, limit) in [("airlockd.service", 2.0), ("airlockd-gpu.service", 2.0)] {
         let text = std::fs::read_to_string(packaging.join(unit)).expect("unit file");
         assert!(text.contains("ExecStart=/usr/bin/airlockd "), "{unit}");
+        // The descriptor limit is set, and above the default connection caps plus what the
+        // daemon keeps for itself (airlockd's limits::FD_RESERVE).
+        let defaults = airlock_config::Config::default();
+        let needed = u64::from(defaults.server.max_connections)
+            + u64::from(defaults.admin.max_connections)
+            + 256;
+        let nofile: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{unit} sets no LimitNOFILE="));
+        assert!(nofile >= needed, "{unit}: LimitNOFILE={nofile} < {needed}");
         let path = dir.path().join(unit);
         std::fs::write(
             &path,

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,11 +73,8 @@ fn infer_error(e: InferError) -> Response {
 
 /// The router.
 pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
-    let r = match admin {
-        Some(a) => Router::new().nest_service("/api/v1", a),
-        None => Router::new(),
-    };
-    r.route("/v2", get(server_metadata))
+    let r = Router::new()
+        .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/metrics", get(metrics))
         .route("/v2/health/ready", get(server_ready))
@@ -128,41 +124,58 @@ pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
                 },
             ),
         )
+        .with_state(state.clone());
+    // Nested as routes (not as a service) so that the authorisation below sees their routes.
+    let r = match admin {
+        Some(a) => r.nest("/api/v1", a),
+        None => r,
+    };
+    r.route_layer(axum::middleware::from_fn_with_state(state, authorize))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
         .layer(axum::middleware::from_fn(trace_request))
-        .with_state(state)
 }
 
-/// Bearer-token authentication: `/v2/health/*` stays open for load-balancer probes; `/metrics`
-/// needs the `metrics` scope; `/v2/models/{m}/...` needs `model:{m}` (or `model:*`); the other
-/// `/v2` routes need any valid token. Refusals say nothing about why a token failed (unknown,
-/// malformed and revoked look the same) and never echo it.
-async fn authenticate(
+/// The caller of a serving route: the token it presented (`None` in `--dev`, where nothing is
+/// authenticated). Listings filter by it: a token sees the models it may call.
+#[derive(Clone)]
+pub struct Caller(pub Option<Arc<airlock_updater::tokens::TokenRecord>>);
+
+impl Caller {
+    /// Whether this caller may see (and call) `model`.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|r| r.grants(&airlock_updater::tokens::Scope::Model(model.to_string())))
+    }
+}
+
+/// Bearer-token authorisation, decided on the route the router matched (never on the raw
+/// path): the health routes stay open for load-balancer probes; `/metrics` needs the `metrics`
+/// scope; every route with a `{m}` parameter needs `model:{m}` (or `model:*`) for the model the
+/// handler will use; the other `/v2` routes need any valid token and show only what its scopes
+/// cover; `/api/v1` maps `admin:ROLE` scopes to roles. Runs before any byte of the body is
+/// read. Refusals say nothing about why a token failed (unknown, malformed and revoked look
+/// the same) and never echo it.
+async fn authorize(
     State(s): S,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use airlock_updater::tokens::Scope;
+    use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
     let Some(cache) = &s.tokens else {
+        let mut req = req;
+        req.extensions_mut().insert(Caller(None));
         return next.run(req).await;
     };
-    let path = req.uri().path();
-    if path.starts_with("/v2/health/") {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    if route == "/v2/health/live" || route == "/v2/health/ready" {
         return next.run(req).await;
     }
-    let admin = path == "/api/v1" || path.starts_with("/api/v1/");
-    let needed = if path == "/metrics" {
-        Some(Scope::Metrics)
-    } else {
-        path.strip_prefix("/v2/models/")
-            .and_then(|rest| rest.split('/').next())
-            .filter(|m| !m.is_empty() && *m != "stats")
-            .map(|m| Scope::Model(m.to_string()))
-    };
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -178,7 +191,8 @@ async fn authenticate(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
-    if admin {
+    let (mut parts, body) = req.into_parts();
+    if route == "/api/v1" || route.starts_with("/api/v1/") {
         // The admin API: the token's admin:ROLE scopes are its roles.
         let Some(who) = crate::admin::token_identity(rec) else {
             return error(
@@ -186,11 +200,25 @@ async fn authenticate(
                 "this token does not grant access to the admin API",
             );
         };
-        let mut req = req;
-        req.extensions_mut().insert(who);
+        parts.extensions.insert(who);
         tracing::debug!(token = %rec.id, "authenticated (admin API)");
-        return next.run(req).await;
+        return next
+            .run(axum::extract::Request::from_parts(parts, body))
+            .await;
     }
+    let model = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == "m")
+                .map(|(_, v)| v.to_string())
+        });
+    let needed = match (route.as_str(), model) {
+        ("/metrics", _) => Some(Scope::Metrics),
+        (_, Some(m)) => Some(Scope::Model(m)),
+        (_, None) => None,
+    };
     if let Some(scope) = needed {
         if !rec.grants(&scope) {
             return error(
@@ -200,7 +228,9 @@ async fn authenticate(
         }
     }
     tracing::debug!(token = %rec.id, "authenticated");
-    next.run(req).await
+    parts.extensions.insert(Caller(Some(Arc::new(rec.clone()))));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 fn unix_now() -> i64 {
@@ -234,13 +264,17 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 /// W3C trace id, and one log line when it ends (errors at warn/info, successes at debug).
 /// Only the method, path, status and timing are logged — never headers or bodies.
 async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use std::hash::BuildHasher;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
+    // Unique per request and unpredictable: a counter under a keyed hash whose key is drawn
+    // at start, so the id tells a client neither the daemon's PID nor how many requests it served.
     static NEXT: AtomicU64 = AtomicU64::new(1);
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let id = format!(
-        "{:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
+        "{:016x}",
+        KEY.get_or_init(std::hash::RandomState::new).hash_one(n)
     );
     let trace = req
         .headers()
@@ -415,11 +449,12 @@ fn stats_of(model: &LoadedModel) -> Value {
     })
 }
 
-async fn all_stats(State(s): S) -> Json<Value> {
+async fn all_stats(State(s): S, axum::Extension(caller): axum::Extension<Caller>) -> Json<Value> {
     let table = s.models.snapshot();
     let stats: Vec<Value> = table
-        .values()
-        .flat_map(|slot| slot.versions.values().map(|m| stats_of(m)))
+        .iter()
+        .filter(|(name, _)| caller.may_use(name))
+        .flat_map(|(_, slot)| slot.versions.values().map(|m| stats_of(m)))
         .collect();
     Json(json!({ "model_stats": stats }))
 }
@@ -431,11 +466,15 @@ async fn model_stats(State(s): S, m: String, v: Option<String>) -> Response {
     }
 }
 
-async fn repository_index(State(s): S) -> Json<Value> {
+async fn repository_index(
+    State(s): S,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Json<Value> {
     let table = s.models.snapshot();
     let index: Vec<Value> = table
-        .values()
-        .flat_map(|slot| {
+        .iter()
+        .filter(|(name, _)| caller.may_use(name))
+        .flat_map(|(_, slot)| {
             slot.versions.values().map(|m| {
                 json!({ "name": m.name, "version": m.version.to_string(), "state": if m.ready() { "READY" } else { "UNAVAILABLE" } })
             })
@@ -444,38 +483,53 @@ async fn repository_index(State(s): S) -> Json<Value> {
     Json(Value::Array(index))
 }
 
-/// Reads the body under the size limit (refusing by `Content-Length` before reading), and
-/// undoes `Content-Encoding: gzip` under the same limit.
-async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+/// Reads a body of at most `max` bytes (refusing by `Content-Length` before reading a byte):
+/// 413 above the limit, 408 when it does not keep its pace ([`crate::limits::PacedBody`]), 400
+/// when it is cut off.
+pub async fn read_limited(
+    max: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, Response> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is larger than the limit of {max} bytes"),
         )
     };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max {
-            return Err(too_large());
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+            Some(n) if n > max => return Err(too_large()),
+            Some(_) => {}
+            None => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "Content-Length is not a number",
+                ))
+            }
         }
     }
-    let bytes = http_body_util::Limited::new(body, max as usize)
+    Ok(http_body_util::Limited::new(body, max as usize)
         .collect()
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
+            } else if let Some(slow) = crate::limits::too_slow(&*e) {
+                error(StatusCode::REQUEST_TIMEOUT, slow.to_string())
             } else {
                 error(
                     StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
+                    "the request body was cut off before its end",
                 )
             }
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// Reads the body under the size limit and undoes `Content-Encoding: gzip` under the same limit.
+async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+    let bytes = read_limited(max, headers, body).await?;
     match headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -493,14 +547,25 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>,
                     )
                 })?;
             if out.len() as u64 > max {
-                return Err(too_large());
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than the limit of {max} bytes once decompressed"),
+                ));
             }
             Ok(out)
         }
-        Some(other) => Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Encoding {other} is not supported (gzip is)"),
-        )),
+        Some(other) => {
+            // Named back only when it is a plain coding token.
+            let name = Some(other)
+                .filter(|o| {
+                    o.len() <= 32 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .unwrap_or("(unprintable)");
+            Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {name} is not supported (gzip and identity are)"),
+            ))
+        }
     }
 }
 
@@ -702,39 +767,44 @@ async fn infer_inner(
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` is cancelled,
-/// then lets open connections finish their current request.
+/// then lets open connections finish their current request. Every connection is held under
+/// `cap` and the [`crate::limits::ConnTimeouts`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    header_timeout: Duration,
+    timeouts: crate::limits::ConnTimeouts,
+    cap: Arc<crate::limits::ConnCap>,
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) {
     let tracker = TaskTracker::new();
+    let mut backoff = crate::limits::AcceptBackoff::new("inference");
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+                Ok(x) => { backoff.ok(); x }
+                Err(e) => { backoff.failed(e).await; continue; }
             },
+        };
+        // Over the cap: closed at once (the client sees a reset and retries elsewhere).
+        let Some(permit) = cap.admit(None) else {
+            continue;
         };
         // Responses go out in one write; without NODELAY, delayed ACKs stall clients by 40 ms.
         let _ = stream.set_nodelay(true);
         let (app, token, tls) = (app.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
+            let _permit = permit;
+            let peer = peer.to_string();
             match tls {
-                None => connection(TokioIo::new(stream), app, header_timeout, token, peer).await,
+                None => crate::limits::serve_http1(stream, app, timeouts, token, &peer).await,
                 Some(acceptor) => {
                     // The handshake gets the same time budget as a request head.
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            connection(TokioIo::new(tls_stream), app, header_timeout, token, peer)
+                            crate::limits::serve_http1(tls_stream, app, timeouts, token, &peer)
                                 .await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -759,34 +829,5 @@ pub async fn serve(
             timeout_s = drain_timeout.as_secs(),
             "shutdown timeout passed with connections still open; exiting anyway"
         );
-    }
-}
-
-async fn connection<I>(
-    io: I,
-    app: Router,
-    header_timeout: Duration,
-    token: CancellationToken,
-    peer: std::net::SocketAddr,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let svc = hyper_util::service::TowerToHyperService::new(app);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true)
-        .serve_connection(io, svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-        _ = token.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
     }
 }

@@ -1,0 +1,563 @@
+//! The attacks of issue 12, each reproduced against the real daemon: bodies sent to callers
+//! without the role, stalled and trickling bodies, idle and surplus connections, descriptor
+//! exhaustion, and scopes decided on the parsed route.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use airlock_tests::{airlockctl_as, http, production_server_with};
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("field")
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+fn token(socket: &std::path::Path, scope: &str) -> String {
+    let (code, out, err) = airlockctl_as(
+        None,
+        socket,
+        &["--json", "token", "create", "--name", "t", "--scope", scope],
+    );
+    assert_eq!(code, 0, "token create: {err}");
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+/// Sends `head` and then up to `total` bytes of chunked body, reading the answer on another
+/// thread as it comes (the server may answer and close long before the body ends). Returns
+/// (status line, bytes of body sent).
+fn stream_chunked<S: Read + Write + Send + 'static>(
+    mut s: S,
+    reader: impl Read + Send + 'static,
+    head: &str,
+    total: u64,
+) -> (String, u64) {
+    let mut reader = reader;
+    let answer = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    let mut sent = 0u64;
+    if s.write_all(head.as_bytes()).is_ok() {
+        let chunk = [b'x'; 1 << 20];
+        while sent < total {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if s.write_all(&framed).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
+    drop(s);
+    (answer.join().expect("reader"), sent)
+}
+
+fn tcp_chunked(addr: &str, path: &str, auth: Option<&str>, total: u64) -> (String, u64) {
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let r = s.try_clone().expect("clone");
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream_chunked(s, r, &head, total)
+}
+
+fn socket_chunked(socket: &std::path::Path, path: &str, total: u64) -> (String, u64) {
+    let s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let r = s.try_clone().expect("clone");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream_chunked(s, r, &head, total)
+}
+
+/// A Python script run as `uid` (no groups): `python3 -c SCRIPT ARGS`; returns stdout.
+fn python_as(uid: u32, script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv python3");
+    assert!(
+        out.status.success(),
+        "python as {uid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Streams `argv[3]` MiB of chunked body to `argv[2]` on socket `argv[1]`, reading on a thread;
+/// prints the status line and the MiB sent.
+const PY_STREAM: &str = r#"
+import socket, sys, threading
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(60)
+got = []
+def read():
+    buf = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b: break
+            buf += b
+    except OSError: pass
+    got.append(buf.split(b"\r\n")[0].decode())
+t = threading.Thread(target=read); t.start()
+sent = 0
+try:
+    s.sendall(b"POST " + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"100000\r\n" + b"x" * (1 << 20) + b"\r\n"
+    while sent < int(sys.argv[3]):
+        s.sendall(chunk); sent += 1
+    s.sendall(b"0\r\n\r\n")
+except OSError: pass
+t.join()
+print(got[0] if got else "", sent)
+"#;
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn bodies_are_refused_on_the_headers_before_a_byte_is_buffered() {
+    // uid 4201 holds no role; root is the admin.
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let pid = server.pid();
+    let viewer = token(&socket, "admin:viewer");
+    let base = status_kib(pid, "VmHWM");
+    let grew = || (status_kib(pid, "VmHWM").saturating_sub(base)) / 1024;
+
+    // A uid with no role streams 256 MiB at the trust root: refused on the headers.
+    let out = python_as(
+        4201,
+        PY_STREAM,
+        &[socket.to_str().expect("utf8"), "/api/v1/trust", "256"],
+    );
+    assert!(out.starts_with("HTTP/1.1 403"), "no role: {out}");
+    let sent_mib: u64 = out
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(999);
+    assert!(
+        sent_mib < 256,
+        "the daemon read the whole body before refusing: {out}"
+    );
+    assert!(
+        grew() < 48,
+        "peak RSS grew by {} MiB for a refused body",
+        grew()
+    );
+
+    // The admin may post a trust root, but not 256 MiB of one: 413 at the route's limit.
+    let (status, sent) = socket_chunked(&socket, "/api/v1/trust", 256 * MIB);
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "admin, oversized: {status}"
+    );
+    assert!(sent < 256 * MIB, "the oversized body was read to its end");
+    // By Content-Length, before any byte of the body.
+    let mut s = UnixStream::connect(&socket).expect("connect");
+    s.write_all(b"POST /api/v1/trust HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n")
+        .expect("head");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).expect("answer");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 413"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Every small-body route has its limit: a token request of 1 MiB is refused too.
+    let (status, _) = socket_chunked(&socket, "/api/v1/tokens", MIB);
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "token create, oversized: {status}"
+    );
+
+    // Over TCP: a viewer token, and no token at all.
+    let (status, sent) = tcp_chunked(&server.addr, "/api/v1/trust", Some(&viewer), 256 * MIB);
+    assert!(status.starts_with("HTTP/1.1 403"), "viewer token: {status}");
+    assert!(sent < 256 * MIB, "the viewer's body was read to its end");
+    let (status, _) = tcp_chunked(&server.addr, "/api/v1/trust", None, 64 * MIB);
+    assert!(status.starts_with("HTTP/1.1 401"), "no token: {status}");
+    let (status, _) = tcp_chunked(&server.addr, "/v2/models/demo-iris/infer", None, 64 * MIB);
+    assert!(
+        status.starts_with("HTTP/1.1 401"),
+        "no token, inference: {status}"
+    );
+    assert!(
+        grew() < 48,
+        "peak RSS grew by {} MiB over the refusals",
+        grew()
+    );
+    // Nothing was changed and the daemon still serves.
+    let (code, out, _) = airlockctl_as(None, &socket, &["--json", "status"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+fn read_all_within(s: &mut impl Read, within: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        assert!(
+            start.elapsed() < within,
+            "the connection was not closed in {within:?}"
+        );
+    }
+    (buf, start.elapsed())
+}
+
+#[test]
+fn stalled_bodies_idle_connections_and_surplus_connections_are_cut_off() {
+    let (server, socket, token) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "body_timeout = \"1s\"\nbody_min_rate = \"1KiB\"\nheader_read_timeout = \"1s\"\nmax_connections = 24",
+        "max_connections = 12\nmax_connections_per_uid = 4",
+        &[],
+    );
+    let addr = server.addr.clone();
+    let connect = || {
+        let s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        s
+    };
+    let infer = format!(
+        "POST /v2/models/demo-iris/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+    );
+
+    // Content-Length 1000 and 9 bytes: 408 once the body stalls for body_timeout.
+    let mut s = connect();
+    s.write_all(format!("{infer}Content-Length: 1000\r\n\r\n{{\"inputs\"").as_bytes())
+        .expect("write");
+    let (answer, took) = read_all_within(&mut s, Duration::from_secs(8));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "stalled body: {text}");
+    assert!(text.contains("stalled"), "{text}");
+    assert!(
+        took < Duration::from_secs(5),
+        "stalled body held for {took:?}"
+    );
+
+    // One byte every 300 ms never stalls for 1 s but stays far below 1 KiB/s.
+    let mut s = connect();
+    s.write_all(format!("{infer}Transfer-Encoding: chunked\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut r = s.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(300));
+            if s.write_all(b"1\r\nx\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    let (answer, took) = read_all_within(&mut r, Duration::from_secs(12));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "trickle: {text}");
+    assert!(text.contains("too slowly"), "{text}");
+    assert!(took < Duration::from_secs(8), "trickle held for {took:?}");
+    let _ = trickle.join();
+
+    // An idle connection, on either listener, is closed after the header timeout.
+    let (_, took) = read_all_within(&mut connect(), Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed before the timeout: {took:?}"
+    );
+    let mut idle = UnixStream::connect(&socket).expect("socket");
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let (_, took) = read_all_within(&mut idle, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(800),
+        "socket: closed before the timeout: {took:?}"
+    );
+    // A stalled body on the socket too.
+    let mut s = UnixStream::connect(&socket).expect("socket");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    s.write_all(
+        b"POST /api/v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"name\"",
+    )
+    .expect("write");
+    let (answer, _) = read_all_within(&mut s, Duration::from_secs(8));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "socket, stalled body: {text}"
+    );
+
+    // 30 connections against a cap of 24: the surplus is closed at once, not queued.
+    let held: Vec<_> = (0..30).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let closed_at_once = held
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let mut b = [0u8; 1];
+            match (&**s).read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                // A read that times out: still open.
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count();
+    assert!(
+        closed_at_once >= 6,
+        "only {closed_at_once} of 30 were refused over a cap of 24"
+    );
+    drop(held);
+    // Once the idle ones time out, the listener serves again.
+    airlock_tests::wait_until("health after the cap", || {
+        http(&addr, "GET", "/v2/health/ready", &[], b"").0 == 200
+    });
+    assert!(
+        server.log().contains("connection refused"),
+        "the cap was not logged"
+    );
+
+    // Per uid on the socket: uid 4201 holds 4 connections; its 5th and 6th are closed at once,
+    // and root still gets in.
+    let script = r#"
+import select, socket, sys, time
+socks = []
+for i in range(6):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); socks.append(s)
+time.sleep(0.3)
+ready, _, _ = select.select(socks, [], [], 0)
+closed = 0
+for s in ready:
+    try:
+        if s.recv(1) == b"": closed += 1
+    except OSError: closed += 1
+print(closed)
+"#;
+    let holder = std::thread::spawn({
+        let socket = socket.clone();
+        move || python_as(4201, script, &[socket.to_str().expect("utf8")])
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let (code, out, err) = airlockctl_as(None, &socket, &["--json", "whoami"]);
+    assert_eq!(code, 0, "root while uid 4201 is at its cap: {out}{err}");
+    let closed: u32 = holder
+        .join()
+        .expect("python")
+        .trim()
+        .parse()
+        .expect("count");
+    assert_eq!(
+        closed, 2,
+        "uid 4201's connections beyond 4 were not closed at once"
+    );
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loops_back_off_and_recover() {
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "header_read_timeout = \"30s\"",
+        "",
+        &[],
+    );
+    let pid = server.pid();
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count();
+    // Leave room for two more descriptors: the third connection cannot be accepted.
+    let limit = (open_fds + 2).to_string();
+    let set = |soft: &str| {
+        let st = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+            .status()
+            .expect("prlimit");
+        assert!(st.success(), "prlimit");
+    };
+    set(&limit);
+    let (mut tcp, mut unix) = (Vec::new(), Vec::new());
+    for _ in 0..16 {
+        tcp.push(std::net::TcpStream::connect(&server.addr).expect("connect"));
+        unix.extend(UnixStream::connect(&socket).ok());
+    }
+    let cpu0 = cpu_s(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_s(pid) - cpu0;
+    assert!(cpu < 0.5, "the accept loops spun: {cpu:.2} s of CPU in 3 s");
+    let failures = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    assert!(
+        (1..=4).contains(&failures),
+        "{failures} accept-failure warnings in 3 s (one per listener per 10 s expected)"
+    );
+    set("4096");
+    drop((tcp, unix));
+    airlock_tests::wait_until("health after descriptors came back", || {
+        http(&server.addr, "GET", "/v2/health/ready", &[], b"").0 == 200
+    });
+    let (code, _, err) = airlockctl_as(None, &socket, &["--json", "whoami"]);
+    assert_eq!(code, 0, "the socket after descriptors came back: {err}");
+}
+
+#[test]
+fn scopes_follow_the_parsed_route_and_listings_follow_the_scopes() {
+    let (server, socket, all) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let other = token(&socket, "model:other");
+    let auth = |t: &str| format!("Bearer {t}");
+    let body =
+        br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
+    // /v2/models/stats/... is the route of a model named "stats": its scope is model:stats.
+    for path in [
+        "/v2/models/stats/infer",
+        "/v2/models/stats/versions/1.0.0/infer",
+        "/v2/models/stats/ready",
+        "/v2/models/%73tats/infer",
+    ] {
+        let (status, _, b) = http(
+            &server.addr,
+            "POST",
+            path,
+            &[("Authorization", &auth(&other))],
+            body,
+        );
+        let status = if path.ends_with("/ready") {
+            http(
+                &server.addr,
+                "GET",
+                path,
+                &[("Authorization", &auth(&other))],
+                b"",
+            )
+            .0
+        } else {
+            status
+        };
+        assert_eq!(status, 403, "{path}: {}", String::from_utf8_lossy(&b));
+    }
+    // The statistics of every model and the repository index show what the token covers.
+    let (status, _, b) = http(
+        &server.addr,
+        "GET",
+        "/v2/models/stats",
+        &[("Authorization", &auth(&other))],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+    assert_eq!(v["model_stats"], serde_json::json!([]), "{v}");
+    let (_, _, b) = http(
+        &server.addr,
+        "POST",
+        "/v2/repository/index",
+        &[("Authorization", &auth(&other))],
+        b"{}",
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b).expect("json"),
+        serde_json::json!([])
+    );
+    let (_, _, b) = http(
+        &server.addr,
+        "GET",
+        "/v2/models/stats",
+        &[("Authorization", &auth(&all))],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&b).contains("demo-iris"));
+    // Request ids tell nothing about the daemon: not its PID, not a count.
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let (_, h, _) = http(&server.addr, "GET", "/v2/health/live", &[], b"");
+            airlock_tests::header(&h, "x-request-id")
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    let pid_hex = format!("{:x}", server.pid());
+    for id in &ids {
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(!id.starts_with(&pid_hex), "{id} carries the PID {pid_hex}");
+    }
+    let n: Vec<u64> = ids
+        .iter()
+        .map(|i| u64::from_str_radix(i, 16).expect("hex"))
+        .collect();
+    assert!(n[1] != n[0] + 1 || n[2] != n[1] + 1, "ids count: {ids:?}");
+}

@@ -191,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(api::AppState {
         models: serving::Models::default(),
         max_body: config.server.max_body_size.0,
+        max_response: config.server.max_response_size.0,
         metrics: metrics::Metrics::new(),
         tokens: if dev { None } else { Some(tokens.clone()) },
     });

@@ -63,8 +63,8 @@ pub enum TooSlow {
 pub struct PacedBody<B> {
     inner: B,
     pace: BodyPace,
-    start: Instant,
-    last: Instant,
+    start: tokio::time::Instant,
+    last: tokio::time::Instant,
     received: u64,
     timer: Pin<Box<Sleep>>,
 }
@@ -72,7 +72,7 @@ pub struct PacedBody<B> {
 impl<B> PacedBody<B> {
     /// Starts the clocks now.
     pub fn new(inner: B, pace: BodyPace) -> Self {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let mut b = PacedBody {
             inner,
             pace,
@@ -86,7 +86,7 @@ impl<B> PacedBody<B> {
     }
 
     /// The next instant by which more must have arrived.
-    fn deadline(&self) -> Instant {
+    fn deadline(&self) -> tokio::time::Instant {
         let idle = self.last + self.pace.idle;
         let rate = self.start
             + self.pace.idle
@@ -96,11 +96,11 @@ impl<B> PacedBody<B> {
 
     fn rearm(&mut self) {
         let d = self.deadline();
-        self.timer.as_mut().reset(tokio::time::Instant::from_std(d));
+        self.timer.as_mut().reset(d);
     }
 
     fn why(&self) -> TooSlow {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         if now >= self.last + self.pace.idle {
             TooSlow::Stalled {
                 idle_s: self.pace.idle.as_secs(),
@@ -134,7 +134,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.received += d.len() as u64;
-                    this.last = Instant::now();
+                    this.last = tokio::time::Instant::now();
                     this.rearm();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -145,7 +145,7 @@ where
                 if this.timer.as_mut().poll(cx).is_ready() {
                     let why = this.why();
                     // Armed again so that a caller polling after the error is not woken in a loop.
-                    this.last = Instant::now();
+                    this.last = tokio::time::Instant::now();
                     this.rearm();
                     return Poll::Ready(Some(Err(Box::new(why))));
                 }

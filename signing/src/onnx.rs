@@ -298,6 +298,33 @@ pub fn f32_value(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
     }
 }
 
+/// A string tensor value description (`elem_type` STRING) with one named dynamic dimension.
+fn string_value(name: &str, dim: &str) -> ValueInfoProto {
+    let mut v = f32_value(name, &[Err(dim)]);
+    if let Some(t) = v.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+        t.elem_type = 8;
+    }
+    v
+}
+
+/// A model that answers its BYTES input unchanged (`Identity` over string[n]): a fixture for
+/// string tensors end to end.
+pub fn string_identity() -> Vec<u8> {
+    opset13_model(GraphProto {
+        name: "string_identity".into(),
+        node: vec![NodeProto {
+            input: vec!["s".into()],
+            output: vec!["t".into()],
+            name: "Identity_0".into(),
+            op_type: "Identity".into(),
+            attribute: vec![],
+        }],
+        initializer: vec![],
+        input: vec![string_value("s", "n")],
+        output: vec![string_value("t", "n")],
+    })
+}
+
 /// The demo model: a linear classifier `y = softmax(x · W + b)` over 4 features and 3 classes,
 /// with a dynamic batch dimension. Runs on any ONNX Runtime (opset 13).
 pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {

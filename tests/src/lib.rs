@@ -537,6 +537,17 @@ pub fn model_bundle(
     model: &[u8],
     cuda: bool,
 ) -> anyhow::Result<PathBuf> {
+    named_model_bundle(data_dir, "demo-iris", version, model, cuda)
+}
+
+/// [`model_bundle`] for a model called `name`.
+pub fn named_model_bundle(
+    data_dir: &std::path::Path,
+    name: &str,
+    version: &str,
+    model: &[u8],
+    cuda: bool,
+) -> anyhow::Result<PathBuf> {
     use airlock_signing::manifest::ModelName;
     use airlock_signing::writer::{plan, write_plan, CreateOptions};
     let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
@@ -544,11 +555,11 @@ pub fn model_bundle(
         .parent()
         .unwrap_or(data_dir)
         .join("bundles")
-        .join(format!("model-{version}"));
+        .join(format!("model-{name}-{version}"));
     std::fs::create_dir_all(&root)?;
     std::fs::write(root.join("model.onnx"), model)?;
     let mut opts = CreateOptions::new(
-        ModelName::parse("demo-iris").map_err(anyhow::Error::msg)?,
+        ModelName::parse(name).map_err(anyhow::Error::msg)?,
         semver::Version::parse(version)?,
         time::Duration::days(30),
     )?;

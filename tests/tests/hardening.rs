@@ -561,3 +561,176 @@ fn scopes_follow_the_parsed_route_and_listings_follow_the_scopes() {
         .collect();
     assert!(n[1] != n[0] + 1 || n[2] != n[1] + 1, "ids count: {ids:?}");
 }
+
+#[test]
+fn answers_and_decoded_inputs_are_bounded_by_what_the_request_may_cost() {
+    let (server, _socket, token) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let pid = server.pid();
+    let auth = format!("Bearer {token}");
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let x = r#""inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]"#;
+    let (status, _, _) = http(
+        &server.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &h,
+        format!("{{{x}}}").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let (base_hwm, base_rss) = (status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS"));
+    // A million requested outputs (15 MB) used to build a 526 MB answer.
+    let many = vec![r#"{"name":"y"}"#; 1_000_000].join(",");
+    let (status, _, b) = http(
+        &server.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &h,
+        format!("{{{x},\"outputs\":[{many}]}}").as_bytes(),
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&b));
+    assert!(b.len() < 1024, "the refusal is {} bytes", b.len());
+    let (status, _, b) = http(
+        &server.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &h,
+        format!(r#"{{{x},"outputs":[{{"name":"y"}},{{"name":"y"}}]}}"#).as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&b).contains("requested twice"));
+    // A shape that claims far more than the body carries is refused before anything is made.
+    let huge = r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[100000000000,4],"parameters":{"binary_data_size":16}}]}"#;
+    let body = [huge.as_bytes(), &[0u8; 16]].concat();
+    let len = huge.len().to_string();
+    let (status, _, b) = http(
+        &server.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Inference-Header-Content-Length", &len),
+        ],
+        &body,
+    );
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&b));
+    // 2 M-element FP32 "data" for a [1, 4] input: refused at the 5th element, not stored.
+    let zeros = vec!["0"; 2_000_000].join(",");
+    let (status, _, b) = http(
+        &server.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &h,
+        format!(
+            r#"{{"inputs":[{{"name":"x","datatype":"FP32","shape":[1,4],"data":[{zeros}]}}]}}"#
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&b).contains("holds more than the 4 elements"));
+    let (hwm, rss) = (status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS"));
+    assert!(
+        hwm - base_hwm < 96 * 1024,
+        "peak RSS grew by {} MiB",
+        (hwm - base_hwm) / 1024
+    );
+    assert!(
+        rss.saturating_sub(base_rss) < 48 * 1024,
+        "RSS stayed {} MiB above where it was",
+        rss.saturating_sub(base_rss) / 1024
+    );
+}
+
+#[test]
+fn strings_the_runtime_cannot_carry_are_the_clients_fault_and_never_roll_back() {
+    use airlock_tests::{
+        airlockctl_as, bootstrapped_dev_dir, install_dev_model, named_model_bundle,
+    };
+    let dir = bootstrapped_dev_dir();
+    let dd = dir.path().join("airlock-dev");
+    let model = airlock_signing::onnx::string_identity();
+    install_dev_model(&dd, "echo", &model).expect("echo 1.0.0");
+    let config = dir.path().join("dev.toml");
+    std::fs::write(
+        &config,
+        "[lifecycle]\nauto_rollback_window = \"60s\"\nauto_rollback_error_rate = 0.2\nauto_rollback_min_requests = 5\n",
+    )
+    .expect("config");
+    let args: Vec<String> = ["--dev", "--listen", "127.0.0.1:0", "--config"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([config.display().to_string()])
+        .collect();
+    let server = airlock_tests::DevServer::spawn(dir, &args, &[]);
+    let sock = dd.join("admin.sock");
+    let b = named_model_bundle(&dd, "echo", "1.1.0", &model, false).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &sock,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = airlockctl_as(None, &sock, &["model", "promote", "echo", "1.1.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let infer = "/v2/models/echo/infer";
+    let binary = |item: &[u8]| {
+        let data = [(item.len() as u32).to_le_bytes().to_vec(), item.to_vec()].concat();
+        let head = format!(
+            r#"{{"inputs":[{{"name":"s","datatype":"BYTES","shape":[1],"parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"t","parameters":{{"binary_data":true}}}}]}}"#,
+            data.len()
+        );
+        let len = head.len().to_string();
+        http(
+            &server.addr,
+            "POST",
+            infer,
+            &[("Inference-Header-Content-Length", &len)],
+            &[head.into_bytes(), data].concat(),
+        )
+    };
+    for _ in 0..10 {
+        for (item, why) in [(&b"a\0b"[..], "NUL byte"), (b"\xff\xfe", "not UTF-8")] {
+            let (status, _, b) = binary(item);
+            assert_eq!(status, 400, "{}", String::from_utf8_lossy(&b));
+            assert!(String::from_utf8_lossy(&b).contains(why));
+        }
+        let (status, _, _) = http(
+            &server.addr,
+            "POST",
+            infer,
+            &[],
+            br#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["x\u0000y"]}]}"#,
+        );
+        assert_eq!(status, 400);
+    }
+    // Text goes through unchanged, both ways.
+    let (status, h, b) = binary("héllo wörld".as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    let n: usize = airlock_tests::header(&h, "inference-header-content-length")
+        .expect("binary answer")
+        .parse()
+        .expect("len");
+    let text = "héllo wörld".as_bytes();
+    let framed = [&(text.len() as u32).to_le_bytes()[..], text].concat();
+    assert_eq!(&b[n..], framed.as_slice());
+    let (_, _, b) = http(&server.addr, "GET", "/v2/models/echo/stats", &[], b"");
+    let stats: serde_json::Value = serde_json::from_slice(&b).expect("stats");
+    assert_eq!(
+        stats["model_stats"][0]["version"], "1.1.0",
+        "rolled back: {stats}"
+    );
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["fail"]["count"], 0,
+        "{stats}"
+    );
+    assert!(!server.log().contains("auto-rollback"), "{}", server.log());
+}

@@ -33,6 +33,8 @@ pub struct AppState {
     pub models: Models,
     /// Largest request body.
     pub max_body: u64,
+    /// Largest response body.
+    pub max_response: u64,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Token records to authenticate against; `None` only in `--dev` (no authentication).
@@ -528,13 +530,13 @@ pub async fn read_limited(
 }
 
 /// Reads the body under the size limit and undoes `Content-Encoding: gzip` under the same limit.
-async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Response> {
     let bytes = read_limited(max, headers, body).await?;
     match headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
     {
-        None | Some("identity") => Ok(bytes.to_vec()),
+        None | Some("identity") => Ok(bytes),
         Some("gzip") => {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&bytes[..])
@@ -552,7 +554,7 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<Vec<u8>,
                     format!("the request body is larger than the limit of {max} bytes once decompressed"),
                 ));
             }
-            Ok(out)
+            Ok(out.into())
         }
         Some(other) => {
             // Named back only when it is a plain coding token.
@@ -662,10 +664,20 @@ async fn infer_inner(
             }
         },
     };
-    let req = match v2::parse_request(&model.contract, &body[..header_len], &body[header_len..]) {
+    // Decoded, a request's tensors may take twice the body limit (JSON numbers are shorter
+    // than their values; BYTES elements cost more than their bytes).
+    let budget = s.max_body.saturating_mul(2);
+    let req = match v2::parse_request(
+        &model.contract,
+        &body[..header_len],
+        &body[header_len..],
+        budget,
+    ) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(v2::RequestError::Bad(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Err(v2::RequestError::TooLarge(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
     };
+    drop(body);
     if model.batched {
         let rows: Vec<u64> = req.inputs.iter().map(|t| t.rows()).collect();
         if rows.windows(2).any(|w| w[0] != w[1]) {
@@ -737,15 +749,38 @@ async fn infer_inner(
         .batch_size
         .get_or_create(&label)
         .observe(answer.batch_rows as f64);
-    let (body, json_len) = v2::encode_response(
-        &model.name,
-        &model.version.to_string(),
-        &model.digest,
-        req.id.as_deref(),
-        &answer.outputs,
-        &req.outputs,
-        (via_fallback || model.degraded().is_some()).then_some(requested.as_str()),
-    );
+    let version = model.version.to_string();
+    let who = v2::Answering {
+        model: &model.name,
+        version: &version,
+        digest: &model.digest,
+        id: req.id.as_deref(),
+        degraded_request_for: (via_fallback || model.degraded().is_some())
+            .then_some(requested.as_str()),
+    };
+    let (body, json_len) =
+        match v2::encode_response(&who, &answer.outputs, &req.outputs, s.max_response) {
+            Ok(x) => x,
+            Err(v2::ResponseTooLarge { json: true }) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the answer would be larger than the response limit of {} bytes; ask for binary outputs (binary_data_output) or fewer rows",
+                        s.max_response
+                    ),
+                )
+            }
+            Err(v2::ResponseTooLarge { json: false }) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the model's outputs are larger than the response limit of {} bytes ([server] max_response_size)",
+                        s.max_response
+                    ),
+                )
+            }
+        };
+    drop(answer);
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     match json_len {

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use airlock_signing::manifest::{Contract, DType, Dim, TensorSpec};
-use serde_json::{json, Map, Value};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::engine::tensor::{elements, Data, Tensor};
 
@@ -64,101 +65,309 @@ pub struct InferRequest {
     pub timeout_us: Option<u64>,
 }
 
-fn bad(m: impl Into<String>) -> String {
-    m.into()
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Malformed, or not what the contract allows (400).
+    #[error("{0}")]
+    Bad(String),
+    /// Its tensors would take more memory than a request may (413).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
-        other => out.push(other),
+/// What one BYTES element costs beyond its bytes, all the way to ONNX Runtime: our vector
+/// header, the runtime's string and its pointer, allocator overhead.
+pub const BYTES_ELEMENT_COST: u64 = 96;
+
+fn bad(m: impl Into<String>) -> RequestError {
+    RequestError::Bad(m.into())
+}
+
+/// The top level of a request, fields kept raw until the contract says what they must be.
+/// Unknown fields are skipped without being stored.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    inputs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    outputs: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct InputHead<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    datatype: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    shape: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct OutputHead<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+}
+
+/// `parameters` of the request, an input or an output: only the keys this server reads.
+#[derive(serde::Deserialize, Default)]
+struct Params<'a> {
+    #[serde(borrow, default)]
+    binary_data_output: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timeout: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    binary_data_size: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    binary_data: Option<&'a RawValue>,
+}
+
+/// A JSON array of at most `max` elements: longer ones are refused as soon as the element
+/// past the bound is seen (nothing beyond it is stored).
+struct AtMost<T> {
+    max: usize,
+    what: &'static str,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> DeserializeSeed<'de> for AtMost<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
     }
 }
 
-fn json_elements(name: &str, dtype: DType, values: &[&Value]) -> Result<Data, String> {
-    let num = |i: usize, v: &Value| {
-        v.as_f64()
-            .ok_or_else(|| bad(format!("input '{name}': element {i} is not a number")))
-    };
-    let int = |i: usize, v: &Value, min: i128, max: i128| -> Result<i128, String> {
-        let n = v
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| v.as_u64().map(i128::from))
-            .ok_or_else(|| bad(format!("input '{name}': element {i} is not an integer")))?;
-        if n < min || n > max {
-            return Err(bad(format!(
-                "input '{name}': element {i} ({n}) is out of range for {}",
-                datatype(dtype)
-            )));
+impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for AtMost<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of {}", self.what)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(x) = seq.next_element()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::custom(format!(
+                    "more {} than the model has",
+                    self.what
+                )));
+            }
+            out.push(x);
         }
-        Ok(n)
-    };
-    let mut out = Vec::with_capacity(values.len() * dtype.size().unwrap_or(1));
-    macro_rules! ints {
-        ($t:ty) => {
-            for (i, v) in values.iter().enumerate() {
-                out.extend_from_slice(
-                    &(int(i, v, <$t>::MIN as i128, <$t>::MAX as i128)? as $t).to_le_bytes(),
-                );
+        Ok(out)
+    }
+}
+
+fn at_most<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<T>, serde_json::Error> {
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    AtMost {
+        max,
+        what,
+        _t: std::marker::PhantomData,
+    }
+    .deserialize(&mut d)
+}
+
+fn params<'a>(raw: Option<&'a RawValue>, whose: &str) -> Result<Params<'a>, RequestError> {
+    match raw {
+        None => Ok(Params::default()),
+        Some(r) => serde_json::from_str(r.get())
+            .map_err(|_| bad(format!("{whose}\"parameters\" must be an object"))),
+    }
+}
+
+fn opt_bool(raw: Option<&RawValue>, what: &str) -> Result<Option<bool>, RequestError> {
+    raw.map(|r| {
+        serde_json::from_str::<bool>(r.get())
+            .map_err(|_| bad(format!("{what} must be true or false")))
+    })
+    .transpose()
+}
+
+fn opt_u64(raw: Option<&RawValue>, what: &str) -> Result<Option<u64>, RequestError> {
+    raw.map(|r| {
+        serde_json::from_str::<u64>(r.get())
+            .map_err(|_| bad(format!("{what} must be a non-negative integer")))
+    })
+    .transpose()
+}
+
+fn string<'a>(raw: &'a RawValue) -> Option<std::borrow::Cow<'a, str>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Decodes `data` (nested arrays of scalars) straight into the tensor's bytes: never more
+/// than the shape's element count is stored, and each element is checked against the type.
+struct Flat<'s> {
+    name: &'s str,
+    dtype: DType,
+    want: u64,
+    count: u64,
+    raw: Vec<u8>,
+    strings: Vec<Vec<u8>>,
+}
+
+enum Scalar<'a> {
+    Bool(bool),
+    I(i128),
+    F(f64),
+    Str(&'a str),
+}
+
+impl Flat<'_> {
+    fn push(&mut self, v: Scalar<'_>) -> Result<(), String> {
+        let (name, i) = (self.name, self.count);
+        if i >= self.want {
+            return Err(format!(
+                "input '{name}': \"data\" holds more than the {} elements its shape needs",
+                self.want
+            ));
+        }
+        self.count += 1;
+        let dt = datatype(self.dtype);
+        let int = |min: i128, max: i128| -> Result<i128, String> {
+            match v {
+                Scalar::I(n) if (min..=max).contains(&n) => Ok(n),
+                Scalar::I(n) => Err(format!(
+                    "input '{name}': element {i} ({n}) is out of range for {dt}"
+                )),
+                _ => Err(format!("input '{name}': element {i} is not an integer")),
             }
         };
+        let num = || -> Result<f64, String> {
+            match v {
+                Scalar::I(n) => Ok(n as f64),
+                Scalar::F(f) => Ok(f),
+                _ => Err(format!("input '{name}': element {i} is not a number")),
+            }
+        };
+        let finite = |x: f64, max: f64| -> Result<f64, String> {
+            if x.abs() > max {
+                Err(format!(
+                    "input '{name}': element {i} ({x}) is out of range for {dt}"
+                ))
+            } else {
+                Ok(x)
+            }
+        };
+        macro_rules! ints {
+            ($t:ty) => {
+                self.raw.extend_from_slice(
+                    &(int(<$t>::MIN as i128, <$t>::MAX as i128)? as $t).to_le_bytes(),
+                )
+            };
+        }
+        match self.dtype {
+            DType::String => match v {
+                Scalar::Str(s) => {
+                    if s.contains('\0') {
+                        return Err(format!(
+                            "input '{name}': BYTES element {i} holds a NUL byte, which ONNX Runtime's strings cannot carry"
+                        ));
+                    }
+                    self.strings.push(s.as_bytes().to_vec());
+                }
+                _ => return Err(format!("input '{name}': BYTES element {i} is not a string")),
+            },
+            DType::Bool => match v {
+                Scalar::Bool(b) => self.raw.push(b as u8),
+                _ => return Err(format!("input '{name}': element {i} is not a boolean")),
+            },
+            DType::Int8 => ints!(i8),
+            DType::Int16 => ints!(i16),
+            DType::Int32 => ints!(i32),
+            DType::Int64 => ints!(i64),
+            DType::Uint8 => ints!(u8),
+            DType::Uint16 => ints!(u16),
+            DType::Uint32 => ints!(u32),
+            DType::Uint64 => ints!(u64),
+            DType::Float16 => self.raw.extend_from_slice(
+                &half::f16::from_f64(finite(num()?, f64::from(half::f16::MAX))?).to_le_bytes(),
+            ),
+            DType::Bfloat16 => self.raw.extend_from_slice(
+                &half::bf16::from_f64(finite(num()?, f64::from(half::bf16::MAX))?).to_le_bytes(),
+            ),
+            DType::Float32 => self
+                .raw
+                .extend_from_slice(&(finite(num()?, f64::from(f32::MAX))? as f32).to_le_bytes()),
+            DType::Float64 => self.raw.extend_from_slice(&num()?.to_le_bytes()),
+        }
+        Ok(())
     }
-    match dtype {
-        DType::String => {
-            return values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
-                        bad(format!("input '{name}': BYTES element {i} is not a string"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Data::Strings);
-        }
-        DType::Bool => {
-            for (i, v) in values.iter().enumerate() {
-                let b = v
-                    .as_bool()
-                    .ok_or_else(|| bad(format!("input '{name}': element {i} is not a boolean")))?;
-                out.push(b as u8);
-            }
-        }
-        DType::Int8 => ints!(i8),
-        DType::Int16 => ints!(i16),
-        DType::Int32 => ints!(i32),
-        DType::Int64 => ints!(i64),
-        DType::Uint8 => ints!(u8),
-        DType::Uint16 => ints!(u16),
-        DType::Uint32 => ints!(u32),
-        DType::Uint64 => ints!(u64),
-        DType::Float16 => {
-            for (i, v) in values.iter().enumerate() {
-                out.extend_from_slice(&half::f16::from_f64(num(i, v)?).to_le_bytes());
-            }
-        }
-        DType::Bfloat16 => {
-            for (i, v) in values.iter().enumerate() {
-                out.extend_from_slice(&half::bf16::from_f64(num(i, v)?).to_le_bytes());
-            }
-        }
-        DType::Float32 => {
-            for (i, v) in values.iter().enumerate() {
-                out.extend_from_slice(&(num(i, v)? as f32).to_le_bytes());
-            }
-        }
-        DType::Float64 => {
-            for (i, v) in values.iter().enumerate() {
-                out.extend_from_slice(&num(i, v)?.to_le_bytes());
-            }
-        }
-    }
-    Ok(Data::Raw(out))
 }
 
-/// Splits BYTES binary data: each element is a 4-byte little-endian length and that many bytes.
-fn bytes_elements(name: &str, mut b: &[u8], count: u64) -> Result<Data, String> {
+impl<'de> DeserializeSeed<'de> for &mut Flat<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Flat<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, booleans or strings, in nested arrays")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v)).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::I(v.into())).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Scalar::I(v.into())).map_err(E::custom)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::F(v)).map_err(E::custom)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Scalar::Str(v)).map_err(E::custom)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom(format!(
+            "input '{}': element {} is null",
+            self.name, self.count
+        )))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(format!(
+            "input '{}': element {} is an object",
+            self.name, self.count
+        )))
+    }
+}
+
+/// The JSON error's message without serde's position suffix when it is one of ours.
+fn de_message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) if s.starts_with("input '") => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// Splits BYTES binary data: each element is a 4-byte little-endian length and that many
+/// bytes. Elements must be UTF-8 without NUL (what ONNX Runtime's strings carry); more
+/// elements than the shape needs are refused as soon as they are seen.
+fn bytes_elements(name: &str, mut b: &[u8], count: u64) -> Result<Data, RequestError> {
     let mut items = Vec::new();
     while !b.is_empty() {
         if b.len() < 4 {
@@ -168,14 +377,34 @@ fn bytes_elements(name: &str, mut b: &[u8], count: u64) -> Result<Data, String> 
         }
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
         b = &b[4..];
+        let i = items.len();
         if len > b.len() {
             return Err(bad(format!(
-                "input '{name}': BYTES element {} claims {len} bytes but only {} remain",
-                items.len(),
+                "input '{name}': BYTES element {i} claims {len} bytes but only {} remain",
                 b.len()
             )));
         }
-        items.push(b[..len].to_vec());
+        if i as u64 >= count {
+            return Err(bad(format!(
+                "input '{name}': shape needs {count} BYTES elements, the data holds more"
+            )));
+        }
+        let item = &b[..len];
+        match std::str::from_utf8(item) {
+            Err(e) => {
+                return Err(bad(format!(
+                    "input '{name}': BYTES element {i} is not UTF-8 (at byte {}); ONNX Runtime's strings carry UTF-8 text only",
+                    e.valid_up_to()
+                )))
+            }
+            Ok(s) if s.contains('\0') => {
+                return Err(bad(format!(
+                    "input '{name}': BYTES element {i} holds a NUL byte, which ONNX Runtime's strings cannot carry"
+                )))
+            }
+            Ok(_) => {}
+        }
+        items.push(item.to_vec());
         b = &b[len..];
     }
     if items.len() as u64 != count {
@@ -187,7 +416,7 @@ fn bytes_elements(name: &str, mut b: &[u8], count: u64) -> Result<Data, String> 
     Ok(Data::Strings(items))
 }
 
-fn check_shape(spec: &TensorSpec, shape: &[u64]) -> Result<(), String> {
+fn check_shape(spec: &TensorSpec, shape: &[u64]) -> Result<(), RequestError> {
     let Some(dims) = &spec.shape else {
         return Ok(());
     };
@@ -214,35 +443,43 @@ fn check_shape(spec: &TensorSpec, shape: &[u64]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses an infer request: `header` is the JSON part, `binary` what follows it.
+/// Parses an infer request: `header` is the JSON part, `binary` what follows it. The decoded
+/// inputs may take at most `budget` bytes (BYTES elements counted at their length plus
+/// [`BYTES_ELEMENT_COST`]); the check comes before anything is decoded.
 pub fn parse_request(
     contract: &Contract,
     header: &[u8],
     binary: &[u8],
-) -> Result<InferRequest, String> {
-    let v: Value = serde_json::from_slice(header)
+    budget: u64,
+) -> Result<InferRequest, RequestError> {
+    let text =
+        std::str::from_utf8(header).map_err(|_| bad("malformed JSON in the request: not UTF-8"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(bad("the request must be a JSON object"));
+    }
+    let head: Head = serde_json::from_str(text)
         .map_err(|e| bad(format!("malformed JSON in the request: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("the request must be a JSON object"))?;
-    let params = obj.get("parameters").and_then(Value::as_object);
-    let binary_all = params
-        .and_then(|p| p.get("binary_data_output"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let timeout_us = params
-        .and_then(|p| p.get("timeout"))
-        .and_then(Value::as_u64);
-    let inputs = obj
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("the request has no \"inputs\" array"))?;
+    let p = params(head.parameters, "")?;
+    let binary_all =
+        opt_bool(p.binary_data_output, "parameters.binary_data_output")?.unwrap_or(false);
+    let timeout_us = opt_u64(p.timeout, "parameters.timeout")?;
+    let inputs: Vec<InputHead> = match head.inputs {
+        None => return Err(bad("the request has no \"inputs\" array")),
+        // One more than the model has, so that an extra input is named below.
+        Some(r) => at_most(r, contract.inputs.len() + 1, "inputs").map_err(|e| {
+            bad(format!(
+                "\"inputs\" must be an array of at most {} objects: {e}",
+                contract.inputs.len()
+            ))
+        })?,
+    };
     let mut by_name: BTreeMap<&str, Tensor> = BTreeMap::new();
     let mut offset = 0usize;
+    let mut spent = 0u64;
     for (idx, inp) in inputs.iter().enumerate() {
         let name = inp
-            .get("name")
-            .and_then(Value::as_str)
+            .name
+            .and_then(string)
             .ok_or_else(|| bad(format!("input {idx} has no \"name\"")))?;
         let spec = contract
             .inputs
@@ -250,7 +487,8 @@ pub fn parse_request(
             .find(|s| s.name == name)
             .ok_or_else(|| {
                 bad(format!(
-                    "unexpected input '{name}' (the model's inputs: {})",
+                    "unexpected input '{}' (the model's inputs: {})",
+                    name.escape_debug(),
                     contract
                         .inputs
                         .iter()
@@ -259,43 +497,49 @@ pub fn parse_request(
                         .join(", ")
                 ))
             })?;
+        let name = spec.name.as_str();
+        if by_name.contains_key(name) {
+            return Err(bad(format!("input '{name}' is given twice")));
+        }
         let dt = inp
-            .get("datatype")
-            .and_then(Value::as_str)
+            .datatype
+            .and_then(string)
             .ok_or_else(|| bad(format!("input '{name}' has no \"datatype\"")))?;
         if dt != datatype(spec.dtype) {
             return Err(bad(format!(
-                "input '{name}': datatype {dt}, the model expects {}",
+                "input '{name}': datatype {}, the model expects {}",
+                dt.escape_debug(),
                 datatype(spec.dtype)
             )));
         }
-        let shape: Vec<u64> = inp
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad(format!("input '{name}' has no \"shape\"")))?
-            .iter()
-            .map(|d| {
-                d.as_u64().ok_or_else(|| {
-                    bad(format!(
-                        "input '{name}': shape must hold non-negative integers"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let shape: Vec<u64> = match inp.shape {
+            None => return Err(bad(format!("input '{name}' has no \"shape\""))),
+            Some(r) => at_most(r, 64, "dimensions").map_err(|_| {
+                bad(format!(
+                    "input '{name}': shape must hold non-negative integers (at most 64)"
+                ))
+            })?,
+        };
         check_shape(spec, &shape)?;
         let n = elements(&shape);
-        let binary_size = inp
-            .get("parameters")
-            .and_then(|p| p.get("binary_data_size"))
-            .map(|s| {
-                s.as_u64().ok_or_else(|| {
-                    bad(format!(
-                        "input '{name}': binary_data_size must be a non-negative integer"
-                    ))
-                })
-            })
-            .transpose()?;
-        let data = match (binary_size, inp.get("data")) {
+        // What decoding will take, checked before anything is decoded.
+        let cost = match spec.dtype.size() {
+            Some(size) => n.saturating_mul(size as u64),
+            None => n.saturating_mul(BYTES_ELEMENT_COST),
+        };
+        spent = spent.saturating_add(cost);
+        if spent > budget {
+            return Err(RequestError::TooLarge(format!(
+                "input '{name}': shape {shape:?} of {} takes {cost} bytes or more once decoded; a request's inputs may take at most {budget}",
+                datatype(spec.dtype)
+            )));
+        }
+        let ip = params(inp.parameters, &format!("input '{name}': "))?;
+        let binary_size = opt_u64(
+            ip.binary_data_size,
+            &format!("input '{name}': binary_data_size"),
+        )?;
+        let data = match (binary_size, inp.data) {
             (Some(size), _) => {
                 let end = offset.checked_add(size as usize).filter(|e| *e <= binary.len()).ok_or_else(|| {
                     bad(format!(
@@ -307,21 +551,55 @@ pub fn parse_request(
                 let chunk = &binary[offset..end];
                 offset = end;
                 if spec.dtype == DType::String {
-                    bytes_elements(name, chunk, n)?
+                    let d = bytes_elements(name, chunk, n)?;
+                    spent = spent.saturating_add(chunk.len() as u64);
+                    if spent > budget {
+                        return Err(RequestError::TooLarge(format!(
+                            "input '{name}': {} BYTES elements in {} bytes take more than a request's inputs may ({budget} bytes)",
+                            n,
+                            chunk.len()
+                        )));
+                    }
+                    d
                 } else {
                     Data::Raw(chunk.to_vec())
                 }
             }
-            (None, Some(d)) => {
-                let mut flat = Vec::new();
-                flatten(d, &mut flat);
-                if flat.len() as u64 != n {
+            (None, Some(raw)) => {
+                let mut flat = Flat {
+                    name,
+                    dtype: spec.dtype,
+                    want: n,
+                    count: 0,
+                    raw: Vec::with_capacity(if spec.dtype.size().is_some() {
+                        cost as usize
+                    } else {
+                        0
+                    }),
+                    strings: Vec::new(),
+                };
+                let mut d = serde_json::Deserializer::from_str(raw.get());
+                (&mut flat)
+                    .deserialize(&mut d)
+                    .map_err(|e| bad(de_message(&e)))?;
+                if flat.count != n {
                     return Err(bad(format!(
                         "input '{name}': shape {shape:?} needs {n} elements, \"data\" holds {}",
-                        flat.len()
+                        flat.count
                     )));
                 }
-                json_elements(name, spec.dtype, &flat)?
+                if spec.dtype == DType::String {
+                    let text: u64 = flat.strings.iter().map(|s| s.len() as u64).sum();
+                    spent = spent.saturating_add(text);
+                    if spent > budget {
+                        return Err(RequestError::TooLarge(format!(
+                            "input '{name}': its strings take more than a request's inputs may ({budget} bytes)"
+                        )));
+                    }
+                    Data::Strings(flat.strings)
+                } else {
+                    Data::Raw(flat.raw)
+                }
             }
             (None, None) => {
                 return Err(bad(format!(
@@ -329,10 +607,8 @@ pub fn parse_request(
                 )))
             }
         };
-        let t = Tensor::new(name, spec.dtype, shape, data)?;
-        if by_name.insert(spec.name.as_str(), t).is_some() {
-            return Err(bad(format!("input '{name}' is given twice")));
-        }
+        let t = Tensor::new(name, spec.dtype, shape, data).map_err(RequestError::Bad)?;
+        by_name.insert(name, t);
     }
     if offset != binary.len() {
         return Err(bad(format!(
@@ -348,17 +624,23 @@ pub fn parse_request(
                 .ok_or_else(|| bad(format!("input '{}' is missing", s.name)))?,
         );
     }
-    // Rows must agree along the batch dimension when the model batches.
-    let outputs = match obj.get("outputs").and_then(Value::as_array) {
+    let outputs = match head.outputs {
         None => (0..contract.outputs.len())
             .map(|i| (i, binary_all))
             .collect(),
-        Some(req) => req
-            .iter()
-            .map(|o| {
+        Some(raw) => {
+            let asked: Vec<OutputHead> = at_most(raw, contract.outputs.len() + 1, "outputs")
+                .map_err(|e| {
+                    bad(format!(
+                        "\"outputs\" must be an array of at most {} objects (the model's outputs, each once): {e}",
+                        contract.outputs.len()
+                    ))
+                })?;
+            let mut out: Vec<(usize, bool)> = Vec::with_capacity(asked.len());
+            for o in asked {
                 let name = o
-                    .get("name")
-                    .and_then(Value::as_str)
+                    .name
+                    .and_then(string)
                     .ok_or_else(|| bad("a requested output has no \"name\""))?;
                 let i = contract
                     .outputs
@@ -366,7 +648,8 @@ pub fn parse_request(
                     .position(|s| s.name == name)
                     .ok_or_else(|| {
                         bad(format!(
-                            "unknown output '{name}' requested (the model's outputs: {})",
+                            "unknown output '{}' requested (the model's outputs: {})",
+                            name.escape_debug(),
                             contract
                                 .outputs
                                 .iter()
@@ -375,16 +658,27 @@ pub fn parse_request(
                                 .join(", ")
                         ))
                     })?;
-                let bin = o
-                    .get("parameters")
-                    .and_then(|p| p.get("binary_data"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(binary_all);
-                Ok((i, bin))
-            })
-            .collect::<Result<_, String>>()?,
+                if out.iter().any(|(j, _)| *j == i) {
+                    return Err(bad(format!(
+                        "output '{}' is requested twice",
+                        contract.outputs[i].name
+                    )));
+                }
+                let op = params(
+                    o.parameters,
+                    &format!("output '{}': ", contract.outputs[i].name),
+                )?;
+                let bin = opt_bool(op.binary_data, "parameters.binary_data")?.unwrap_or(binary_all);
+                out.push((i, bin));
+            }
+            out
+        }
     };
-    let id = obj.get("id").and_then(|i| i.as_str().map(str::to_string));
+    let id = match head.id.map(|r| string(r).filter(|s| s.len() <= 256)) {
+        None => None,
+        Some(Some(s)) => Some(s.into_owned()),
+        Some(None) => return Err(bad("\"id\" must be a string of at most 256 bytes")),
+    };
     Ok(InferRequest {
         id,
         inputs: ordered,
@@ -393,120 +687,212 @@ pub fn parse_request(
     })
 }
 
-fn json_data(t: &Tensor) -> Value {
-    match &t.data {
-        Data::Strings(s) => Value::Array(
-            s.iter()
-                .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))
-                .collect(),
-        ),
-        Data::Raw(b) => {
-            macro_rules! nums {
-                ($n:literal, $f:expr) => {
-                    Value::Array(
-                        b.chunks_exact($n)
-                            .map(|c| json!($f(c.try_into().unwrap_or([0; $n]))))
-                            .collect(),
-                    )
-                };
+/// A tensor's elements as a flat JSON array, written straight to the output.
+struct JsonData<'a>(&'a Tensor);
+
+impl serde::Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let t = self.0;
+        let b = match &t.data {
+            Data::Strings(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for x in items {
+                    seq.serialize_element(&String::from_utf8_lossy(x))?;
+                }
+                return seq.end();
             }
-            match t.dtype {
-                DType::Bool => Value::Array(b.iter().map(|x| Value::Bool(*x != 0)).collect()),
-                DType::Int8 => Value::Array(b.iter().map(|x| json!(*x as i8)).collect()),
-                DType::Uint8 => Value::Array(b.iter().map(|x| json!(*x)).collect()),
-                DType::Int16 => nums!(2, i16::from_le_bytes),
-                DType::Uint16 => nums!(2, u16::from_le_bytes),
-                DType::Int32 => nums!(4, i32::from_le_bytes),
-                DType::Uint32 => nums!(4, u32::from_le_bytes),
-                DType::Int64 => nums!(8, i64::from_le_bytes),
-                DType::Uint64 => nums!(8, u64::from_le_bytes),
-                DType::Float16 => Value::Array(
-                    b.chunks_exact(2)
-                        .map(|c| json!(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
-                        .collect(),
-                ),
-                DType::Bfloat16 => Value::Array(
-                    b.chunks_exact(2)
-                        .map(|c| json!(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
-                        .collect(),
-                ),
-                DType::Float32 => nums!(4, f32::from_le_bytes),
-                DType::Float64 => nums!(8, f64::from_le_bytes),
-                DType::String => Value::Null,
-            }
+            Data::Raw(b) => b,
+        };
+        let size = t.dtype.size().unwrap_or(1).max(1);
+        let mut seq = s.serialize_seq(Some(b.len() / size))?;
+        macro_rules! each {
+            ($n:literal, $f:expr) => {
+                for c in b.chunks_exact($n) {
+                    seq.serialize_element(&$f(c.try_into().unwrap_or([0; $n])))?;
+                }
+            };
         }
+        match t.dtype {
+            DType::Bool => each!(1, |c: [u8; 1]| c[0] != 0),
+            DType::Int8 => each!(1, i8::from_le_bytes),
+            DType::Uint8 => each!(1, u8::from_le_bytes),
+            DType::Int16 => each!(2, i16::from_le_bytes),
+            DType::Uint16 => each!(2, u16::from_le_bytes),
+            DType::Int32 => each!(4, i32::from_le_bytes),
+            DType::Uint32 => each!(4, u32::from_le_bytes),
+            DType::Int64 => each!(8, i64::from_le_bytes),
+            DType::Uint64 => each!(8, u64::from_le_bytes),
+            DType::Float16 => each!(2, |c| half::f16::from_le_bytes(c).to_f32()),
+            DType::Bfloat16 => each!(2, |c| half::bf16::from_le_bytes(c).to_f32()),
+            DType::Float32 => each!(4, f32::from_le_bytes),
+            DType::Float64 => each!(8, f64::from_le_bytes),
+            DType::String => {}
+        }
+        seq.end()
     }
 }
 
-fn binary_bytes(t: &Tensor) -> Vec<u8> {
+fn binary_len(t: &Tensor) -> u64 {
     match &t.data {
-        Data::Raw(b) => b.clone(),
+        Data::Raw(b) => b.len() as u64,
+        Data::Strings(items) => items.iter().map(|s| 4 + s.len() as u64).sum(),
+    }
+}
+
+fn write_binary(t: &Tensor, out: &mut Vec<u8>) {
+    match &t.data {
+        Data::Raw(b) => out.extend_from_slice(b),
         Data::Strings(items) => {
-            let mut out = Vec::new();
             for s in items {
                 out.extend_from_slice(&(s.len() as u32).to_le_bytes());
                 out.extend_from_slice(s);
             }
-            out
         }
     }
 }
 
-/// Encodes a response. Returns (body, JSON header length if any output is binary).
+#[derive(serde::Serialize)]
+struct OutParams {
+    binary_data_size: u64,
+}
+
+#[derive(serde::Serialize)]
+struct OutJson<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [u64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<OutParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct RespParams<'a> {
+    model_digest: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_model: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct RespJson<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    parameters: RespParams<'a>,
+    outputs: Vec<OutJson<'a>>,
+}
+
+/// A buffer that refuses to grow past its cap (the response limit).
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other("the response limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The answer would be larger than the response limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseTooLarge {
+    /// Whether some output was asked for as JSON (binary would be smaller).
+    pub json: bool,
+}
+
+/// Who asked, for the answer's header.
+pub struct Answering<'a> {
+    /// The model that answered.
+    pub model: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// Its digest.
+    pub digest: &'a str,
+    /// The client's request id.
+    pub id: Option<&'a str>,
+    /// Set when a degraded model (or its fallback) answered for this requested model.
+    pub degraded_request_for: Option<&'a str>,
+}
+
+/// Encodes a response of at most `max` bytes, written straight into one buffer (no JSON tree).
+/// Returns (body, JSON header length if any output is binary).
 pub fn encode_response(
-    model: &str,
-    version: &str,
-    digest: &str,
-    id: Option<&str>,
+    who: &Answering<'_>,
     outputs: &[Tensor],
     wanted: &[(usize, bool)],
-    degraded_request_for: Option<&str>,
-) -> (Vec<u8>, Option<usize>) {
-    let mut binary = Vec::new();
-    let mut outs = Vec::with_capacity(wanted.len());
-    for (i, bin) in wanted {
-        let t = &outputs[*i];
-        let mut o = Map::new();
-        o.insert("name".into(), json!(t.name));
-        o.insert("datatype".into(), json!(datatype(t.dtype)));
-        o.insert("shape".into(), json!(t.shape));
-        if *bin {
-            let b = binary_bytes(t);
-            o.insert("parameters".into(), json!({ "binary_data_size": b.len() }));
-            binary.extend_from_slice(&b);
-        } else {
-            o.insert("data".into(), json_data(t));
-        }
-        outs.push(Value::Object(o));
+    max: u64,
+) -> Result<(Vec<u8>, Option<usize>), ResponseTooLarge> {
+    let json = wanted.iter().any(|(_, b)| !*b);
+    let binary_total: u64 = wanted
+        .iter()
+        .filter(|(_, b)| *b)
+        .map(|(i, _)| binary_len(&outputs[*i]))
+        .sum();
+    if binary_total > max {
+        return Err(ResponseTooLarge { json });
     }
-    let mut params = Map::new();
-    params.insert("model_digest".into(), json!(digest));
-    if let Some(requested) = degraded_request_for {
-        params.insert("degraded".into(), json!(true));
-        if requested != model {
-            params.insert("requested_model".into(), json!(requested));
-        }
-    }
-    let mut root = Map::new();
-    root.insert("model_name".into(), json!(model));
-    root.insert("model_version".into(), json!(version));
-    if let Some(id) = id {
-        root.insert("id".into(), json!(id));
-    }
-    root.insert("parameters".into(), Value::Object(params));
-    root.insert("outputs".into(), Value::Array(outs));
-    let mut body = serde_json::to_vec(&Value::Object(root)).unwrap_or_default();
-    if binary.is_empty() && !wanted.iter().any(|(_, b)| *b) {
-        return (body, None);
+    let outs: Vec<OutJson> = wanted
+        .iter()
+        .map(|(i, bin)| {
+            let t = &outputs[*i];
+            OutJson {
+                name: &t.name,
+                datatype: datatype(t.dtype),
+                shape: &t.shape,
+                parameters: bin.then(|| OutParams {
+                    binary_data_size: binary_len(t),
+                }),
+                data: (!bin).then_some(JsonData(t)),
+            }
+        })
+        .collect();
+    let root = RespJson {
+        model_name: who.model,
+        model_version: who.version,
+        id: who.id,
+        parameters: RespParams {
+            model_digest: who.digest,
+            degraded: who.degraded_request_for.map(|_| true),
+            requested_model: who.degraded_request_for.filter(|r| *r != who.model),
+        },
+        outputs: outs,
+    };
+    let mut w = Capped {
+        buf: Vec::new(),
+        cap: (max - binary_total) as usize,
+    };
+    serde_json::to_writer(&mut w, &root).map_err(|_| ResponseTooLarge { json })?;
+    let mut body = w.buf;
+    if !wanted.iter().any(|(_, b)| *b) {
+        return Ok((body, None));
     }
     let header_len = body.len();
-    body.extend_from_slice(&binary);
-    (body, Some(header_len))
+    body.reserve(binary_total as usize);
+    for (i, bin) in wanted {
+        if *bin {
+            write_binary(&outputs[*i], &mut body);
+        }
+    }
+    Ok((body, Some(header_len)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn contract() -> Contract {
         let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec {
@@ -543,7 +929,7 @@ mod tests {
     #[test]
     fn bytes_tensors_parse_and_bad_length_prefixes_are_refused() {
         let good = bytes_elems(&[b"hello", b""]);
-        let r = parse_request(&contract(), &header(good.len()), &good).expect("valid");
+        let r = parse_request(&contract(), &header(good.len()), &good, 1 << 20).expect("valid");
         assert_eq!(
             r.inputs[0].data,
             Data::Strings(vec![b"hello".to_vec(), vec![]])
@@ -553,22 +939,30 @@ mod tests {
         // A prefix claiming more bytes than remain.
         let mut long = bytes_elems(&[b"hello", b"x"]);
         long[0] = 200;
-        let e = parse_request(&contract(), &header(long.len()), &long).expect_err("overlong");
+        let e = parse_request(&contract(), &header(long.len()), &long, 1 << 20)
+            .expect_err("overlong")
+            .to_string();
         assert!(e.contains("BYTES element 0 claims 200 bytes"), "{e}");
         // Data that ends inside a prefix.
         let cut = [bytes_elems(&[b"hello"]), vec![1, 0]].concat();
-        let e = parse_request(&contract(), &header(cut.len()), &cut).expect_err("cut");
+        let e = parse_request(&contract(), &header(cut.len()), &cut, 1 << 20)
+            .expect_err("cut")
+            .to_string();
         assert!(e.contains("inside a 4-byte length prefix"), "{e}");
         // The right bytes but the wrong count for the shape.
         let three = bytes_elems(&[b"a", b"b", b"c"]);
-        let e = parse_request(&contract(), &header(three.len()), &three).expect_err("count");
+        let e = parse_request(&contract(), &header(three.len()), &three, 1 << 20)
+            .expect_err("count")
+            .to_string();
         assert!(
-            e.contains("needs 2 BYTES elements, the data holds 3"),
+            e.contains("needs 2 BYTES elements, the data holds more"),
             "{e}"
         );
         // Binary data left over after every input took its share.
         let extra = [good.clone(), vec![0]].concat();
-        let e = parse_request(&contract(), &header(good.len()), &extra).expect_err("extra");
+        let e = parse_request(&contract(), &header(good.len()), &extra, 1 << 20)
+            .expect_err("extra")
+            .to_string();
         assert!(e.contains("belong to none of them"), "{e}");
     }
 
@@ -581,21 +975,186 @@ mod tests {
                 { "name": "small", "datatype": "INT8", "shape": [2], "data": small },
             ]}))
             .expect("json");
-            parse_request(&contract(), &h, &[])
+            parse_request(&contract(), &h, &[], 1 << 20)
         };
         assert!(bad(json!([1, 2]), json!(false)).is_ok());
         assert!(bad(json!([1, 300]), json!(false))
             .expect_err("range")
+            .to_string()
             .contains("out of range for INT8"));
         assert!(bad(json!([1, 2.5]), json!(false))
             .expect_err("int")
+            .to_string()
             .contains("not an integer"));
         assert!(bad(json!([1, 2]), json!(1))
             .expect_err("bool")
+            .to_string()
             .contains("not a boolean"));
         assert!(
             bad(json!([[1], [2]]), json!(true)).is_ok(),
             "nested arrays are flattened"
+        );
+    }
+
+    fn iris() -> Contract {
+        let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec {
+            name: name.into(),
+            dtype,
+            shape: Some(shape),
+        };
+        Contract {
+            inputs: vec![spec(
+                "x",
+                DType::Float32,
+                vec![Dim::Named("b".into()), Dim::Fixed(2)],
+            )],
+            outputs: vec![
+                spec(
+                    "y",
+                    DType::Float32,
+                    vec![Dim::Named("b".into()), Dim::Fixed(2)],
+                ),
+                spec("z", DType::String, vec![Dim::Named("b".into())]),
+            ],
+        }
+    }
+
+    fn parse(body: &str) -> Result<InferRequest, RequestError> {
+        parse_request(&iris(), body.as_bytes(), &[], 1 << 20)
+    }
+
+    #[test]
+    fn requested_outputs_are_bounded_and_each_named_once() {
+        let x = r#""inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]"#;
+        let r = parse(&format!(
+            r#"{{{x},"outputs":[{{"name":"z"}},{{"name":"y"}}]}}"#
+        ))
+        .expect("ok");
+        assert_eq!(r.outputs, vec![(1, false), (0, false)]);
+        let e = parse(&format!(
+            r#"{{{x},"outputs":[{{"name":"y"}},{{"name":"y"}}]}}"#
+        ))
+        .expect_err("twice");
+        assert!(
+            e.to_string().contains("output 'y' is requested twice"),
+            "{e}"
+        );
+        // A million entries stop at the third: nothing past the bound is stored.
+        let many = vec![r#"{"name":"y"}"#; 1_000_000].join(",");
+        let e = parse(&format!(r#"{{{x},"outputs":[{many}]}}"#)).expect_err("many");
+        assert!(e.to_string().contains("at most 2"), "{e}");
+        let many = vec![r#"{"name":"x"}"#; 1000].join(",");
+        let e = parse(&format!(r#"{{"inputs":[{many}]}}"#)).expect_err("inputs");
+        assert!(e.to_string().contains("at most 1"), "{e}");
+    }
+
+    #[test]
+    fn values_the_tensor_cannot_hold_are_refused() {
+        let one = |v: &str| {
+            parse(&format!(
+                r#"{{"inputs":[{{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,{v}]}}]}}"#
+            ))
+        };
+        assert!(one("3.4e38").is_ok());
+        for v in ["3.5e38", "-1e39", "1e300"] {
+            let e = one(v).expect_err(v).to_string();
+            assert!(e.contains("out of range for FP32"), "{v}: {e}");
+        }
+        assert!(one("null")
+            .expect_err("null")
+            .to_string()
+            .contains("element 1 is null"));
+        // More elements than the shape: refused at the first one too many.
+        let e = one("2, 3").expect_err("extra").to_string();
+        assert!(e.contains("holds more than the 2 elements"), "{e}");
+        let bytes = Contract {
+            inputs: vec![TensorSpec {
+                name: "s".into(),
+                dtype: DType::String,
+                shape: Some(vec![Dim::Named("n".into())]),
+            }],
+            outputs: vec![],
+        };
+        let head = |size: usize| {
+            format!(
+                r#"{{"inputs":[{{"name":"s","datatype":"BYTES","shape":[1],"parameters":{{"binary_data_size":{size}}}}}]}}"#
+            )
+        };
+        for (item, why) in [(&b"a\xffb"[..], "not UTF-8"), (b"a\0b", "NUL byte")] {
+            let data = bytes_elems(&[item]);
+            let e = parse_request(&bytes, head(data.len()).as_bytes(), &data, 1 << 20)
+                .expect_err(why)
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let e = parse_request(
+            &bytes,
+            br#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["a\u0000"]}]}"#,
+            &[],
+            1 << 20,
+        )
+        .expect_err("json NUL");
+        assert!(e.to_string().contains("NUL byte"), "{e}");
+    }
+
+    #[test]
+    fn decoded_inputs_are_charged_before_they_are_decoded() {
+        let bytes = Contract {
+            inputs: vec![TensorSpec {
+                name: "s".into(),
+                dtype: DType::String,
+                shape: Some(vec![Dim::Named("n".into())]),
+            }],
+            outputs: vec![],
+        };
+        // 4 M empty strings in 16 MB of binary data: 4 M x 96 bytes is far over a 64 MiB budget.
+        let n = 4usize << 20;
+        let data = vec![0u8; 4 * n];
+        let head = format!(
+            r#"{{"inputs":[{{"name":"s","datatype":"BYTES","shape":[{n}],"parameters":{{"binary_data_size":{}}}}}]}}"#,
+            data.len()
+        );
+        let e = parse_request(&bytes, head.as_bytes(), &data, 64 << 20).expect_err("budget");
+        assert!(matches!(e, RequestError::TooLarge(_)), "{e}");
+        // A shape that claims far more than the body holds is refused before any allocation.
+        let e = parse("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1000000000000,2],\"data\":[]}]}")
+            .expect_err("huge");
+        assert!(matches!(e, RequestError::TooLarge(_)), "{e}");
+    }
+
+    #[test]
+    fn responses_are_capped_while_they_are_written() {
+        let y =
+            Tensor::new("y", DType::Float32, vec![1000, 2], Data::Raw(vec![0; 8000])).expect("t");
+        let z = Tensor::new(
+            "z",
+            DType::String,
+            vec![1000],
+            Data::Strings(vec![b"ab".to_vec(); 1000]),
+        )
+        .expect("t");
+        let who = Answering {
+            model: "m",
+            version: "1.0.0",
+            digest: "d",
+            id: None,
+            degraded_request_for: None,
+        };
+        let outs = [y, z];
+        let (body, json) =
+            encode_response(&who, &outs, &[(0, false), (1, true)], 1 << 20).expect("fits");
+        let header = json.expect("binary");
+        let v: serde_json::Value = serde_json::from_slice(&body[..header]).expect("json");
+        assert_eq!(v["outputs"][0]["data"].as_array().map(Vec::len), Some(2000));
+        assert_eq!(v["outputs"][1]["parameters"]["binary_data_size"], 6000);
+        assert_eq!(body.len() - header, 6000);
+        assert_eq!(
+            encode_response(&who, &outs, &[(0, false)], 1000),
+            Err(ResponseTooLarge { json: true })
+        );
+        assert_eq!(
+            encode_response(&who, &outs, &[(1, true)], 1000),
+            Err(ResponseTooLarge { json: false })
         );
     }
 }

@@ -450,21 +450,58 @@ fn warm_up(session: &mut Session, c: &Contract, runs: u32) {
     }
 }
 
+/// A failed run, and whose fault it was.
+#[derive(Debug, Clone)]
+pub struct RunError {
+    /// The client's input (the runtime refused it as an argument): answered 400, never counted
+    /// as a failure of the model (it cannot trigger an automatic rollback).
+    pub client: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<RunError> for String {
+    fn from(e: RunError) -> String {
+        e.message
+    }
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> RunError {
+        RunError {
+            client: false,
+            message,
+        }
+    }
+}
+
 /// Runs one set of inputs; outputs come back in the contract's order.
 pub fn run_session(
     session: &mut Session,
     inputs: &[Tensor],
     c: &Contract,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, RunError> {
     let mut values = Vec::with_capacity(inputs.len());
     for t in inputs {
         values.push((
             t.name.clone(),
-            tensor::to_ort(t).map_err(|e| format!("input '{}': {e}", t.name))?,
+            tensor::to_ort(t).map_err(|e| RunError {
+                client: true,
+                message: format!("input '{}': {e}", t.name),
+            })?,
         ));
     }
-    let outputs = session.run(values).map_err(|e| e.to_string())?;
-    c.outputs
+    let outputs = session.run(values).map_err(|e| RunError {
+        client: e.code() == ort::error::ErrorCode::InvalidArgument,
+        message: e.to_string(),
+    })?;
+    Ok(c.outputs
         .iter()
         .map(|o| {
             let v = outputs
@@ -472,7 +509,7 @@ pub fn run_session(
                 .ok_or_else(|| format!("the model produced no output '{}'", o.name))?;
             tensor::from_ort(&o.name, v)
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?)
 }
 
 /// Fault-injection points for the failure tests, read from the environment in debug builds
@@ -611,7 +648,9 @@ impl Worker {
                 std::thread::sleep(d);
             }
             let result = if self.faults.run_error.swap(false, Ordering::SeqCst) {
-                Err("injected fault: CUDA failure 2: out of memory (arena)".to_string())
+                Err(RunError::from(
+                    "injected fault: CUDA failure 2: out of memory (arena)".to_string(),
+                ))
             } else if batch.len() == 1 {
                 run_session(&mut session, &batch[0].inputs, &m.contract).map(|o| vec![o])
             } else {
@@ -650,6 +689,17 @@ impl Worker {
                         }));
                     }
                 }
+                Err(e) if e.client => {
+                    // The runtime refused the input as an argument: the client's fault, not
+                    // the model's (not counted as a failure).
+                    tracing::info!(model = %m.name, version = %m.version, error = %e, "inference refused the input");
+                    for job in batch {
+                        let _ = job.reply.send(Err(InferError::BadRequest(format!(
+                            "model {} refused the input: {e}",
+                            m.name
+                        ))));
+                    }
+                }
                 Err(e) => {
                     tracing::error!(model = %m.name, version = %m.version, error = %e, "inference failed");
                     for job in batch {
@@ -659,7 +709,7 @@ impl Worker {
                             m.name
                         ))));
                     }
-                    if looks_fatal(&e) {
+                    if looks_fatal(&e.message) {
                         session = match self.rebuild() {
                             Some(s) => s,
                             None => return,
@@ -675,7 +725,7 @@ impl Worker {
         session: &mut Session,
         batch: &[Job],
         rows: &[u64],
-    ) -> Result<Vec<Vec<Tensor>>, String> {
+    ) -> Result<Vec<Vec<Tensor>>, RunError> {
         let m = &self.model;
         let merged = (0..m.contract.inputs.len())
             .map(|i| tensor::concat(&batch.iter().map(|j| &j.inputs[i]).collect::<Vec<_>>()))

@@ -93,10 +93,13 @@ pub fn to_ort(t: &Tensor) -> ort::Result<DynValue> {
     let raw = match &t.data {
         Data::Raw(b) => b.as_slice(),
         Data::Strings(items) => {
-            let strings: Vec<String> = items
+            // The parser admits only UTF-8 without NUL (what the runtime's strings carry);
+            // nothing is rewritten on the way.
+            let strings = items
                 .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
+                .map(|s| String::from_utf8(s.clone()))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|_| ort::Error::new("a BYTES element is not UTF-8"))?;
             return Ok(OrtTensor::from_string_array((shape, strings.as_slice()))?.into_dyn());
         }
     };

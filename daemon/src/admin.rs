@@ -295,6 +295,7 @@ fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
         "active": m.active.as_ref().map(|v| v.to_string()),
         "promoting": m.promoting,
         "highest_seen": m.highest_seen.to_string(),
+        "anti_rollback_floor": m.floor().map(|v| v.to_string()),
         "serving": served.as_ref().map(|l| json!({
             "version": l.version.to_string(),
             "ready": l.ready(),

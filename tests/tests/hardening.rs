@@ -734,3 +734,142 @@ fn strings_the_runtime_cannot_carry_are_the_clients_fault_and_never_roll_back() 
     );
     assert!(!server.log().contains("auto-rollback"), "{}", server.log());
 }
+
+fn approve_with(addr: &str, token: &str, version: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let (status, _, b) = http(
+        addr,
+        "POST",
+        &format!("/api/v1/models/demo-iris/versions/{version}/approve"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    (status, String::from_utf8_lossy(&b).into_owned())
+}
+
+#[test]
+fn a_failed_or_rejected_release_cannot_burn_the_anti_rollback_floor() {
+    use airlock_tests::{iris_bundle, model_bundle, world_readable};
+    let (server, socket, _) = production_server_with(
+        &[
+            ("uid:0", "admin"),
+            ("uid:4301", "operator"),
+            ("uid:4302", "approver"),
+        ],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let dd = server.dir.path().join("airlock-dev");
+    // A validly signed 99999.0.0 that ONNX Runtime cannot load: it fails validation.
+    let hostile = model_bundle(
+        &dd,
+        "99999.0.0",
+        &airlock_signing::onnx::unknown_op_model(),
+        false,
+    )
+    .expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        Some(4301),
+        &socket,
+        &["bundle", "import", &world_readable(&hostile), "--watch"],
+    );
+    assert_ne!(code, 0, "the hostile bundle validated: {out}{err}");
+    // The next real release still comes in, and after approval it is the floor.
+    let real = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        Some(4301),
+        &socket,
+        &["bundle", "import", &world_readable(&real), "--watch"],
+    );
+    assert_eq!(
+        code, 0,
+        "a real release after a failed 99999.0.0: {out}{err}"
+    );
+    let (code, out, err) = airlockctl_as(
+        Some(4302),
+        &socket,
+        &["bundle", "approve", "demo-iris", "1.1.0"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = airlockctl_as(None, &socket, &["--json", "models", "show", "demo-iris"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["anti_rollback_floor"], "1.1.0", "{v}");
+    // Below the floor: refused.
+    let old = iris_bundle(&dd, "1.0.5", 1.05, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        Some(4301),
+        &socket,
+        &["bundle", "import", &world_readable(&old), "--watch"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("anti-rollback"), "{err}");
+}
+
+#[test]
+fn approvals_count_people_not_the_tokens_they_made() {
+    use airlock_tests::{iris_bundle, world_readable};
+    let (server, socket, _) = production_server_with(
+        &[
+            ("uid:0", "admin"),
+            ("uid:4301", "operator"),
+            ("uid:4302", "approver"),
+        ],
+        "mode = \"approvers\"\napprovers = 2",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let dd = server.dir.path().join("airlock-dev");
+    let (t1, t2) = (
+        token(&socket, "admin:approver"),
+        token(&socket, "admin:approver"),
+    );
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        Some(4301),
+        &socket,
+        &["bundle", "import", &world_readable(&b), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (status, body) = approve_with(&server.addr, &t1, "1.1.0");
+    assert_eq!(status, 200, "{body}");
+    // root's second token is root again.
+    let (status, body) = approve_with(&server.addr, &t2, "1.1.0");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("duplicate_approval") && body.contains("a token of uid:0(root)"),
+        "{body}"
+    );
+    let (code, _, err) = airlockctl_as(None, &socket, &["bundle", "approve", "demo-iris", "1.1.0"]);
+    assert_ne!(code, 0, "root approved again in person");
+    assert!(
+        err.contains("already approved") || err.contains("duplicate"),
+        "{err}"
+    );
+    // A second person completes it.
+    let (code, out, err) = airlockctl_as(
+        Some(4302),
+        &socket,
+        &["bundle", "approve", "demo-iris", "1.1.0"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved"), "{out}");
+    // The importer's own tokens are the importer: an admin who imports cannot approve with them.
+    let b = iris_bundle(&dd, "1.2.0", 1.2, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (status, body) = approve_with(&server.addr, &t1, "1.2.0");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("self_approval"), "{body}");
+}

@@ -538,18 +538,61 @@ fn replay_of_an_older_version_after_a_newer_one() {
     let a = Appliance::new();
     a.import(&Fixture::demo("demo", "1.1.0").good_bundle())
         .expect("1.1.0");
-    let old = Fixture::demo("demo", "1.0.0").good_bundle();
+    // Only approval raises the floor: while 1.1.0 merely sits staged, 1.0.0 may come in.
+    a.import(&Fixture::demo("demo", "1.0.0").good_bundle())
+        .expect("1.0.0 while 1.1.0 is unapproved");
+    let v = semver::Version::new(1, 1, 0);
+    let system = Actor::system();
+    a.updater
+        .validate(
+            "demo",
+            &v,
+            &airlock_updater::validate::ContractValidator,
+            &system,
+        )
+        .expect("validate");
+    for who in ["uid:1001(approver)"] {
+        a.updater
+            .registry()
+            .approve(
+                a.updater.now().expect("now"),
+                "demo",
+                &v,
+                &Actor::new(who).expect("actor"),
+                None,
+                None,
+            )
+            .expect("approve 1.1.0");
+    }
+    assert_eq!(
+        a.updater
+            .registry()
+            .model("demo")
+            .expect("db")
+            .expect("demo")
+            .floor(),
+        Some(&v)
+    );
+    let old = Fixture::demo("demo", "1.0.1").good_bundle();
     let before = a.state();
-    let err = a.import(&old).expect_err("1.0.0 after 1.1.0");
+    let err = a.import(&old).expect_err("1.0.1 after 1.1.0 was approved");
     assert_eq!(err.kind(), "anti_rollback", "{err}");
+    assert!(
+        err.to_string().contains("approved on this appliance"),
+        "{err}"
+    );
     assert_eq!(a.state(), before);
-    // The same version again is refused too.
+    // The same version again is refused too: a release needs a new number.
     assert_eq!(
         a.import(&Fixture::demo("demo", "1.1.0").good_bundle())
             .expect_err("again")
             .kind(),
         "anti_rollback"
     );
+    let err = a
+        .import(&Fixture::demo("demo", "1.0.0").good_bundle())
+        .expect_err("1.0.0 twice");
+    assert_eq!(err.kind(), "anti_rollback", "{err}");
     // `bundle verify` has no appliance state: the old bundle itself is valid, so it passes there.
     a.verify_cli(&old, None);
     // Another model is independent.

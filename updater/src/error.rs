@@ -13,14 +13,14 @@ pub enum Error {
     /// The bundle broke a rule of the format or of the trust root.
     #[error("bundle refused: {0}")]
     Bundle(#[from] BundleError),
-    /// The version is not higher than every version of this model seen before.
-    #[error("anti-rollback: {model} {version} is not newer than {highest}, the highest version of {model} ever seen on this appliance")]
+    /// The version is not newer than the highest version of this model approved here.
+    #[error("anti-rollback: {model} {version} is not newer than {highest}, the highest version of {model} approved on this appliance")]
     AntiRollback {
         /// The model.
         model: String,
         /// The refused version.
         version: String,
-        /// The highest version seen.
+        /// The highest version approved.
         highest: String,
     },
     /// Not enough free space for the declared payload plus the configured reserve.

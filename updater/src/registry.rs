@@ -198,7 +198,8 @@ pub struct Promotion {
 pub struct ModelRecord {
     /// The model's name.
     pub name: String,
-    /// The highest version ever imported here (anti-rollback floor).
+    /// The highest version ever imported here (informational: imports do not raise the
+    /// anti-rollback floor, approvals do; see [`ModelRecord::floor`]).
     pub highest_seen: Version,
     /// The serving version.
     pub active: Option<Version>,
@@ -206,6 +207,44 @@ pub struct ModelRecord {
     pub promoting: Option<Promotion>,
     /// Versions by number.
     pub versions: BTreeMap<Version, VersionRecord>,
+}
+
+impl ModelRecord {
+    /// The anti-rollback floor: the highest version that people approved on this appliance
+    /// (the approval policy met, whatever happened to it since). An import must be newer.
+    /// Imports, validations and rejections never raise it, so a signed bundle that fails
+    /// validation or is rejected cannot lock later releases out.
+    pub fn floor(&self) -> Option<&Version> {
+        self.versions
+            .values()
+            .filter(|v| v.approved_here)
+            .map(|v| &v.version)
+            .max()
+    }
+
+    /// Whether `version` may be imported: newer than [`ModelRecord::floor`] and not on this
+    /// appliance already.
+    pub fn admits(&self, version: &Version) -> Result<()> {
+        if let Some(floor) = self.floor() {
+            if version <= floor {
+                return Err(Error::AntiRollback {
+                    model: self.name.clone(),
+                    version: version.to_string(),
+                    highest: floor.to_string(),
+                });
+            }
+        }
+        if let Some(v) = self.versions.get(version) {
+            return Err(Error::Conflict {
+                model: self.name.clone(),
+                reason: format!(
+                    "{} {version} is on this appliance already ({}); a new release needs a new version number",
+                    self.name, v.state
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl VersionRecord {
@@ -438,8 +477,9 @@ impl Registry {
         self.models.iter().values().map(|v| parse(&v?)).collect()
     }
 
-    /// Records a verified, stored bundle as a `staged` version; raises the anti-rollback floor
-    /// and the time floor (to the bundle's signed issue time) in the same transaction.
+    /// Records a verified, stored bundle as a `staged` version (refused unless newer than the
+    /// anti-rollback floor, [`ModelRecord::floor`]); raises the time floor (to the bundle's
+    /// signed issue time) in the same transaction.
     pub fn record_import(
         &self,
         now: OffsetDateTime,
@@ -459,14 +499,8 @@ impl Registry {
                 versions: BTreeMap::new(),
             });
             // Anti-rollback, re-checked inside the transaction (the importer checked it first).
-            if !rec.versions.is_empty() && m.model.version <= rec.highest_seen {
-                return Err(Error::AntiRollback {
-                    model: name.into(),
-                    version: m.model.version.to_string(),
-                    highest: rec.highest_seen.to_string(),
-                });
-            }
-            rec.highest_seen = m.model.version.clone();
+            rec.admits(&m.model.version)?;
+            rec.highest_seen = rec.highest_seen.clone().max(m.model.version.clone());
             rec.versions.insert(
                 m.model.version.clone(),
                 VersionRecord {
@@ -582,6 +616,27 @@ impl Registry {
         signed: Option<SignedApproval>,
     ) -> Result<VersionState> {
         let policy = self.policy;
+        // People, not credentials: a token acts for the person who created it.
+        let me = self.person(actor);
+        let named = if me == actor.as_str() {
+            actor.to_string()
+        } else {
+            format!("{actor} (a token of {me})")
+        };
+        // Resolved before the transaction (the token tree is not read inside it); an actor
+        // that appears in between stands for itself.
+        let mut people = std::collections::HashMap::new();
+        if let Some(v) = self.model(model)?.and_then(|r| r.versions.get(version).cloned()) {
+            for a in std::iter::once(&v.imported_by).chain(v.approvals.iter().map(|a| &a.by)) {
+                people.insert(a.clone(), self.person(a));
+            }
+        }
+        let person = |a: &Actor| {
+            people
+                .get(a)
+                .cloned()
+                .unwrap_or_else(|| a.as_str().to_string())
+        };
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
             let v = rec.version_in(
@@ -590,16 +645,16 @@ impl Registry {
                 "approve (only validated versions can be approved)",
             )?;
             // Four eyes: whoever brought the bundle in cannot also vouch for it.
-            if &v.imported_by == actor {
+            if person(&v.imported_by) == me {
                 return Err(Error::SelfApproval {
-                    actor: actor.to_string(),
+                    actor: named.clone(),
                     model: model.into(),
                     version: version.to_string(),
                 });
             }
-            if v.approvals.iter().any(|a| &a.by == actor) {
+            if v.approvals.iter().any(|a| person(&a.by) == me) {
                 return Err(Error::DuplicateApproval {
-                    actor: actor.to_string(),
+                    actor: named.clone(),
                     model: model.into(),
                     version: version.to_string(),
                 });
@@ -951,6 +1006,30 @@ impl Registry {
         let rec = unwrap_tx(res)?;
         self.db.flush()?;
         Ok(rec)
+    }
+
+    /// The person behind `actor`: a token (`token:ID(NAME)`) stands for whoever created it,
+    /// followed through tokens that created tokens; anyone else is themselves. An approval
+    /// policy counts these, so one person with two tokens is still one person.
+    pub fn person(&self, actor: &Actor) -> String {
+        let mut cur = actor.as_str().to_string();
+        for _ in 0..16 {
+            let Some(rest) = cur.strip_prefix("token:") else {
+                return cur;
+            };
+            let id = rest.split('(').next().unwrap_or(rest);
+            match self
+                .tokens
+                .get(id.as_bytes())
+                .ok()
+                .flatten()
+                .and_then(|v| parse::<crate::tokens::TokenRecord>(&v).ok())
+            {
+                Some(rec) => cur = rec.created_by,
+                None => return cur,
+            }
+        }
+        cur
     }
 
     /// Every token record (no secrets), by id.

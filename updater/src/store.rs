@@ -210,13 +210,7 @@ impl PayloadSink for StagingSink<'_> {
         self.seen = Some((m.model.name.to_string(), m.model.version.to_string()));
         // Anti-rollback first: an old bundle is refused before a byte of it is written.
         if let Some(rec) = self.registry.model(m.model.name.as_str())? {
-            if !rec.versions.is_empty() && m.model.version <= rec.highest_seen {
-                return Err(Error::AntiRollback {
-                    model: m.model.name.to_string(),
-                    version: m.model.version.to_string(),
-                    highest: rec.highest_seen.to_string(),
-                });
-            }
+            rec.admits(&m.model.version)?;
         }
         // Free space against the declared size, before writing.
         let staging = self.layout.staging();

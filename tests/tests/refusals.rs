@@ -551,19 +551,17 @@ fn replay_of_an_older_version_after_a_newer_one() {
             &system,
         )
         .expect("validate");
-    for who in ["uid:1001(approver)"] {
-        a.updater
-            .registry()
-            .approve(
-                a.updater.now().expect("now"),
-                "demo",
-                &v,
-                &Actor::new(who).expect("actor"),
-                None,
-                None,
-            )
-            .expect("approve 1.1.0");
-    }
+    a.updater
+        .registry()
+        .approve(
+            a.updater.now().expect("now"),
+            "demo",
+            &v,
+            &Actor::new("uid:1001(approver)").expect("actor"),
+            None,
+            None,
+        )
+        .expect("approve 1.1.0");
     assert_eq!(
         a.updater
             .registry()

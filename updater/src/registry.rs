@@ -626,7 +626,10 @@ impl Registry {
         // Resolved before the transaction (the token tree is not read inside it); an actor
         // that appears in between stands for itself.
         let mut people = std::collections::HashMap::new();
-        if let Some(v) = self.model(model)?.and_then(|r| r.versions.get(version).cloned()) {
+        if let Some(v) = self
+            .model(model)?
+            .and_then(|r| r.versions.get(version).cloned())
+        {
             for a in std::iter::once(&v.imported_by).chain(v.approvals.iter().map(|a| &a.by)) {
                 people.insert(a.clone(), self.person(a));
             }

@@ -126,7 +126,9 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
     };
     println!("url={scheme}://{host}:{}/", addr.port());
     if config.server.tls {
-        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
+        if tls::ensure_certificate(&config.paths.data_dir, certificate_names())? {
+            println!("tls_generated=true");
+        }
         let (cert, key) = tls::paths(&config.paths.data_dir);
         let (_, fingerprint) = tls::load(&cert, &key)?;
         println!("tls_sha256={fingerprint}");
@@ -213,6 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let tls = if config.server.tls {
         tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
+        tls::warn_if_expiring(&config.paths.data_dir);
         let (cert, key) = tls::paths(&config.paths.data_dir);
         Some(tls::Reloadable::new(cert, key)?)
     } else {

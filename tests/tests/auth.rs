@@ -428,3 +428,84 @@ fn a_rotated_token_overlaps_and_revocation_ends_both() {
     );
     assert!(s.stop());
 }
+
+/// A reload applies the checks of start-up: a certificate that does not match the key, or a
+/// key that is a symbolic link, is refused and the running pair stays; the generated
+/// certificate lives two years, not until the year 4096.
+#[test]
+fn a_tls_reload_that_would_break_tls_keeps_the_running_pair() {
+    let (s, _socket) = production(&[uid()], true);
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    let data = s.dir.path().join("airlock-dev/tls");
+    let url = format!("https://localhost:{port}/v2/health/ready");
+    let original = s.dir.path().join("original-cert.pem");
+    std::fs::copy(data.join("cert.pem"), &original).expect("copy");
+    let checkend = |secs: u64| {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", &secs.to_string(), "-in"])
+            .arg(&original)
+            .status()
+            .expect("openssl")
+            .success()
+    };
+    assert!(
+        checkend(728 * 86400),
+        "the generated certificate expires within 728 days"
+    );
+    assert!(
+        !checkend(732 * 86400),
+        "the generated certificate outlives two years"
+    );
+    // Another pair's certificate over ours: the key no longer matches.
+    let other = s.dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(other.join("key.pem"))
+        .arg("-out")
+        .arg(other.join("cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(st.status.success());
+    std::fs::copy(other.join("cert.pem"), data.join("cert.pem")).expect("replace");
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &s.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success())
+    };
+    let start = std::time::Instant::now();
+    hup();
+    wait_for_log(&s, "does not belong to the certificate", start, 20);
+    wait_for_log(&s, "reload done", start, 20);
+    assert!(!s.log().contains("TLS certificate reloaded"), "{}", s.log());
+    assert_eq!(
+        https_status(&original, &url),
+        (0, "200".to_string()),
+        "TLS went down"
+    );
+    // Our certificate back, and the key a symbolic link to a private copy: refused too.
+    std::fs::copy(&original, data.join("cert.pem")).expect("restore");
+    let key_copy = s.dir.path().join("key-copy.pem");
+    std::fs::copy(data.join("key.pem"), &key_copy).expect("copy key");
+    std::fs::remove_file(data.join("key.pem")).expect("rm");
+    std::os::unix::fs::symlink(&key_copy, data.join("key.pem")).expect("symlink");
+    let start = std::time::Instant::now();
+    hup();
+    wait_for_log(&s, "is not a regular file", start, 20);
+    assert_eq!(
+        https_status(&original, &url),
+        (0, "200".to_string()),
+        "TLS went down"
+    );
+}

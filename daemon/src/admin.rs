@@ -212,6 +212,7 @@ fn lc_error(e: LifecycleError) -> Response {
         LifecycleError::Busy(_) | LifecycleError::Refused(_) => StatusCode::CONFLICT,
         LifecycleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
         LifecycleError::BadInput(_) => StatusCode::BAD_REQUEST,
+        LifecycleError::NotOffered(_) => StatusCode::FORBIDDEN,
     };
     let kind = match &e {
         LifecycleError::Updater(u) => u.kind(),
@@ -219,6 +220,7 @@ fn lc_error(e: LifecycleError) -> Response {
         LifecycleError::Refused(_) => "refused",
         LifecycleError::Load(_) => "load_failed",
         LifecycleError::BadInput(_) => "bad_request",
+        LifecycleError::NotOffered(_) => "not_offered",
     };
     (
         status,
@@ -454,7 +456,8 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
     })
 }
 
-/// `POST /bundles/import {"path": "/media/usb/x.alb"}`: the daemon reads a file on the appliance.
+/// `POST /bundles/import {"path": "/media/…/x.airlock"}`: a bundle on removable media the
+/// daemon offers (and nothing else: the caller's file is streamed with `POST /bundles`).
 async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
     let req = match json_body(&body) {
         Ok(v) => v,
@@ -468,7 +471,7 @@ async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
-    match blocking(move || lc.import_file(&path, &actor)).await {
+    match blocking(move || lc.import_offered(&path, &actor)).await {
         Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
         Err(r) => r,
     }

@@ -37,7 +37,11 @@ pub struct Daemon1 {
 }
 
 fn failed(e: LifecycleError) -> fdo::Error {
-    fdo::Error::Failed(e.to_string())
+    match e {
+        LifecycleError::NotOffered(m) => fdo::Error::AccessDenied(m),
+        LifecycleError::BadInput(m) => fdo::Error::InvalidArgs(m),
+        other => fdo::Error::Failed(other.to_string()),
+    }
 }
 
 fn version(v: &str) -> fdo::Result<Version> {
@@ -135,8 +139,8 @@ impl Daemon1 {
             .collect()
     }
 
-    /// Imports a bundle file on the appliance (operator); validation starts right after.
-    /// Returns (model, version).
+    /// Imports a bundle on removable media airlockd offers (operator; `BundlesAvailable` names
+    /// them); any other path is refused. Validation starts right after. Returns (model, version).
     #[zbus(out_args("model", "version"))]
     async fn import_path(
         &self,
@@ -148,7 +152,26 @@ impl Daemon1 {
             .allowed(&hdr, conn, Role::Operator, "import bundles")
             .await?;
         let v = self
-            .blocking(move |lc| lc.import_file(std::path::Path::new(&path), &who.actor))
+            .blocking(move |lc| lc.import_offered(std::path::Path::new(&path), &who.actor))
+            .await?;
+        Ok((v.model, v.version.to_string()))
+    }
+
+    /// Imports a bundle from a file the caller opened (operator): the caller passes the
+    /// descriptor, so its own permissions decided what it could open. Returns (model, version).
+    #[zbus(out_args("model", "version"))]
+    async fn import_fd(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        file: zbus::zvariant::OwnedFd,
+    ) -> fdo::Result<(String, String)> {
+        let who = self
+            .allowed(&hdr, conn, Role::Operator, "import bundles")
+            .await?;
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
+        let v = self
+            .blocking(move |lc| lc.import_handed(file, "d-bus descriptor", &who.actor))
             .await?;
         Ok((v.model, v.version.to_string()))
     }

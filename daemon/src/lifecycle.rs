@@ -48,6 +48,50 @@ pub enum LifecycleError {
     /// The request itself is unusable (e.g. a bundle path that cannot be opened).
     #[error("{0}")]
     BadInput(String),
+    /// A path the daemon does not open for callers (only bundles on media it offers).
+    #[error("{0}")]
+    NotOffered(String),
+}
+
+/// Opens `path` for reading as a regular file: no symbolic link as the last component
+/// (`O_NOFOLLOW`), never blocking on a FIFO or device (`O_NONBLOCK`), and (`on`) on the same
+/// filesystem as that mount point.
+fn open_regular(path: &std::path::Path, on: Option<&std::path::Path>) -> Result<std::fs::File> {
+    use nix::fcntl::{open, OFlag};
+    use std::os::unix::fs::MetadataExt;
+    let fd = open(
+        path,
+        OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        LifecycleError::BadInput(format!("cannot open {}: {}", path.display(), e.desc()))
+    })?;
+    let f = std::fs::File::from(fd);
+    let meta = f
+        .metadata()
+        .map_err(|e| LifecycleError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(LifecycleError::BadInput(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if let Some(mount) = on {
+        let dev = std::fs::metadata(mount).map(|m| m.dev()).ok();
+        if dev != Some(meta.dev()) {
+            return Err(LifecycleError::BadInput(format!(
+                "{} is not on the medium mounted at {}",
+                path.display(),
+                mount.display()
+            )));
+        }
+    }
+    Ok(f)
 }
 
 type Result<T> = std::result::Result<T, LifecycleError>;
@@ -297,18 +341,55 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Imports a bundle file on the appliance (a path an operator named, or a file on a medium).
-    pub fn import_file(
+    /// Imports a bundle that a removable medium airlockd mounted offers (listed by the media
+    /// watch, under its mount point). Only those paths: the daemon never opens a path for a
+    /// caller with its own privileges, so every other path gets the same refusal whether it
+    /// exists or not. Opened without following a symbolic link and without blocking, it must
+    /// be a regular file on the medium's filesystem.
+    pub fn import_offered(
         self: &Arc<Self>,
         path: &std::path::Path,
         actor: &Actor,
     ) -> Result<ImportedVersion> {
-        let f = std::fs::File::open(path).map_err(|e| {
-            LifecycleError::BadInput(format!("cannot open {}: {e}", path.display()))
-        })?;
+        let mount = self
+            .media
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|m| m.listing.bundles.iter().any(|b| b.path == path))
+            .map(|m| m.mount.clone())
+            .ok_or_else(|| {
+                LifecycleError::NotOffered(
+                    "that path is not a bundle on removable media airlockd offers (airlockctl bundle media lists them); stream a file of your own instead: airlockctl bundle import FILE".into(),
+                )
+            })?;
+        let f = open_regular(path, Some(&mount))?;
         self.import(
             std::io::BufReader::with_capacity(1 << 20, f),
             &path.display().to_string(),
+            actor,
+        )
+    }
+
+    /// Imports from a file the caller opened and handed over (a descriptor passed over D-Bus):
+    /// the caller's own permissions applied when it was opened. It must be a regular file.
+    pub fn import_handed(
+        self: &Arc<Self>,
+        file: std::fs::File,
+        source: &str,
+        actor: &Actor,
+    ) -> Result<ImportedVersion> {
+        let meta = file.metadata().map_err(|e| {
+            LifecycleError::BadInput(format!("cannot read the file handed over: {e}"))
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(LifecycleError::BadInput(
+                "the file handed over is not a regular file".into(),
+            ));
+        }
+        self.import(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            source,
             actor,
         )
     }

@@ -291,7 +291,7 @@ async fn rescan(
             tokio::task::spawn_blocking(move || {
                 let actor = Actor::new("airlockd:media").unwrap_or_else(|_| Actor::system());
                 for f in files {
-                    match lc.import_file(std::path::Path::new(&f), &actor) {
+                    match lc.import_offered(std::path::Path::new(&f), &actor) {
                         Ok(v) => {
                             tracing::info!(file = %f, model = %v.model, version = %v.version, "staged from removable medium")
                         }

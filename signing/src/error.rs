@@ -42,13 +42,13 @@ pub enum Error {
         limit: u64,
     },
     /// The first entry is not `manifest.json`.
-    #[error("the first entry of a bundle must be manifest.json, found {found:?}")]
+    #[error("the first entry of a bundle must be manifest.json, found {found}")]
     MissingManifest {
         /// What was found instead.
         found: String,
     },
     /// The second entry is not `signatures.json`.
-    #[error("the second entry of a bundle must be signatures.json, found {found:?}")]
+    #[error("the second entry of a bundle must be signatures.json, found {found}")]
     MissingSignatures {
         /// What was found instead.
         found: String,
@@ -106,25 +106,25 @@ pub enum Error {
         running: String,
     },
     /// A tar entry name is absolute.
-    #[error("entry {path:?} has an absolute path")]
+    #[error("entry {path} has an absolute path")]
     AbsolutePath {
         /// The name as found.
         path: String,
     },
     /// A tar entry name climbs out with `..`.
-    #[error("entry {path:?} contains a `..` component")]
+    #[error("entry {path} contains a `..` component")]
     PathTraversal {
         /// The name as found.
         path: String,
     },
     /// A tar entry name contains a NUL byte.
-    #[error("entry name {path:?} contains a NUL byte")]
+    #[error("entry name {path} contains a NUL byte")]
     NulInPath {
         /// The name as found (NULs shown escaped).
         path: String,
     },
     /// A tar entry name breaks the bundle path rules in another way.
-    #[error("entry name {path:?} is not a valid bundle path: {reason}")]
+    #[error("entry name {path} is not a valid bundle path: {reason}")]
     InvalidPath {
         /// The name as found.
         path: String,
@@ -138,7 +138,7 @@ pub enum Error {
         path: String,
     },
     /// An entry is not a regular file (symlink, hardlink, device, FIFO, directory, extension header).
-    #[error("entry {path:?} is a {kind}, only regular files are allowed")]
+    #[error("entry {path} is a {kind}, only regular files are allowed")]
     ForbiddenEntryType {
         /// The entry.
         path: String,

@@ -25,6 +25,20 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// See [`MANIFEST_NAME`].
 pub const SIGNATURES_NAME: &str = "signatures.json";
 
+/// How a name read from an unverified stream (a tar header) appears in errors and logs: its
+/// length and a digest prefix, never its bytes — a hostile bundle, or a file that is no bundle
+/// at all, must not get its content echoed into an error or the audit log. A release engineer
+/// finds the entry with `tar -tf` and `sha256sum`.
+pub fn unverified_name(raw: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(raw);
+    format!(
+        "<a name of {} bytes, sha256 {}>",
+        raw.len(),
+        hex::encode(&digest[..6])
+    )
+}
+
 /// A relative payload path inside a bundle: `/`-separated components of `[A-Za-z0-9._+:-]`, none
 /// empty, none starting with `.`, at most [`MAX_PATH_LEN`] bytes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,7 +47,7 @@ pub struct BundlePath(String);
 impl BundlePath {
     /// Validates raw name bytes as found in a tar header or a manifest, naming the broken rule.
     pub fn parse(raw: &[u8]) -> Result<Self> {
-        let shown = String::from_utf8_lossy(raw).replace('\0', "\\0");
+        let shown = unverified_name(raw);
         let invalid = |reason: &str| Error::InvalidPath {
             path: shown.clone(),
             reason: reason.to_string(),

@@ -242,15 +242,13 @@ fn entry_name(header: &tar::Header) -> Result<Vec<u8>, Error> {
     if raw[end..].iter().any(|b| *b != 0) {
         // A name such as "ok.npy\0../../x": tools disagree on where it ends.
         return Err(Error::NulInPath {
-            path: String::from_utf8_lossy(raw)
-                .trim_end_matches('\0')
-                .replace('\0', "\\0"),
+            path: crate::manifest::unverified_name(raw),
         });
     }
     if let Some(ustar) = header.as_ustar() {
         if ustar.prefix.iter().any(|b| *b != 0) {
             return Err(Error::InvalidPath {
-                path: String::from_utf8_lossy(&raw[..end]).into_owned(),
+                path: crate::manifest::unverified_name(&raw[..end]),
                 reason:
                     "the ustar prefix field is used (names longer than 100 bytes are not allowed)"
                         .into(),
@@ -281,7 +279,7 @@ fn regular_entry(header: &tar::Header) -> Result<(Vec<u8>, u64), Error> {
     let t = header.entry_type();
     if !(t == tar::EntryType::Regular || t.as_byte() == 0) {
         return Err(Error::ForbiddenEntryType {
-            path: String::from_utf8_lossy(&name).into_owned(),
+            path: crate::manifest::unverified_name(&name),
             kind: kind_name(t),
         });
     }
@@ -305,7 +303,7 @@ fn read_small<R: Read>(
     };
     let (name, size) = regular_entry(entry.header())?;
     if name != expected.as_bytes() {
-        return Err(missing(String::from_utf8_lossy(&name).into_owned()));
+        return Err(missing(crate::manifest::unverified_name(&name)));
     }
     if size > limit {
         return Err(Error::LimitExceeded {
@@ -437,7 +435,7 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
                 .manifest
                 .file(&path)
                 .ok_or_else(|| Error::NotInManifest {
-                    path: path.to_string(),
+                    path: crate::manifest::unverified_name(path.as_str().as_bytes()),
                 })?;
             if !seen.insert(path.clone()) {
                 return Err(Error::DuplicateEntry {

@@ -150,10 +150,7 @@ fn full_cycle_from_airlockctl_with_separate_identities() {
     let bad = iris_bundle(&data_dir(&s), "1.2.0", 1.2, 0.5).expect("bundle");
     let bad = bad.display().to_string();
     let out = expect(
-        ctl(
-            None,
-            &["bundle", "import", &bad, "--watch", "--on-appliance"],
-        ),
+        ctl(None, &["bundle", "import", &bad, "--watch"]),
         1,
         "failed validation",
     );
@@ -435,9 +432,7 @@ fn a_cut_off_upload_and_a_concurrent_import_leave_nothing_behind() {
     let path = iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap();
     let p = path.display().to_string();
     let sock2 = sock.clone();
-    let first = std::thread::spawn(move || {
-        airlockctl_as(None, &sock2, &["bundle", "import", &p, "--on-appliance"])
-    });
+    let first = std::thread::spawn(move || airlockctl_as(None, &sock2, &["bundle", "import", &p]));
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let p = path.display().to_string();
     expect(
@@ -514,7 +509,7 @@ fn signed_approvals_count_distinct_approver_keys() {
     let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap();
     let b = b.display().to_string();
     expect(
-        ctl(None, &["bundle", "import", &b, "--watch", "--on-appliance"]),
+        ctl(None, &["bundle", "import", &b, "--watch"]),
         0,
         "VALIDATED",
     );
@@ -570,7 +565,7 @@ fn signed_approvals_count_distinct_approver_keys() {
     let b = iris_bundle(&dd, "1.2.0", 1.2, 0.0).unwrap();
     let b = b.display().to_string();
     expect(
-        ctl(None, &["bundle", "import", &b, "--watch", "--on-appliance"]),
+        ctl(None, &["bundle", "import", &b, "--watch"]),
         0,
         "VALIDATED",
     );

@@ -109,8 +109,39 @@ fn the_interface_serves_properties_methods_by_role_and_signals() {
     // Import through D-Bus (root is admin in --dev); the dev policy approves after validation.
     let dd = s.dir.path().join("airlock-dev");
     let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).unwrap();
-    let (ok, out) = call(&bus, None, "ImportPath", "s", &[&b.display().to_string()]);
-    assert!(ok && out.contains("\"demo-iris\" \"1.1.0\""), "{out}");
+    // A path that is not on media airlockd offers: refused, whatever it is (the daemon never
+    // opens a caller's path with its own privileges).
+    for p in [
+        b.display().to_string(),
+        "/etc/shadow".into(),
+        "/nonexistent".into(),
+    ] {
+        let (ok, out) = call(&bus, None, "ImportPath", "s", &[&p]);
+        assert!(!ok && out.contains("Access denied"), "{p}: {out}");
+    }
+    // The caller's own file, by descriptor (a zbus client, as a UI on the appliance would be).
+    let file = std::fs::File::open(&b).expect("bundle");
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let conn = zbus::connection::Builder::address(bus.address.as_str())?
+                .build()
+                .await?;
+            let reply = conn
+                .call_method(
+                    Some("org.airlock.Daemon1"),
+                    "/org/airlock/Daemon1",
+                    Some("org.airlock.Daemon1"),
+                    "ImportFd",
+                    &(zbus::zvariant::Fd::from(&file),),
+                )
+                .await?;
+            reply.body().deserialize::<(String, String)>()
+        })
+        .expect("ImportFd");
+    assert_eq!(answer, ("demo-iris".to_string(), "1.1.0".to_string()));
     wait_until("ValidationFinished", || {
         seen.lock().unwrap().contains("member=ValidationFinished")
     });

@@ -873,3 +873,116 @@ fn approvals_count_people_not_the_tokens_they_made() {
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("self_approval"), "{body}");
 }
+
+#[test]
+fn the_daemon_opens_no_path_for_a_caller_and_echoes_no_unverified_name() {
+    use airlock_tests::fixtures::{compress, tar_bytes, RawEntry};
+    use std::os::unix::fs::PermissionsExt;
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin"), ("uid:4301", "operator")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let dir = server.dir.path();
+    // A root-only "bundle" whose first entry name is a secret, a FIFO, a symlink to it.
+    let secret = dir.join("secret.tar.zst");
+    let tar = tar_bytes(&[RawEntry::file("DB_PASSWORD=hunter2-prod", b"x".to_vec())]);
+    std::fs::write(&secret, compress(&tar, 3)).expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let fifo = dir.join("fifo.airlock");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let link = dir.join("link.airlock");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    let operator = token(&socket, "admin:operator");
+    let paths = [
+        secret.display().to_string(),
+        "/etc/shadow".into(),
+        "/nonexistent/x.airlock".into(),
+        "/etc".into(),
+        fifo.display().to_string(),
+        link.display().to_string(),
+        "relative.airlock".into(),
+    ];
+    let mut answers = std::collections::BTreeSet::new();
+    for p in &paths {
+        let body = serde_json::json!({ "path": p }).to_string();
+        // The operator uid on the socket, and an operator token over TCP.
+        let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(20)
+b = sys.argv[2].encode()
+s.sendall(b"POST /api/v1/bundles/import HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(b) + b)
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    out += d
+print(out.split(b"\r\n\r\n", 1)[1].decode())
+"#;
+        let out = python_as(4301, script, &[socket.to_str().expect("utf8"), &body]);
+        answers.insert(out.trim().to_string());
+        let auth = format!("Bearer {operator}");
+        let (status, _, b) = http(
+            &server.addr,
+            "POST",
+            "/api/v1/bundles/import",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 403, "{p}: {}", String::from_utf8_lossy(&b));
+        answers.insert(String::from_utf8_lossy(&b).trim().to_string());
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "the answers tell paths apart: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| a.contains("not_offered")),
+        "{answers:?}"
+    );
+    // Streamed by the caller, the caller's permissions apply: uid 4301 cannot read it.
+    let (code, _, err) = airlockctl_as(
+        Some(4301),
+        &socket,
+        &["bundle", "import", &secret.display().to_string()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Permission denied"), "{err}");
+    let (code, _, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &fifo.display().to_string()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not a regular file"), "{err}");
+    // Root streams it: refused, and the refusal names no byte of the entry name.
+    let (code, out, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &secret.display().to_string()],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("manifest.json") && err.contains("24 bytes"),
+        "{err}"
+    );
+    let (_, audit, _) = airlockctl_as(
+        None,
+        &socket,
+        &["--json", "audit", "list", "--limit", "1000"],
+    );
+    for text in [&err, &out, &audit, &server.log()] {
+        assert!(!text.contains("hunter2"), "the secret leaked: {text}");
+    }
+}

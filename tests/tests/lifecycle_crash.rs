@@ -53,10 +53,7 @@ fn drive(sock: std::path::PathBuf, bundle: String, version: String, done: Arc<Mu
         });
         ok
     };
-    let r = ctl(
-        OPERATOR,
-        &["bundle", "import", &bundle, "--on-appliance", "--watch"],
-    );
+    let r = ctl(OPERATOR, &["bundle", "import", &bundle, "--watch"]);
     // The import is recorded once airlockd answered, even if the watch was cut short.
     if r.1.contains("imported demo-iris") {
         done.lock().unwrap().push("imported".into());

@@ -11,6 +11,35 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+/// `println!` that ends the process quietly, as a SIGPIPE would (status 141), when stdout is a
+/// closed pipe (`airlockctl audit list | head`), instead of panicking.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!`, the same way.
+macro_rules! print {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            stdout_failed(e)
+        }
+    }};
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("airlockctl: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser)]
 #[command(
     name = "airlockctl",
@@ -72,12 +101,13 @@ enum ModelsCmd {
 
 #[derive(Subcommand)]
 enum BundleCmd {
-    /// Import a bundle (streamed to airlockd; with --on-appliance airlockd opens the path
-    /// itself). Validation starts right after.
+    /// Import a bundle: this command opens the file (your permissions apply) and streams it to
+    /// airlockd; with --on-appliance, PATH is a bundle on removable media airlockd offers
+    /// (`bundle media`), which airlockd reads itself. Validation starts right after.
     Import {
         /// The bundle file.
         path: PathBuf,
-        /// Let airlockd read PATH itself (e.g. a USB stick mounted on the appliance).
+        /// PATH is a bundle airlockd offers on removable media it mounted (`bundle media`).
         #[arg(long)]
         on_appliance: bool,
         /// Wait for validation and show its report.
@@ -284,15 +314,29 @@ fn bar(done: u64, total: u64, what: &str) {
     );
 }
 
-/// Streams `path` as the request body, with a progress bar on a terminal.
+/// Streams `path` as the request body, with a progress bar on a terminal. The file is opened
+/// here, with the caller's own permissions (airlockd never opens a caller's path), must be a
+/// regular file, and is sent exactly as long as it was when the upload began: a file that
+/// shrinks meanwhile ends the upload with an error (airlockd then drops the partial import).
 fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
-    let mut f = std::fs::File::open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
         .map_err(|e| Fail::Connection(format!("cannot open {}: {e}", path.display())))?;
-    let total = f
-        .metadata()
-        .map_err(|e| Fail::Connection(e.to_string()))?
-        .len();
+    let meta = f.metadata().map_err(|e| Fail::Connection(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(Fail::Connection(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let total = meta.len();
     let mut s = connect(socket)?;
+    // A daemon that stops reading (or never answers) does not hang the client forever.
+    let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
     let head = format!(
         "POST /api/v1/bundles HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
     );
@@ -302,10 +346,14 @@ fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
     let written = (|| -> std::io::Result<()> {
         s.write_all(head.as_bytes())?;
         let mut last = Instant::now();
-        loop {
-            let n = f.read(&mut buf)?;
+        while sent < total {
+            let want = buf.len().min((total - sent) as usize);
+            let n = f.read(&mut buf[..want])?;
             if n == 0 {
-                return Ok(());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while it was sent", path.display()),
+                ));
             }
             s.write_all(&buf[..n])?;
             sent += n as u64;
@@ -314,10 +362,20 @@ fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
                 last = Instant::now();
             }
         }
+        Ok(())
     })();
     if tty {
         bar(sent, total, "importing");
         eprintln!();
+    }
+    if let Err(e) = &written {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            // Closing the connection cuts the body off: airlockd refuses the partial upload.
+            drop(s);
+            return Err(Fail::Connection(format!(
+                "the upload stopped after {sent} of {total} bytes: {e}"
+            )));
+        }
     }
     // airlockd may refuse before reading everything (a bad signature, no permission): its
     // answer says why, so read it even when writing failed.
@@ -466,7 +524,10 @@ fn models_table(models: &[Value]) {
                 None => "-",
             },
             s(serving, "provider"),
-            m["versions"].to_string(),
+            // The list has a count, one model's record the versions themselves.
+            m["versions"]
+                .as_array()
+                .map_or_else(|| m["versions"].to_string(), |a| a.len().to_string()),
             m["awaiting_approval"].to_string(),
             s(m, "rollback_target")
         );
@@ -587,7 +648,9 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             watch: w,
         }) => {
             let v = if *on_appliance {
-                let abs = std::fs::canonicalize(path).unwrap_or(path.clone());
+                // As `bundle media` lists it (no symbolic links resolved here: airlockd
+                // accepts only the paths it offers).
+                let abs = std::path::absolute(path).unwrap_or(path.clone());
                 call(
                     sock,
                     "POST",

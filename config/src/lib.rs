@@ -459,6 +459,10 @@ pub struct TimeConfig {
     pub enforcement: ExpiryEnforcement,
     /// The grace window used by `enforcement = "grace"`.
     pub grace: HumanDuration,
+    /// How far a signed time (a bundle's `issued_at`) may be ahead of this appliance's clock:
+    /// a bundle issued further in the future is refused and never moves the time floor; a
+    /// clock further behind the floor is reported until an admin resets the floor.
+    pub max_clock_skew: HumanDuration,
 }
 
 impl Default for TimeConfig {
@@ -466,6 +470,7 @@ impl Default for TimeConfig {
         TimeConfig {
             enforcement: ExpiryEnforcement::Grace,
             grace: HumanDuration::from_secs(7 * 24 * 3600),
+            max_clock_skew: HumanDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -683,6 +688,7 @@ impl Config {
             }
         }
         for (k, v) in [
+            ("time.max_clock_skew", self.time.max_clock_skew),
             ("server.body_timeout", sv.body_timeout),
             ("server.send_timeout", sv.send_timeout),
             ("server.header_read_timeout", sv.header_read_timeout),

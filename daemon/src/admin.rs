@@ -792,7 +792,9 @@ async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
     let st = s.clone();
     let actor = who.actor.clone();
     match blocking(move || {
-        let now = st.lifecycle.updater.now()?;
+        // The overlap runs on this machine's clock (what verification compares with), never on
+        // the time floor: a floor pushed ahead must not keep an old secret alive.
+        let now = time::OffsetDateTime::now_utc();
         let r = st
             .lifecycle
             .updater
@@ -832,6 +834,49 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
         Ok(rec) => {
             tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token revoked");
             Json(public(&rec)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn time_json(lc: &Lifecycle) -> Result<Value, LifecycleError> {
+    let u = &lc.updater;
+    let fmt = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .map(airlock_signing::clock::rfc3339)
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let floor = u.registry().time_floor()?;
+    let behind = u.clock_behind()?;
+    Ok(json!({
+        "system": airlock_signing::clock::rfc3339(time::OffsetDateTime::now_utc()),
+        "floor": fmt(floor),
+        "trusted": airlock_signing::clock::rfc3339(u.now()?),
+        "clock_behind_floor_s": behind.map(|d| d.whole_seconds()),
+    }))
+}
+
+async fn time_show(State(s): S, _: Who) -> Response {
+    let lc = s.lifecycle.clone();
+    match blocking(move || time_json(&lc)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /time/reset-floor`: an admin says the system clock is right; the floor returns to it.
+async fn time_reset(State(s): S, Extension(who): Who) -> Response {
+    let lc = s.lifecycle.clone();
+    let actor = who.actor.clone();
+    match blocking(move || {
+        let (old, new) = lc.updater.reset_time_floor(&actor)?;
+        Ok((old, new, time_json(&lc)?))
+    })
+    .await
+    {
+        Ok((old, new, v)) => {
+            tracing::warn!(by = %who.actor, from = old, to = new, "time floor reset to the system clock");
+            Json(v).into_response()
         }
         Err(r) => r,
     }
@@ -978,6 +1023,12 @@ pub fn routes() -> Vec<(
             "/media",
             rule(Viewer, "list removable media"),
             get(media_list),
+        ),
+        ("/time", rule(Viewer, "read the time floor"), get(time_show)),
+        (
+            "/time/reset-floor",
+            rule(Admin, "reset the time floor"),
+            post(time_reset),
         ),
         (
             "/audit",

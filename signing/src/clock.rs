@@ -19,6 +19,10 @@ pub struct ExpiryCheck {
     pub enforcement: ExpiryEnforcement,
     /// Grace window for [`ExpiryEnforcement::Grace`].
     pub grace: std::time::Duration,
+    /// The latest signed issue time accepted (the local clock plus the allowed skew): a bundle
+    /// issued later is refused, so no signature can push the appliance's trusted time far
+    /// ahead. `None`: no bound (release-side verification).
+    pub latest_issue: Option<OffsetDateTime>,
 }
 
 /// Formats a time as RFC 3339 (UTC).
@@ -34,6 +38,19 @@ impl ExpiryCheck {
             now: OffsetDateTime::now_utc(),
             enforcement: ExpiryEnforcement::Strict,
             grace: std::time::Duration::ZERO,
+            latest_issue: None,
+        }
+    }
+
+    /// Refuses a signed issue time past [`ExpiryCheck::latest_issue`].
+    pub fn check_issued(&self, what: &str, issued: OffsetDateTime) -> Result<()> {
+        match self.latest_issue {
+            Some(latest) if issued > latest => Err(Error::IssuedInTheFuture {
+                what: what.to_string(),
+                issued_at: rfc3339(issued),
+                latest: rfc3339(latest),
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -97,6 +97,16 @@ pub enum Error {
         /// The trusted time used (RFC 3339).
         now: String,
     },
+    /// A signed issue time lies further ahead of this machine's clock than the allowed skew.
+    #[error("{what} was issued at {issued_at}, later than this appliance accepts ({latest}: its clock plus [time] max_clock_skew); check the clock of the machine that signed it, and this one's")]
+    IssuedInTheFuture {
+        /// What was issued.
+        what: String,
+        /// Its signed issue time (RFC 3339).
+        issued_at: String,
+        /// The latest accepted (RFC 3339).
+        latest: String,
+    },
     /// The manifest asks for a newer airlock.
     #[error("bundle requires airlock {required} or newer (this is {running})")]
     RequiresNewerAirlock {
@@ -205,6 +215,7 @@ impl Error {
             Error::BadSignature { .. } => "bad_signature",
             Error::ThresholdNotMet { .. } => "threshold_not_met",
             Error::Expired { .. } => "expired",
+            Error::IssuedInTheFuture { .. } => "issued_in_the_future",
             Error::RequiresNewerAirlock { .. } => "requires_newer_airlock",
             Error::AbsolutePath { .. } => "absolute_path",
             Error::PathTraversal { .. } => "path_traversal",

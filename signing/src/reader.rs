@@ -351,6 +351,10 @@ fn verify_header(
     let manifest = Manifest::from_json(&manifest_bytes)?;
     manifest.check(limits)?;
     if let SignaturePolicy::TrustRoot { expiry, .. } = policy {
+        expiry.check_issued(
+            &format!("bundle {}-{}", manifest.model.name, manifest.model.version),
+            manifest.issued_at,
+        )?;
         warnings.extend(expiry.check(
             &format!("bundle {}-{}", manifest.model.name, manifest.model.version),
             manifest.expires_at,

@@ -549,6 +549,7 @@ mod tests {
             now: datetime!(2026-11-24 00:00 UTC),
             enforcement: airlock_config::ExpiryEnforcement::Strict,
             grace: std::time::Duration::ZERO,
+            latest_issue: None,
         }
     }
 

@@ -986,3 +986,122 @@ print(out.split(b"\r\n\r\n", 1)[1].decode())
         assert!(!text.contains("hunter2"), "the secret leaked: {text}");
     }
 }
+
+/// A bundle signed with `issued_at` at `issued`, valid for a year after it.
+fn future_bundle(
+    data_dir: &std::path::Path,
+    version: &str,
+    issued: time::OffsetDateTime,
+) -> std::path::PathBuf {
+    use airlock_signing::manifest::ModelName;
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key")).expect("key");
+    let root = data_dir
+        .parent()
+        .expect("dir")
+        .join("bundles")
+        .join(format!("future-{version}"));
+    std::fs::create_dir_all(&root).expect("dir");
+    std::fs::write(
+        root.join("model.onnx"),
+        airlock_signing::onnx::linear_classifier(&[0.0; 12], &[1.0, 0.0, 0.0]),
+    )
+    .expect("model");
+    let mut opts = CreateOptions::new(
+        ModelName::parse("demo-iris").expect("name"),
+        semver::Version::parse(version).expect("version"),
+        time::Duration::days(30),
+    )
+    .expect("options");
+    opts.issued_at = issued;
+    opts.expires_at = issued + time::Duration::days(365);
+    let p = plan(&root.join("model.onnx"), &[], None, &opts).expect("plan");
+    let bundle = root.join(p.manifest.bundle_file_name());
+    write_plan(&p, std::slice::from_ref(&key), &bundle, 3).expect("write");
+    bundle
+}
+
+#[test]
+fn signed_time_cannot_push_the_clock_ahead_and_a_clock_that_ran_ahead_can_be_reset() {
+    use airlock_tests::{iris_bundle, restart_production};
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "",
+        "",
+        &[],
+    );
+    let dd = server.dir.path().join("airlock-dev");
+    let floor = |socket: &std::path::Path| {
+        let (_, out, _) = airlockctl_as(None, socket, &["--json", "time", "show"]);
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let before = floor(&socket);
+    // Validly signed, issued in 2035: refused, and the floor does not move.
+    let b = future_bundle(&dd, "2.0.0", time::macros::datetime!(2035-01-01 0:00 UTC));
+    let (code, _, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &b.display().to_string()],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("issued_in_the_future") || err.contains("later than this appliance accepts"),
+        "{err}"
+    );
+    let after = floor(&socket);
+    assert_eq!(
+        before["floor"].as_str().map(|f| &f[..4]),
+        after["floor"].as_str().map(|f| &f[..4]),
+        "{after}"
+    );
+    assert!(after["clock_behind_floor_s"].is_null(), "{after}");
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &b.display().to_string()],
+    );
+    assert_eq!(code, 0, "a normal bundle after the future one: {out}{err}");
+    // The appliance's clock ran 20 years ahead for one boot (a bad RTC), then was corrected.
+    let dir = server.kill();
+    {
+        let config = airlock_config::load(&dir.path().join("prod.toml")).expect("config");
+        let u = airlock_updater::Updater::open(&config).expect("open");
+        u.registry()
+            .trusted_now(time::OffsetDateTime::now_utc() + time::Duration::days(20 * 365))
+            .expect("floor");
+    }
+    let server = restart_production(dir, &[]);
+    let t = floor(&socket);
+    assert!(
+        t["clock_behind_floor_s"].as_i64().unwrap_or(0) > 19 * 365 * 86400,
+        "{t}"
+    );
+    let b = iris_bundle(&dd, "1.2.0", 1.2, 0.0).expect("bundle");
+    let (code, _, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &b.display().to_string()],
+    );
+    assert_ne!(code, 0, "imports are judged at the floor until it is reset");
+    assert!(err.contains("expired"), "{err}");
+    assert!(server.log().contains("time floor"), "the daemon says why");
+    // An admin acknowledges the clock; the floor comes back, audited.
+    let (code, out, err) = airlockctl_as(None, &socket, &["time", "reset-floor"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(floor(&socket)["clock_behind_floor_s"].is_null());
+    let (code, out, err) = airlockctl_as(
+        None,
+        &socket,
+        &["bundle", "import", &b.display().to_string()],
+    );
+    assert_eq!(code, 0, "after the reset: {out}{err}");
+    let (_, audit, _) = airlockctl_as(
+        None,
+        &socket,
+        &["--json", "audit", "list", "--limit", "1000"],
+    );
+    assert!(audit.contains("time_floor_reset"), "{audit}");
+}

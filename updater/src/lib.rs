@@ -96,11 +96,39 @@ impl Updater {
 
     /// The expiry check imports run under.
     pub fn expiry_check(&self) -> Result<ExpiryCheck> {
+        let now = self.now()?;
+        let system = OffsetDateTime::now_utc();
+        let skew =
+            time::Duration::try_from(self.time.max_clock_skew.get()).unwrap_or(time::Duration::DAY);
+        if let Some(behind) = self.clock_behind()? {
+            tracing::warn!(
+                behind_s = behind.whole_seconds(),
+                floor = %airlock_signing::clock::rfc3339(now),
+                "this appliance's clock is behind its time floor by more than [time] max_clock_skew: expiry is judged at the floor; if the clock is right, an admin resets the floor (airlockctl time reset-floor)"
+            );
+        }
         Ok(ExpiryCheck {
-            now: self.now()?,
+            now,
             enforcement: self.time.enforcement,
             grace: self.time.grace.get(),
+            latest_issue: system.checked_add(skew),
         })
+    }
+
+    /// How far the system clock is behind the time floor, when that is more than the allowed
+    /// skew (a clock that ran ahead once and was corrected, or one set back).
+    pub fn clock_behind(&self) -> Result<Option<time::Duration>> {
+        let floor = self.registry.time_floor()?;
+        let system = OffsetDateTime::now_utc().unix_timestamp();
+        let skew = i64::try_from(self.time.max_clock_skew.get().as_secs()).unwrap_or(86400);
+        Ok((floor - system > skew).then(|| time::Duration::seconds(floor - system)))
+    }
+
+    /// An admin's acknowledgement that the system clock is right: the time floor comes back to
+    /// it (audited with both times). Expiry is then judged at the clock again.
+    pub fn reset_time_floor(&self, actor: &Actor) -> Result<(i64, i64)> {
+        self.registry
+            .reset_time_floor(OffsetDateTime::now_utc(), actor)
     }
 
     /// Installs `initial` as the current trust root if there is none yet (first start).

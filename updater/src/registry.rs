@@ -416,6 +416,43 @@ impl Registry {
         Ok(OffsetDateTime::from_unix_timestamp(floor.max(sys)).unwrap_or(system))
     }
 
+    /// Sets the time floor back to `system` (an admin's acknowledgement that the clock is
+    /// right), in one transaction with its audit record. Returns (old floor, new floor).
+    pub fn reset_time_floor(&self, system: OffsetDateTime, actor: &Actor) -> Result<(i64, i64)> {
+        let new = system.unix_timestamp();
+        let time = rfc3339(system);
+        let res = (&self.audit, &self.meta).transaction(
+            |(audit, meta): &(TransactionalTree, TransactionalTree)| {
+                let old = meta
+                    .get(META_FLOOR)?
+                    .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0);
+                meta.insert(META_FLOOR, &new.to_be_bytes())?;
+                let fmt = |t: i64| {
+                    OffsetDateTime::from_unix_timestamp(t)
+                        .map(rfc3339)
+                        .unwrap_or_else(|_| t.to_string())
+                };
+                append(
+                    audit,
+                    meta,
+                    &time,
+                    &[AuditEntry {
+                        actor: actor.to_string(),
+                        action: "time_floor_reset".into(),
+                        model: None,
+                        version: None,
+                        detail: serde_json::json!({ "from": fmt(old), "to": fmt(new) }),
+                    }],
+                )?;
+                Ok((old, new))
+            },
+        );
+        let r = unwrap_tx(res)?;
+        self.db.flush()?;
+        Ok(r)
+    }
+
     /// Runs `f` on the model's record inside one transaction with the audit append.
     fn step<T>(
         &self,

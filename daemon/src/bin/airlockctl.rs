@@ -86,6 +86,18 @@ enum Cmd {
     /// API tokens for the inference API, /metrics and the admin API over TLS.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The trusted time: the system clock and the time floor expiry is judged against.
+    #[command(subcommand)]
+    Time(TimeCmd),
+}
+
+#[derive(Subcommand)]
+enum TimeCmd {
+    /// The system clock, the time floor, and whether the clock is behind it.
+    Show,
+    /// Say the system clock is right: the time floor returns to it (admin; audited). For a
+    /// floor a clock that once ran ahead left behind.
+    ResetFloor,
 }
 
 #[derive(Subcommand)]
@@ -847,6 +859,22 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 }
                 let revoked = r["revoked"].as_array().map_or(0, |a| a.len());
                 println!("  revoked keys: {revoked}");
+            }
+        }
+        Cmd::Time(cmd) => {
+            let v = match cmd {
+                TimeCmd::Show => call(sock, "GET", "/api/v1/time", None)?,
+                TimeCmd::ResetFloor => call(sock, "POST", "/api/v1/time/reset-floor", None)?,
+            };
+            if out(&v) {
+                println!("system clock  {}", s(&v, "system"));
+                println!("time floor    {}", s(&v, "floor"));
+                println!("trusted time  {}", s(&v, "trusted"));
+                if let Some(b) = v["clock_behind_floor_s"].as_i64() {
+                    println!(
+                        "the clock is {b} s behind the floor: if it is right, `airlockctl time reset-floor`"
+                    );
+                }
             }
         }
         Cmd::Trust(TrustCmd::Import { file }) => {

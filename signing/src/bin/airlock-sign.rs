@@ -633,6 +633,7 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                     time: airlock_config::TimeConfig {
                         enforcement: ExpiryEnforcement::Strict,
                         grace: airlock_config::HumanDuration::from_secs(0),
+                        ..Default::default()
                     },
                     ..Default::default()
                 },
@@ -655,6 +656,10 @@ fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                     now: OffsetDateTime::now_utc(),
                     enforcement,
                     grace: grace.get(),
+                    // What an appliance with this configuration would accept.
+                    latest_issue: time::Duration::try_from(config.time.max_clock_skew.get())
+                        .ok()
+                        .and_then(|d| OffsetDateTime::now_utc().checked_add(d)),
                 },
             };
             let v = airlock_signing::verify_bundle(open(&bundle)?, &policy, &limits);

@@ -171,6 +171,10 @@ pub struct Lifecycle {
     pub auto_rollback_min_requests: u64,
     /// Timing runs per batch size when validation measures latency.
     pub validation_latency_runs: u32,
+    /// Longest one validation may run (its process is killed and the validation fails).
+    pub validation_timeout: HumanDuration,
+    /// Most memory (resident) the validation process may use.
+    pub validation_memory: ByteSize,
 }
 
 impl Default for Lifecycle {
@@ -183,6 +187,8 @@ impl Default for Lifecycle {
             auto_rollback_latency: HumanDuration::from_secs(0),
             auto_rollback_min_requests: 20,
             validation_latency_runs: 20,
+            validation_timeout: HumanDuration::from_secs(600),
+            validation_memory: ByteSize(8 << 30),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Args {
     /// Listen address (dev default 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Internal: run one validation handed over on stdin (the daemon starts these).
+    #[arg(long, hide = true, conflicts_with_all = ["config", "dev", "init", "once"])]
+    pub validate_worker: bool,
     /// Validate a configuration file and exit (0 valid, 2 invalid).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "dev"])]
     pub check_config: Option<PathBuf>,
@@ -140,6 +143,9 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
 
 /// Runs the daemon with parsed arguments.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.validate_worker {
+        return engine::sandbox::worker();
+    }
     if let Some(path) = &args.check_config {
         let c = load(path)?;
         if args.print_config {

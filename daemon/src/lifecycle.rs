@@ -26,7 +26,7 @@ use semver::Version;
 
 use crate::api::AppState;
 use crate::engine::model::LoadedModel;
-use crate::engine::validator::OrtValidator;
+use crate::engine::sandbox::{SandboxedValidator, ValidationLimits};
 use crate::engine::Runtime;
 
 /// Why a lifecycle step was refused or failed.
@@ -175,7 +175,7 @@ pub struct Lifecycle {
     config: Config,
     /// `[lifecycle]`, replaced live on reload (drain timeout, retention, auto-rollback).
     settings: arc_swap::ArcSwap<airlock_config::Lifecycle>,
-    validator: OrtValidator,
+    validator: SandboxedValidator,
     /// One import at a time (imports are disk-bound; a second one is refused, not queued).
     importing: Mutex<Option<String>>,
     /// One validation at a time (bounded share of the machine).
@@ -216,7 +216,7 @@ impl Lifecycle {
             o.intra_op_threads = Some(1);
         }
         Arc::new(Lifecycle {
-            validator: OrtValidator::new(runtime, vconfig),
+            validator: SandboxedValidator::new(vconfig),
             settings: arc_swap::ArcSwap::from_pointee(config.lifecycle.clone()),
             updater,
             app,
@@ -404,6 +404,7 @@ impl Lifecycle {
         let validator = ContractAware {
             inner: &self.validator,
             change,
+            limits: ValidationLimits::from_config(&self.settings.load()),
         };
         let (report, state) =
             self.updater
@@ -556,10 +557,14 @@ impl Lifecycle {
         reason: Option<&str>,
     ) -> Result<()> {
         let now = self.updater.now()?;
-        Ok(self
-            .updater
+        self.updater
             .registry()
-            .reject(now, model, version, actor, reason)?)
+            .reject(now, model, version, actor, reason)?;
+        // A validation still running for it is stopped (its report says so).
+        if self.validator.cancel(model, &version.to_string()) {
+            tracing::info!(model, version = %version, "validation stopped: the version was rejected");
+        }
+        Ok(())
     }
 
     /// Under the signed-approval policy, a version is promoted only if its recorded approvals
@@ -910,13 +915,14 @@ fn approval_payload_of(
 
 /// Adds the contract comparison to the ONNX Runtime validator's report.
 struct ContractAware<'a> {
-    inner: &'a OrtValidator,
+    inner: &'a SandboxedValidator,
     change: Option<String>,
+    limits: ValidationLimits,
 }
 
 impl airlock_updater::Validator for ContractAware<'_> {
     fn validate(&self, model: &airlock_updater::StagedModel<'_>) -> ValidationReport {
-        let mut r = self.inner.validate(model);
+        let mut r = self.inner.run(model, self.limits);
         if let Some(c) = &self.change {
             r.notes
                 .push(format!("{c} (approval must acknowledge the change)"));

@@ -76,7 +76,10 @@ pub mod proto {
         pub f: f32,
         #[prost(int64, tag = "3")]
         pub i: i64,
-        /// AttributeType: FLOAT = 1, INT = 2.
+        /// A subgraph (`Loop`'s body).
+        #[prost(message, optional, tag = "6")]
+        pub g: Option<GraphProto>,
+        /// AttributeType: FLOAT = 1, INT = 2, GRAPH = 5.
         #[prost(int32, tag = "20")]
         pub r#type: i32,
     }
@@ -296,6 +299,101 @@ pub fn f32_value(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
             ..Default::default()
         }),
     }
+}
+
+/// A tensor value description of element type `elem` (ONNX codes: 1 float, 7 int64, 9 bool).
+fn typed_value(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    let mut v = f32_value(name, dims);
+    if let Some(t) = v.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()) {
+        t.elem_type = elem;
+    }
+    v
+}
+
+fn scalar(name: &str, data_type: i32, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: vec![],
+        data_type,
+        name: name.into(),
+        raw_data: raw.into(),
+        ..Default::default()
+    }
+}
+
+fn identity(i: &str, o: &str) -> NodeProto {
+    NodeProto {
+        input: vec![i.into()],
+        output: vec![o.into()],
+        name: format!("Identity_{o}"),
+        op_type: "Identity".into(),
+        attribute: vec![],
+    }
+}
+
+/// A hostile but valid model: `y = x` after a `Loop` of `trips` iterations (x float32[batch, 4]
+/// → y float32[batch, 4]). With a trip count of 10¹² it never finishes — what validation must
+/// survive.
+pub fn endless_loop(trips: i64) -> Vec<u8> {
+    let body = GraphProto {
+        name: "body".into(),
+        node: vec![identity("cond_in", "cond_out"), identity("x_in", "x_out")],
+        initializer: vec![],
+        input: vec![
+            typed_value("i", 7, &[]),
+            typed_value("cond_in", 9, &[]),
+            f32_value("x_in", &[Err("batch"), Ok(4)]),
+        ],
+        output: vec![
+            typed_value("cond_out", 9, &[]),
+            f32_value("x_out", &[Err("batch"), Ok(4)]),
+        ],
+    };
+    opset13_model(GraphProto {
+        name: "endless_loop".into(),
+        node: vec![NodeProto {
+            input: vec!["M".into(), "cond".into(), "x".into()],
+            output: vec!["y".into()],
+            name: "Loop_0".into(),
+            op_type: "Loop".into(),
+            attribute: vec![AttributeProto {
+                name: "body".into(),
+                g: Some(body),
+                r#type: 5,
+                ..Default::default()
+            }],
+        }],
+        initializer: vec![
+            scalar("M", 7, trips.to_le_bytes().to_vec()),
+            scalar("cond", 9, vec![1]),
+        ],
+        input: vec![f32_value("x", &[Err("batch"), Ok(4)])],
+        output: vec![f32_value("y", &[Err("batch"), Ok(4)])],
+    })
+}
+
+/// A hostile but valid model whose output is `x` expanded to `rows` × 4 floats (x float32[1, 4]
+/// → y float32[n, 4]): a run allocates `rows * 16` bytes, far past what validation allows.
+pub fn memory_hog(rows: i64) -> Vec<u8> {
+    let shape: Vec<u8> = [rows, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    opset13_model(GraphProto {
+        name: "memory_hog".into(),
+        node: vec![NodeProto {
+            input: vec!["x".into(), "shape".into()],
+            output: vec!["y".into()],
+            name: "Expand_0".into(),
+            op_type: "Expand".into(),
+            attribute: vec![],
+        }],
+        initializer: vec![TensorProto {
+            dims: vec![2],
+            data_type: 7,
+            name: "shape".into(),
+            raw_data: shape.into(),
+            ..Default::default()
+        }],
+        input: vec![f32_value("x", &[Ok(1), Ok(4)])],
+        output: vec![f32_value("y", &[Err("n"), Ok(4)])],
+    })
 }
 
 /// A string tensor value description (`elem_type` STRING) with one named dynamic dimension.

@@ -1105,3 +1105,122 @@ fn signed_time_cannot_push_the_clock_ahead_and_a_clock_that_ran_ahead_can_be_res
     );
     assert!(audit.contains("time_floor_reset"), "{audit}");
 }
+
+#[test]
+fn validating_hostile_model_code_is_bounded_and_stops_when_rejected() {
+    use airlock_signing::onnx::{endless_loop, memory_hog};
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin"), ("uid:4302", "approver")],
+        "mode = \"approvers\"\napprovers = 1",
+        "[lifecycle]\nvalidation_timeout = \"4s\"\nvalidation_memory = \"512MiB\"\n",
+        "",
+        "",
+        &[],
+    );
+    let dd = server.dir.path().join("airlock-dev");
+    let import = |version: &str, model: &[u8], watch: bool| {
+        let b = vector_bundle(&dd, version, model);
+        let mut args = vec![
+            "bundle".to_string(),
+            "import".into(),
+            b.display().to_string(),
+        ];
+        if watch {
+            args.push("--watch".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        airlockctl_as(None, &socket, &args)
+    };
+    // A Loop of 10^12 trips, rejected while it validates: the run stops at once.
+    let (code, out, err) = import("1.1.0", &endless_loop(1_000_000_000_000), false);
+    assert_eq!(code, 0, "{out}{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let (code, out, err) = airlockctl_as(
+        Some(4302),
+        &socket,
+        &[
+            "bundle",
+            "reject",
+            "demo-iris",
+            "1.1.0",
+            "--reason",
+            "never finishes",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    while !server.log().contains("rejected while it ran") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the validation did not stop on the rejection: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "stopping took {:?}",
+        start.elapsed()
+    );
+    // The same model left alone: stopped at validation_timeout, and the validation fails.
+    let start = Instant::now();
+    let (code, out, err) = import("1.2.0", &endless_loop(1_000_000_000_000), true);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("ran longer than 4 s"), "{out}{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // A model whose run takes 2 GiB: stopped at validation_memory.
+    let (code, out, err) = import("1.3.0", &memory_hog(1 << 27), true);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("more than 512 MiB"), "{out}{err}");
+    // No worker is left behind, and the daemon still serves.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid()))
+        .unwrap_or_default();
+    assert!(children.trim().is_empty(), "workers left: {children}");
+    assert_eq!(
+        http(&server.addr, "GET", "/v2/health/ready", &[], b"").0,
+        200
+    );
+}
+
+/// A signed demo-iris bundle around `model` (x float32[1, 4] in) with one golden vector whose
+/// expected output is x itself: validation must run the model to judge it.
+fn vector_bundle(data_dir: &std::path::Path, version: &str, model: &[u8]) -> std::path::PathBuf {
+    use airlock_signing::manifest::{DType, ModelName};
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key")).expect("key");
+    let root = data_dir
+        .parent()
+        .expect("dir")
+        .join("bundles")
+        .join(format!("vec-{version}"));
+    std::fs::create_dir_all(root.join("vectors/case-1/inputs")).expect("dir");
+    std::fs::create_dir_all(root.join("vectors/case-1/expected")).expect("dir");
+    std::fs::write(root.join("model.onnx"), model).expect("model");
+    let x: Vec<u8> = [5.1f32, 3.5, 1.4, 0.2]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let npy = airlock_signing::npy::encode(DType::Float32, 0, &[1, 4], &x).expect("npy");
+    std::fs::write(root.join("vectors/case-1/inputs/x.npy"), &npy).expect("x");
+    std::fs::write(root.join("vectors/case-1/expected/y.npy"), &npy).expect("y");
+    let opts = CreateOptions::new(
+        ModelName::parse("demo-iris").expect("name"),
+        semver::Version::parse(version).expect("version"),
+        time::Duration::days(30),
+    )
+    .expect("options");
+    let p = plan(
+        &root.join("model.onnx"),
+        &[],
+        Some(&root.join("vectors")),
+        &opts,
+    )
+    .expect("plan");
+    let bundle = root.join(p.manifest.bundle_file_name());
+    write_plan(&p, std::slice::from_ref(&key), &bundle, 3).expect("write");
+    bundle
+}

@@ -380,9 +380,10 @@ fn audit_chain_detects_edit_delete_reorder_and_truncation() {
 fn time_floor_survives_a_clock_at_1970() {
     let dir = TempDir::new().expect("tmp");
     let u = open(dir.path(), ApprovalMode::UnattendedDev, None);
-    // Importing raises the floor to at least the bundle's signed issue time.
+    // Importing raises the floor to at least the bundle's signed issue time (at most
+    // [time] max_clock_skew, 1 day, ahead of the clock: further ahead is refused).
     let mut f = Fixture::demo("demo", "1.0.0");
-    let issued = time::OffsetDateTime::now_utc() + time::Duration::days(400);
+    let issued = time::OffsetDateTime::now_utc() + time::Duration::hours(12);
     f.manifest.issued_at = issued.replace_nanosecond(0).expect("ns");
     f.manifest.expires_at = issued + time::Duration::days(30);
     let bytes = compress(
@@ -400,7 +401,7 @@ fn time_floor_survives_a_clock_at_1970() {
     // A bundle that expired before the floor is refused even though the system clock says 1970.
     let mut old = Fixture::demo("other", "1.0.0");
     old.manifest.issued_at = time::OffsetDateTime::now_utc() - time::Duration::days(10);
-    old.manifest.expires_at = time::OffsetDateTime::now_utc() + time::Duration::days(100);
+    old.manifest.expires_at = time::OffsetDateTime::now_utc() + time::Duration::hours(6);
     let bytes = compress(
         &tar_bytes(&old.entries(&old.sign(&[Keys::bundle(1), Keys::bundle(2)]))),
         3,

@@ -6,6 +6,7 @@
 //! async runtime; a full queue is refused at once (429) and memory never grows with overload.
 
 pub mod model;
+pub mod sandbox;
 pub mod tensor;
 pub mod validator;
 

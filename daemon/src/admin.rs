@@ -1,6 +1,6 @@
 //! The admin API (`/api/v1`, JSON) on two transports: the Unix socket (`[admin] socket`), where
-//! the peer's uid, gid and supplementary groups (`SO_PEERCRED`, `/proc/PID/status`) map to roles
-//! through `[admin.roles]`; and the TLS listener, where a bearer token's `admin:ROLE` scopes do.
+//! the peer's uid and gid (`SO_PEERCRED`, taken with the connection) and the user's groups in
+//! the group database map to roles through `[admin.roles]`; and the TLS listener, where a bearer token's `admin:ROLE` scopes do.
 //! Resources: status, models and versions (state, history, validation reports), bundles (import
 //! from a path on the appliance or a streamed upload), approvals, promotion and rollback, the
 //! trust root, the audit log, and tokens. `docs/api.md` documents every endpoint.
@@ -89,44 +89,19 @@ fn group_name(gid: u32) -> Option<String> {
         .map(|g| g.name)
 }
 
-/// The supplementary groups of process `pid` (from `/proc/PID/status`).
-fn groups_of(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                g.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 /// The identity of a socket peer: roles from `[admin.roles]` by uid, gid, group id and name.
-pub fn peer_identity(
-    table: &BTreeMap<String, Role>,
-    uid: u32,
-    gid: u32,
-    pid: Option<i32>,
-) -> Identity {
-    identity_of(table, uid, &[gid], pid)
+pub fn peer_identity(table: &BTreeMap<String, Role>, uid: u32, gid: u32) -> Identity {
+    identity_of(table, uid, &[gid])
 }
 
-/// The identity of a local user: roles by uid, by any of `gids` (the first is the primary one),
-/// by the supplementary groups of process `pid` (when /proc shows it: not under the unit's
-/// ProtectProc=invisible), and by the user's groups in the group database.
-pub fn identity_of(
-    table: &BTreeMap<String, Role>,
-    uid: u32,
-    known_gids: &[u32],
-    pid: Option<i32>,
-) -> Identity {
+/// The identity of a local user: roles by uid, by any of `gids` (the first is the primary one,
+/// as the kernel reported it with the connection), and by the user's groups in the group
+/// database. A process's supplementary groups are not read from `/proc/PID` after the fact: by
+/// then the PID may belong to another process (and the unit's ProtectProc=invisible hides it).
+/// Over D-Bus, `gids` are the bus's record of the caller's groups, taken at its connection.
+pub fn identity_of(table: &BTreeMap<String, Role>, uid: u32, known_gids: &[u32]) -> Identity {
     let gid = known_gids.first().copied().unwrap_or(u32::MAX);
     let mut gids = known_gids.to_vec();
-    if let Some(p) = pid {
-        gids.extend(groups_of(p));
-    }
     if let Some(name) = user_name(uid).and_then(|n| std::ffi::CString::new(n).ok()) {
         if let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)) {
             gids.extend(list.into_iter().map(|g| g.as_raw()));
@@ -1128,7 +1103,7 @@ pub async fn serve(
         let Some(permit) = cap.admit(Some(cred.uid())) else {
             continue;
         };
-        let who = peer_identity(&roles, cred.uid(), cred.gid(), cred.pid());
+        let who = peer_identity(&roles, cred.uid(), cred.gid());
         let app = app.clone().layer(Extension(who));
         let (token, peer) = (shutdown.clone(), format!("uid:{}", cred.uid()));
         tracker.spawn(async move {

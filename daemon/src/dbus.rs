@@ -67,8 +67,7 @@ impl Daemon1 {
             fdo::Error::AccessDenied("the bus does not say who is calling".into())
         })?;
         let gids = creds.unix_group_ids().cloned().unwrap_or_default();
-        let pid = creds.process_id().and_then(|p| i32::try_from(p).ok());
-        Ok(identity_of(&self.roles, uid, &gids, pid))
+        Ok(identity_of(&self.roles, uid, &gids))
     }
 
     async fn allowed(

@@ -58,7 +58,13 @@ fn key(path: &Path) -> anyhow::Result<PrivateKey> {
 
 /// Creates the dev keys and trust root if missing; returns the bundle key.
 fn dev_trust(dir: &Path, root_path: &Path) -> anyhow::Result<PrivateKey> {
-    std::fs::create_dir_all(dir)?;
+    // The data directory 0750 and the keys' directory 0700, whoever comes first.
+    if let Some(data) = dir.parent() {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+            .create(data)?;
+    }
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)?;
     let root_key = key(&dir.join("dev-root.key"))?;
     let bundle_key = key(&dir.join("dev-bundle.key"))?;
     if !root_path.exists() {

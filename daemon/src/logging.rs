@@ -139,12 +139,24 @@ pub struct SizeCapped {
     written: u64,
 }
 
+/// Opens a log file for appending, creating it with mode 0640.
+fn log_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
 impl SizeCapped {
     /// Opens (appending to) `dir/name`, creating the directory.
     pub fn open(dir: &Path, name: &str, max_size: u64, max_files: u32) -> io::Result<SizeCapped> {
-        std::fs::create_dir_all(dir)?;
+        // Logs are the operators' (0750/0640), never world-readable, under systemd or not.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+            .create(dir)?;
         let path = dir.join(name);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = log_file(&path)?;
         let written = file.metadata()?.len();
         Ok(SizeCapped {
             dir: dir.to_path_buf(),
@@ -184,12 +196,7 @@ impl SizeCapped {
                 }
             }
         }
-        self.file = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(0))?,
-        );
+        self.file = Some(log_file(&self.path(0))?);
         self.written = 0;
         Ok(())
     }

@@ -1224,3 +1224,106 @@ fn vector_bundle(data_dir: &std::path::Path, version: &str, model: &[u8]) -> std
     write_plan(&p, std::slice::from_ref(&key), &bundle, 3).expect("write");
     bundle
 }
+
+#[test]
+fn stalled_uploads_free_the_import_slot_and_refusals_cannot_grow_the_audit_log_without_bound() {
+    use std::os::unix::fs::PermissionsExt;
+    let (server, socket, _) = production_server_with(
+        &[("uid:0", "admin")],
+        "mode = \"approvers\"\napprovers = 1",
+        "",
+        "body_timeout = \"1s\"",
+        "",
+        &[],
+    );
+    // An upload that promises 10 MB and stops after 1 KiB holds the one import slot only until
+    // its body stalls.
+    let mut stalled = UnixStream::connect(&socket).expect("socket");
+    stalled
+        .write_all(b"POST /api/v1/bundles HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .and_then(|()| stalled.write_all(&[0x28; 1024]))
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    let dd = server.dir.path().join("airlock-dev");
+    let b = airlock_tests::iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let start = Instant::now();
+    loop {
+        let (code, out, err) = airlockctl_as(
+            None,
+            &socket,
+            &["bundle", "import", &b.display().to_string()],
+        );
+        if code == 0 {
+            break;
+        }
+        assert!(err.contains("another import is running"), "{out}{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slot stayed taken: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stalled);
+    // 40 refused imports: at most 10 audit records for them.
+    let junk = server.dir.path().join("junk.airlock");
+    std::fs::write(&junk, b"not a bundle at all").expect("junk");
+    for _ in 0..40 {
+        let (code, _, _) = airlockctl_as(
+            None,
+            &socket,
+            &["bundle", "import", &junk.display().to_string()],
+        );
+        assert_ne!(code, 0);
+    }
+    let (_, audit, _) = airlockctl_as(
+        None,
+        &socket,
+        &["--json", "audit", "list", "--limit", "10000"],
+    );
+    let n = audit.matches("\"import_refused\"").count();
+    assert!((1..=10).contains(&n), "{n} refusal records for 40 refusals");
+    // airlockctl into a pipe that is already closed (`| head`): no panic, SIGPIPE's status.
+    let mut child = std::process::Command::new(airlock_tests::bin("airlockctl"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["audit", "list", "--limit", "10000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("airlockctl");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    // What the daemon writes is not world-readable: logs, the data directory.
+    let logs = server.dir.path().join("logs");
+    for entry in std::fs::read_dir(&logs).expect("logs") {
+        let p = entry.expect("entry").path();
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "{} is mode {mode:o}", p.display());
+    }
+    let mode = std::fs::metadata(&logs).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode & 0o007, 0, "logs/ is mode {mode:o}");
+}
+
+#[test]
+fn a_fresh_dev_appliance_keeps_its_directory_and_logs_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(airlock_tests::bin("airlockd"))
+        .args(["--dev", "--once"])
+        .current_dir(dir.path())
+        .output()
+        .expect("airlockd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dd = dir.path().join("airlock-dev");
+    for p in [dd.clone(), dd.join("logs"), dd.join("logs/airlockd.log")] {
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "{} is mode {mode:o}", p.display());
+    }
+}

@@ -49,7 +49,20 @@ pub struct Updater {
     limits: Limits,
     time: airlock_config::TimeConfig,
     reserve: u64,
+    /// Refused imports recorded per actor in the current hour (the audit chain is permanent:
+    /// its growth from refusals is bounded).
+    refusals: std::sync::Mutex<std::collections::HashMap<String, RefusalWindow>>,
 }
+
+/// Refused imports of one actor within an hour.
+struct RefusalWindow {
+    since: std::time::Instant,
+    recorded: u32,
+    held: u64,
+}
+
+/// Refused imports recorded per actor and hour; more are counted and summed up in one record.
+pub const REFUSALS_RECORDED_PER_HOUR: u32 = 10;
 
 impl Updater {
     /// Opens the data directory: creates the layout, opens the registry, removes what an
@@ -71,6 +84,7 @@ impl Updater {
             limits: Limits::from(&config.bundles),
             time: config.time.clone(),
             reserve: config.bundles.reserve_free_space.0,
+            refusals: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -182,23 +196,56 @@ impl Updater {
     }
 
     /// Imports a bundle stream: verify, stage, store, record. On any refusal nothing stays
-    /// behind but an `import_refused` audit record naming the error kind.
+    /// behind but an `import_refused` audit record naming the error kind — at most
+    /// [`REFUSALS_RECORDED_PER_HOUR`] per actor and hour; the rest are counted and summed up in
+    /// one `import_refused_unrecorded` record when the next hour's first refusal comes.
     pub fn import(&self, input: impl Read, source: &str, actor: &Actor) -> Result<Imported> {
         let mut seen = None;
         let result = self.import_inner(input, source, actor, &mut seen);
         if let Err(e) = &result {
             let now = self.now().unwrap_or_else(|_| OffsetDateTime::now_utc());
             let (model, version) = seen.unzip();
-            self.registry.audit_only(
-                now,
-                &[AuditEntry {
-                    actor: actor.to_string(),
-                    action: "import_refused".into(),
-                    model,
-                    version,
-                    detail: serde_json::json!({ "error": e.kind(), "message": e.to_string(), "source": source }),
-                }],
-            )?;
+            let mut entries = Vec::new();
+            {
+                let mut all = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+                let w = all.entry(actor.to_string()).or_insert(RefusalWindow {
+                    since: std::time::Instant::now(),
+                    recorded: 0,
+                    held: 0,
+                });
+                if w.since.elapsed() > std::time::Duration::from_secs(3600) {
+                    if w.held > 0 {
+                        entries.push(AuditEntry {
+                            actor: actor.to_string(),
+                            action: "import_refused_unrecorded".into(),
+                            model: None,
+                            version: None,
+                            detail: serde_json::json!({ "count": w.held, "within_s": w.since.elapsed().as_secs() }),
+                        });
+                    }
+                    *w = RefusalWindow {
+                        since: std::time::Instant::now(),
+                        recorded: 0,
+                        held: 0,
+                    };
+                }
+                if w.recorded < REFUSALS_RECORDED_PER_HOUR {
+                    w.recorded += 1;
+                    entries.push(AuditEntry {
+                        actor: actor.to_string(),
+                        action: "import_refused".into(),
+                        model,
+                        version,
+                        detail: serde_json::json!({ "error": e.kind(), "message": e.to_string(), "source": source }),
+                    });
+                } else {
+                    w.held += 1;
+                    tracing::info!(actor = %actor, error = e.kind(), "import refused (not recorded in the audit log: more than {REFUSALS_RECORDED_PER_HOUR} this hour; counted)");
+                }
+            }
+            if !entries.is_empty() {
+                self.registry.audit_only(now, &entries)?;
+            }
         }
         result
     }

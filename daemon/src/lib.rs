@@ -129,9 +129,8 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
     };
     println!("url={scheme}://{host}:{}/", addr.port());
     if config.server.tls {
-        if tls::ensure_certificate(&config.paths.data_dir, certificate_names())? {
-            println!("tls_generated=true");
-        }
+        // Generated (or renewed within 30 days of its end) when airlockd made it; logged.
+        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
         let (cert, key) = tls::paths(&config.paths.data_dir);
         let (_, fingerprint) = tls::load(&cert, &key)?;
         println!("tls_sha256={fingerprint}");

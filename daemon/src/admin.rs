@@ -218,35 +218,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn version(v: &str) -> Result<Version, Response> {
-    Version::parse(v).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{v:?} is not a version (MAJOR.MINOR.PATCH)"),
-        )
-    })
-}
-
-fn json_body(body: &[u8]) -> Result<Value, Response> {
-    if body.is_empty() {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not valid JSON: {e}"),
-        )
-    })
-}
-
-fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, Response> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 1024 => Ok(Some(s)),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("\"{key}\" must be a string of at most 1024 characters"),
-        )),
-    }
+    crate::bodies::version(v).map_err(|e| error(StatusCode::BAD_REQUEST, e))
 }
 
 fn version_summary(v: &VersionRecord) -> Value {
@@ -434,15 +406,9 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
 /// `POST /bundles/import {"path": "/media/…/x.airlock"}`: a bundle on removable media the
 /// daemon offers (and nothing else: the caller's file is streamed with `POST /bundles`).
 async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    let req = match json_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(path) = req.get("path").and_then(Value::as_str).map(PathBuf::from) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be {\"path\": \"/path/on/the/appliance/NAME-VERSION.airlock\"}",
-        );
+    let path = match crate::bodies::import_path(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -482,42 +448,26 @@ async fn approve(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (ver, req) = match (version(&v), json_body(&body)) {
+    let (ver, req) = match (version(&v), crate::bodies::approve(&body)) {
         (Ok(v), Ok(b)) => (v, b),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let comment = match opt_str(&req, "comment") {
-        Ok(c) => c.map(str::to_string),
-        Err(r) => return r,
-    };
-    let ack = match req.get("acknowledge_contract_change") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "\"acknowledge_contract_change\" must be true or false",
-            )
-        }
-    };
-    let signature = match req.get("signature") {
-        None | Some(Value::Null) => None,
-        Some(sig) => match serde_json::from_value::<airlock_signing::Signature>(sig.clone()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                    "\"signature\" must be {{\"keyid\": \"64 hex\", \"sig\": \"128 hex\"}}: {e}"
-                ),
-                )
-            }
-        },
+        (Err(r), _) => return r,
+        (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     let (mm, vv) = (m.clone(), ver.clone());
-    match blocking(move || lc.approve(&mm, &vv, &actor, comment.as_deref(), ack, signature)).await {
+    match blocking(move || {
+        lc.approve(
+            &mm,
+            &vv,
+            &actor,
+            req.comment.as_deref(),
+            req.acknowledge_contract_change,
+            req.signature,
+        )
+    })
+    .await
+    {
         Ok(state) => Json(json!({ "model": m, "version": ver.to_string(), "state": state, "approved_by": who.actor })).into_response(),
         Err(r) => r,
     }
@@ -529,13 +479,10 @@ async fn reject(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (ver, req) = match (version(&v), json_body(&body)) {
+    let (ver, reason) = match (version(&v), crate::bodies::reject(&body)) {
         (Ok(v), Ok(b)) => (v, b),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let reason = match opt_str(&req, "reason") {
-        Ok(c) => c.map(str::to_string),
-        Err(r) => return r,
+        (Err(r), _) => return r,
+        (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -553,19 +500,9 @@ async fn promote(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let req = match json_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let Some(v) = req.get("version").and_then(Value::as_str) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be {\"version\": \"MAJOR.MINOR.PATCH\"}",
-        );
-    };
-    let ver = match version(v) {
+    let ver = match crate::bodies::promote(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -582,26 +519,14 @@ async fn rollback(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let req = match json_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let to = match opt_str(&req, "version") {
-        Ok(Some(v)) => match version(v) {
-            Ok(v) => Some(v),
-            Err(r) => return r,
-        },
-        Ok(None) => None,
-        Err(r) => return r,
-    };
-    let reason = match opt_str(&req, "reason") {
-        Ok(c) => c.map(str::to_string),
-        Err(r) => return r,
+    let req = match crate::bodies::rollback(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     let mm = m.clone();
-    match blocking(move || lc.rollback(&mm, to.as_ref(), &actor, reason.as_deref())).await {
+    match blocking(move || lc.rollback(&mm, req.to.as_ref(), &actor, req.reason.as_deref())).await {
         Ok(v) => Json(json!({ "model": m, "active": v.to_string() })).into_response(),
         Err(r) => r,
     }
@@ -711,32 +636,8 @@ async fn tokens_list(State(s): S, _: Who) -> Response {
 }
 
 async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body must be JSON: {\"name\": \"...\", \"scopes\": [\"model:NAME\" | \"model:*\" | \"metrics\" | \"admin:ROLE\"]}");
-    };
-    let Some(name) = req
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty() && n.len() <= 64)
-        .map(str::to_string)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "\"name\" must be a string of 1 to 64 characters",
-        );
-    };
-    let scopes = match req.get("scopes").and_then(Value::as_array) {
-        Some(a) if !a.is_empty() => a
-            .iter()
-            .map(|v| Scope::parse(v.as_str().unwrap_or("")))
-            .collect::<Result<Vec<_>, _>>(),
-        _ => Err(
-            "\"scopes\" must be a non-empty array (model:NAME, model:*, metrics, admin:ROLE)"
-                .to_string(),
-        ),
-    };
-    let scopes = match scopes {
-        Ok(s) => s,
+    let crate::bodies::NewToken { name, scopes } = match crate::bodies::token(&body) {
+        Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let st = s.clone();

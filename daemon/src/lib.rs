@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod bodies;
 pub mod dbus;
 pub mod dev;
 pub mod engine;

@@ -306,7 +306,14 @@ pub async fn serve_http1<T>(
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let app = app.clone();
         async move {
-            let req = req.map(|b| Body::new(PacedBody::new(b, pace)));
+            // A request without a body (GET, Content-Length: 0) needs no clock.
+            let req = req.map(|b| {
+                if b.is_end_stream() {
+                    Body::new(b)
+                } else {
+                    Body::new(PacedBody::new(b, pace))
+                }
+            });
             tower::ServiceExt::oneshot(app, req).await
         }
     });

@@ -793,6 +793,19 @@ const SMALL_BODY: u64 = 16 << 10;
 /// A trust root file: keys and signatures, a few kilobytes.
 pub const TRUST_ROOT_BODY: u64 = 256 << 10;
 
+/// Reads and drops at most `max` bytes of a refused request's body (under the body's pace).
+async fn drain(body: Body, max: u64) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0u64;
+    while seen <= max {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
 /// Authorises on the headers, then reads the body under the route's limit (refusing by
 /// `Content-Length` before reading) so that the handler gets it whole.
 async fn guard(rule: Rule, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -801,6 +814,12 @@ async fn guard(rule: Rule, req: axum::extract::Request, next: axum::middleware::
     };
     if let Some(role) = rule.role {
         if let Err(r) = check(who, role, rule.what) {
+            // Decided on the headers. A body that fits the route's limit is read and dropped
+            // (never kept) so that the client, still sending it, gets the answer rather than a
+            // reset connection; anything larger is not read at all.
+            if let Some(max) = rule.max_body.filter(|m| *m > 0) {
+                drain(req.into_body(), max).await;
+            }
             return r;
         }
     }

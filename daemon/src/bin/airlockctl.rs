@@ -294,10 +294,20 @@ fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result
         "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes())
-        .map_err(|e| Fail::Connection(e.to_string()))?;
-    let (status, v) = read_response(s)?;
-    ok(status, v)
+    let written = s.write_all(req.as_bytes());
+    answer(s, written)
+}
+
+/// The daemon's answer; when writing the request failed (it may refuse before reading the
+/// body, and close), the answer is still read: it says why.
+fn answer(s: UnixStream, written: std::io::Result<()>) -> Result<Value, Fail> {
+    match read_response(s) {
+        Ok((status, v)) => ok(status, v),
+        Err(e) => Err(match written {
+            Err(w) => Fail::Connection(w.to_string()),
+            Ok(()) => e,
+        }),
+    }
 }
 
 /// A request whose body is sent byte for byte (e.g. a signed file that must not be re-encoded).
@@ -307,11 +317,10 @@ fn call_raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<Valu
         "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| Fail::Connection(e.to_string()))?;
-    let (status, v) = read_response(s)?;
-    ok(status, v)
+    let written = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    answer(s, written)
 }
 
 fn bar(done: u64, total: u64, what: &str) {

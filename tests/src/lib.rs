@@ -548,9 +548,6 @@ pub fn named_model_bundle(
     model: &[u8],
     cuda: bool,
 ) -> anyhow::Result<PathBuf> {
-    use airlock_signing::manifest::ModelName;
-    use airlock_signing::writer::{plan, write_plan, CreateOptions};
-    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
     let root = data_dir
         .parent()
         .unwrap_or(data_dir)
@@ -558,15 +555,39 @@ pub fn named_model_bundle(
         .join(format!("model-{name}-{version}"));
     std::fs::create_dir_all(&root)?;
     std::fs::write(root.join("model.onnx"), model)?;
+    dev_signed_bundle(data_dir, name, version, &root, |opts| {
+        if cuda {
+            opts.hardware.execution_provider = airlock_signing::manifest::ExecutionProvider::Cuda;
+        }
+    })
+}
+
+/// Builds and signs, with the dev bundle key of the dev appliance at `data_dir`, the bundle of
+/// `name` `version` from `root/model.onnx` (and `root/vectors/` when it exists), valid 30 days
+/// unless `edit` changes the options; written into `root`.
+pub fn dev_signed_bundle(
+    data_dir: &std::path::Path,
+    name: &str,
+    version: &str,
+    root: &std::path::Path,
+    edit: impl FnOnce(&mut airlock_signing::writer::CreateOptions),
+) -> anyhow::Result<PathBuf> {
+    use airlock_signing::manifest::ModelName;
+    use airlock_signing::writer::{plan, write_plan, CreateOptions};
+    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
     let mut opts = CreateOptions::new(
         ModelName::parse(name).map_err(anyhow::Error::msg)?,
         semver::Version::parse(version)?,
         time::Duration::days(30),
     )?;
-    if cuda {
-        opts.hardware.execution_provider = airlock_signing::manifest::ExecutionProvider::Cuda;
-    }
-    let p = plan(&root.join("model.onnx"), &[], None, &opts)?;
+    edit(&mut opts);
+    let vectors = root.join("vectors");
+    let p = plan(
+        &root.join("model.onnx"),
+        &[],
+        vectors.is_dir().then_some(vectors.as_path()),
+        &opts,
+    )?;
     let bundle = root.join(p.manifest.bundle_file_name());
     write_plan(&p, std::slice::from_ref(&key), &bundle, 3)?;
     Ok(bundle)

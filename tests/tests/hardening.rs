@@ -993,32 +993,19 @@ fn future_bundle(
     version: &str,
     issued: time::OffsetDateTime,
 ) -> std::path::PathBuf {
-    use airlock_signing::manifest::ModelName;
-    use airlock_signing::writer::{plan, write_plan, CreateOptions};
-    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key")).expect("key");
     let root = data_dir
         .parent()
         .expect("dir")
         .join("bundles")
         .join(format!("future-{version}"));
     std::fs::create_dir_all(&root).expect("dir");
-    std::fs::write(
-        root.join("model.onnx"),
-        airlock_signing::onnx::linear_classifier(&[0.0; 12], &[1.0, 0.0, 0.0]),
-    )
-    .expect("model");
-    let mut opts = CreateOptions::new(
-        ModelName::parse("demo-iris").expect("name"),
-        semver::Version::parse(version).expect("version"),
-        time::Duration::days(30),
-    )
-    .expect("options");
-    opts.issued_at = issued;
-    opts.expires_at = issued + time::Duration::days(365);
-    let p = plan(&root.join("model.onnx"), &[], None, &opts).expect("plan");
-    let bundle = root.join(p.manifest.bundle_file_name());
-    write_plan(&p, std::slice::from_ref(&key), &bundle, 3).expect("write");
-    bundle
+    let model = airlock_signing::onnx::linear_classifier(&[0.0; 12], &[1.0, 0.0, 0.0]);
+    std::fs::write(root.join("model.onnx"), model).expect("model");
+    airlock_tests::dev_signed_bundle(data_dir, "demo-iris", version, &root, |opts| {
+        opts.issued_at = issued;
+        opts.expires_at = issued + time::Duration::days(365);
+    })
+    .expect("bundle")
 }
 
 #[test]
@@ -1189,9 +1176,7 @@ fn validating_hostile_model_code_is_bounded_and_stops_when_rejected() {
 /// A signed demo-iris bundle around `model` (x float32[1, 4] in) with one golden vector whose
 /// expected output is x itself: validation must run the model to judge it.
 fn vector_bundle(data_dir: &std::path::Path, version: &str, model: &[u8]) -> std::path::PathBuf {
-    use airlock_signing::manifest::{DType, ModelName};
-    use airlock_signing::writer::{plan, write_plan, CreateOptions};
-    let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key")).expect("key");
+    use airlock_signing::manifest::DType;
     let root = data_dir
         .parent()
         .expect("dir")
@@ -1207,22 +1192,7 @@ fn vector_bundle(data_dir: &std::path::Path, version: &str, model: &[u8]) -> std
     let npy = airlock_signing::npy::encode(DType::Float32, 0, &[1, 4], &x).expect("npy");
     std::fs::write(root.join("vectors/case-1/inputs/x.npy"), &npy).expect("x");
     std::fs::write(root.join("vectors/case-1/expected/y.npy"), &npy).expect("y");
-    let opts = CreateOptions::new(
-        ModelName::parse("demo-iris").expect("name"),
-        semver::Version::parse(version).expect("version"),
-        time::Duration::days(30),
-    )
-    .expect("options");
-    let p = plan(
-        &root.join("model.onnx"),
-        &[],
-        Some(&root.join("vectors")),
-        &opts,
-    )
-    .expect("plan");
-    let bundle = root.join(p.manifest.bundle_file_name());
-    write_plan(&p, std::slice::from_ref(&key), &bundle, 3).expect("write");
-    bundle
+    airlock_tests::dev_signed_bundle(data_dir, "demo-iris", version, &root, |_| {}).expect("bundle")
 }
 
 #[test]

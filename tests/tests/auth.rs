@@ -252,6 +252,31 @@ fn wait_for_log(s: &DevServer, text: &str, start: std::time::Instant, secs: u64)
     }
 }
 
+/// A new self-signed P-256 pair for localhost (valid 2 days) at `key` and `cert`.
+fn new_pair(key: &std::path::Path, cert: &std::path::Path) {
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("openssl (installed by scripts/setup.sh)");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
 #[test]
 fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
     let (s, socket) = production(&[uid()], true);
@@ -274,31 +299,7 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         "the key never reaches the log"
     );
     // A new certificate, then SIGHUP: new handshakes get it; the daemon keeps serving.
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
-        .arg(data.join("key.pem"))
-        .arg("-out")
-        .arg(data.join("cert2.pem"))
-        .output()
-        .expect("openssl (installed by scripts/setup.sh)");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    new_pair(&data.join("key.pem"), &data.join("cert2.pem"));
     // A client holds a keep-alive connection across the reload.
     let mut held = Command::new(airlock_tests::venv_python())
         .arg(concat!(
@@ -459,23 +460,7 @@ fn a_tls_reload_that_would_break_tls_keeps_the_running_pair() {
     // Another pair's certificate over ours: the key no longer matches.
     let other = s.dir.path().join("other");
     std::fs::create_dir_all(&other).expect("dir");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
-        .arg(other.join("key.pem"))
-        .arg("-out")
-        .arg(other.join("cert.pem"))
-        .output()
-        .expect("openssl");
-    assert!(st.status.success());
+    new_pair(&other.join("key.pem"), &other.join("cert.pem"));
     std::fs::copy(other.join("cert.pem"), data.join("cert.pem")).expect("replace");
     let hup = || {
         assert!(Command::new("kill")

@@ -23,6 +23,8 @@ pub struct Config {
     pub paths: Paths,
     /// Bundle import limits and disk reserve.
     pub bundles: Bundles,
+    /// The state database.
+    pub state: State,
     /// The offline time model.
     pub time: TimeConfig,
     /// Who must approve a model version before it may serve.
@@ -441,6 +443,25 @@ impl Default for Bundles {
             max_total_size: ByteSize(128 << 30),
             max_zstd_window_log: 25,
             reserve_free_space: ByteSize(1 << 30),
+        }
+    }
+}
+
+/// `[state]`: the state database (registry, approvals, audit log, tokens; sled under
+/// `DATA/state`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    /// Free space the state database needs on the data filesystem. Below it airlockd does not
+    /// open the database at start (a full disk could leave it unopenable) and refuses state
+    /// changes (507) before starting them; imports leave this much free as well.
+    pub reserve_free_space: ByteSize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            reserve_free_space: ByteSize(64 << 20),
         }
     }
 }

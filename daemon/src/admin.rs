@@ -177,12 +177,20 @@ fn lc_error(e: LifecycleError) -> Response {
             | E::SelfApproval { .. }
             | E::DuplicateApproval { .. }
             | E::AntiRollback { .. } => StatusCode::CONFLICT,
+            // The bytes never arrived whole: the client's transfer, not the bundle.
+            E::Bundle(b) if b.kind() == "transport" => StatusCode::BAD_REQUEST,
             E::Bundle(_) | E::TrustRootRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::InsufficientSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            E::InvalidActor(_) => StatusCode::BAD_REQUEST,
-            E::AuditChainBroken { .. } | E::Database(_) | E::Io { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            E::InsufficientSpace { .. } | E::StateDiskFull { .. } => {
+                StatusCode::INSUFFICIENT_STORAGE
             }
+            E::InvalidActor(_) => StatusCode::BAD_REQUEST,
+            E::StateUnavailable(_) | E::NotRecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The version's files on this appliance, not the request: roll back or repair.
+            E::StoreDamaged { .. } => StatusCode::CONFLICT,
+            E::AuditChainBroken { .. }
+            | E::Database(_)
+            | E::StateUnopenable { .. }
+            | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         },
         LifecycleError::Busy(_) | LifecycleError::Refused(_) => StatusCode::CONFLICT,
         LifecycleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -252,6 +260,10 @@ fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
             "degraded": l.degraded(),
         })),
         "rollback_target": m.rollback_target().ok().map(|v| v.to_string()),
+        "unavailable": s.lifecycle.app.models.unavailable().get(&m.name).map(|u| json!({
+            "version": u.version.to_string(),
+            "reason": u.reason,
+        })),
     });
     if full {
         v["versions"] = m.versions.values().rev().map(version_summary).collect();
@@ -398,8 +410,10 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
         "model": i.model,
         "version": i.version.to_string(),
         "manifest_sha256": i.digest,
-        "state": "staged",
-        "validating": true,
+        // A repair leaves the version's state as it was.
+        "state": if i.repaired { Value::Null } else { json!("staged") },
+        "repaired": i.repaired,
+        "validating": !i.repaired,
     })
 }
 

@@ -114,7 +114,9 @@ pub fn bootstrap(
 ) -> anyhow::Result<()> {
     let dev_dir = config.paths.data_dir.join("dev");
     let bundle_key = dev_trust(&dev_dir, &config.paths.initial_trust_root)?;
-    updater.install_initial_trust_root(&config.paths.initial_trust_root)?;
+    if let Some(w) = updater.install_initial_trust_root(&config.paths.initial_trust_root)? {
+        tracing::warn!("{w}");
+    }
     let version = semver::Version::parse(DEMO_VERSION)?;
     let me = Actor::new("airlockd --dev")?;
     let reg = updater.registry();

@@ -109,9 +109,12 @@ fn certificate_names() -> Vec<String> {
 /// whatever exists (a second run changes nothing) and prints what the console shows.
 fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let updater = Updater::open(config).context("cannot open the data directory")?;
-    updater
+    if let Some(w) = updater
         .install_initial_trust_root(&config.paths.initial_trust_root)
-        .context("cannot install the initial trust root")?;
+        .context("cannot install the initial trust root")?
+    {
+        tracing::warn!("{w}");
+    }
     drop(updater);
     let identity = config.paths.data_dir.join("identity/appliance.key");
     if !identity.exists() {
@@ -189,10 +192,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if dev {
         let validator = engine::validator::OrtValidator::new(runtime, config.clone());
         dev::bootstrap(&updater, &config, &validator).context("development bootstrap failed")?;
-    } else {
-        updater
-            .install_initial_trust_root(&config.paths.initial_trust_root)
-            .context("cannot install the initial trust root")?;
+    } else if let Some(w) = updater
+        .install_initial_trust_root(&config.paths.initial_trust_root)
+        .context("cannot install the trust root")?
+    {
+        tracing::warn!("{w}");
     }
     report(&updater)?;
     let tokens = admin::load_tokens(&updater)?;
@@ -203,8 +207,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics::Metrics::new(),
         tokens: if dev { None } else { Some(tokens.clone()) },
     });
-    let n = state.models.load_active(runtime, &updater, &config)?;
-    tracing::info!(models = n, "active models loaded");
+    let (n, unavailable) = state.models.load_active(runtime, &updater, &config)?;
+    tracing::info!(
+        models = n,
+        unavailable = unavailable.len(),
+        "active models loaded"
+    );
+    if !unavailable.is_empty() {
+        let entries: Vec<_> = unavailable
+            .iter()
+            .map(|(m, u)| airlock_updater::AuditEntry {
+                actor: airlock_updater::Actor::system().to_string(),
+                action: "model_unavailable".into(),
+                model: Some(m.clone()),
+                version: Some(u.version.to_string()),
+                detail: serde_json::json!({ "reason": u.reason }),
+            })
+            .collect();
+        let now = updater.now()?;
+        if let Err(e) = updater.registry().audit_only(now, &entries) {
+            tracing::error!(error = %e, "the unavailable models could not be recorded in the audit log");
+        }
+    }
     let lifecycle =
         lifecycle::Lifecycle::new(updater.clone(), state.clone(), runtime, config.clone());
     if !args.once {

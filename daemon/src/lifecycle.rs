@@ -99,27 +99,7 @@ type Result<T> = std::result::Result<T, LifecycleError>;
 /// How long a replaced version stays loaded at least after the swap.
 const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
-/// A fault-injection point for crash tests: with `AIRLOCK_FAULT_PAUSE=NAME[:MS]` in the
-/// environment the daemon logs that it reached `NAME` and sleeps there (default 5000 ms), so a
-/// test can kill it inside a step. Debug builds only, like the engine's fault points; release
-/// builds ignore the variable.
-pub fn fault_point(name: &str) {
-    if !cfg!(debug_assertions) {
-        return;
-    }
-    let Ok(spec) = std::env::var("AIRLOCK_FAULT_PAUSE") else {
-        return;
-    };
-    // Point names contain ':' themselves; a numeric last part is the pause.
-    let (point, ms) = match spec.rsplit_once(':') {
-        Some((p, ms)) if ms.parse::<u64>().is_ok() => (p, ms.parse().unwrap_or(5000)),
-        _ => (spec.as_str(), 5000),
-    };
-    if point == name {
-        tracing::warn!(point = name, "fault point reached");
-        std::thread::sleep(Duration::from_millis(ms));
-    }
-}
+pub use airlock_updater::fault_point;
 
 /// What happened, for the D-Bus signals (and anyone else who subscribes).
 #[derive(Debug, Clone)]
@@ -188,6 +168,8 @@ pub struct Lifecycle {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// Versions waiting for or in validation in the background (`status`, `validating`).
     pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
+    /// Models whose retention should run, for the retention thread (off the request path).
+    retention: std::sync::mpsc::SyncSender<String>,
 }
 
 /// The version an import created.
@@ -199,6 +181,9 @@ pub struct ImportedVersion {
     pub version: Version,
     /// SHA-256 of the manifest.
     pub digest: String,
+    /// The import repaired the damaged store directory of this very release (no new version,
+    /// no validation; an active version is loaded again).
+    pub repaired: bool,
 }
 
 impl Lifecycle {
@@ -215,7 +200,9 @@ impl Lifecycle {
         for o in vconfig.models.values_mut() {
             o.intra_op_threads = Some(1);
         }
-        Arc::new(Lifecycle {
+        let (retention, queue) = std::sync::mpsc::sync_channel::<String>(64);
+        let me = Arc::new(Lifecycle {
+            retention,
             validator: SandboxedValidator::new(vconfig),
             settings: arc_swap::ArcSwap::from_pointee(config.lifecycle.clone()),
             updater,
@@ -228,7 +215,28 @@ impl Lifecycle {
             in_validation: Mutex::new(std::collections::BTreeSet::new()),
             events: tokio::sync::broadcast::channel(64).0,
             media: Mutex::new(BTreeMap::new()),
-        })
+        });
+        // Retention deletes files (a large version takes a while): never inside a request.
+        let weak = Arc::downgrade(&me);
+        let spawned = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || {
+                while let Ok(model) = queue.recv() {
+                    let Some(me) = weak.upgrade() else { return };
+                    me.retain(&model);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the retention thread; old versions stay on disk");
+        }
+        me
+    }
+
+    /// Asks the retention thread to apply `[lifecycle] retain_versions` to `model`.
+    fn retain_later(&self, model: &str) {
+        if self.retention.try_send(model.to_string()).is_err() {
+            tracing::debug!(model, "retention already queued; it runs at the next promotion or start");
+        }
     }
 
     /// Applies a reloaded `[lifecycle]` section (takes effect for the next step).
@@ -279,7 +287,12 @@ impl Lifecycle {
             model: m.model.name.to_string(),
             version: m.model.version.clone(),
             digest: imported.verified.digest.to_hex(),
+            repaired: imported.repaired,
         };
+        if out.repaired {
+            self.after_repair(&out.model, &out.version);
+            return Ok(out);
+        }
         tracing::info!(model = %out.model, version = %out.version, by = %actor, source, "bundle imported; validating");
         let _ = self.events.send(Event::Staged {
             model: out.model.clone(),
@@ -292,9 +305,36 @@ impl Lifecycle {
         Ok(out)
     }
 
+    /// After a repairing import: an active version that was unavailable is loaded and served.
+    fn after_repair(&self, model: &str, version: &Version) {
+        let lock = self.model_lock(model);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let active = self
+            .updater
+            .registry()
+            .model(model)
+            .ok()
+            .flatten()
+            .and_then(|m| m.active);
+        if active.as_ref() != Some(version) || self.app.models.get(model, None).is_ok_and(|l| &l.version == version) {
+            return;
+        }
+        match self.load(model, version) {
+            Ok(loaded) => {
+                self.swap(loaded);
+                tracing::info!(model, version = %version, "repaired version loaded; the model is served again");
+            }
+            Err(e) => tracing::error!(model, version = %version, error = %e, "the repaired version still cannot be loaded"),
+        }
+    }
+
     /// At start-up: validations that a stop or crash interrupted run again (a version must not
-    /// stay `staged` for ever), one after another on a background thread.
+    /// stay `staged` for ever), one after another on a background thread; retention runs for
+    /// every model (finishing one a stop interrupted).
     pub fn resume(self: &Arc<Self>) -> Result<()> {
+        for m in self.updater.registry().models()? {
+            self.retain_later(&m.name);
+        }
         let mut staged = Vec::new();
         for m in self.updater.registry().models()? {
             for v in m.versions.values() {
@@ -659,7 +699,7 @@ impl Lifecycle {
             version: version.to_string(),
         });
         self.watch(model, version.clone());
-        self.retain(model);
+        self.retain_later(model);
         Ok(())
     }
 
@@ -705,21 +745,9 @@ impl Lifecycle {
         let loaded = self.load(model, &target)?;
         fault_point("rollback:loaded");
         let now = self.updater.now()?;
-        if let Err(e) = reg.rollback(now, model, Some(&target), actor) {
+        if let Err(e) = reg.rollback(now, model, Some(&target), actor, reason) {
             loaded.unload();
             return Err(e.into());
-        }
-        if let Some(r) = reason {
-            reg.audit_only(
-                now,
-                &[airlock_updater::AuditEntry {
-                    actor: actor.to_string(),
-                    action: "rollback_reason".into(),
-                    model: Some(model.into()),
-                    version: Some(target.to_string()),
-                    detail: serde_json::json!({ "reason": r }),
-                }],
-            )?;
         }
         fault_point("rollback:recorded");
         self.swap(loaded);
@@ -839,6 +867,9 @@ impl Lifecycle {
     /// Removes from disk the approved versions of `model` beyond the newest
     /// `[lifecycle] retain_versions`, never the active one or the rollback target.
     fn retain(&self, model: &str) {
+        // Serialised with promotion and rollback of the model.
+        let lock = self.model_lock(model);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let keep = self.settings.load().retain_versions as usize;
         let reg = self.updater.registry();
         let Ok(Some(rec)) = reg.model(model) else {

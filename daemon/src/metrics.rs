@@ -35,6 +35,15 @@ pub struct ModelLabel {
     pub model: String,
 }
 
+/// Labels naming a model version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelVersion {
+    /// Model name.
+    pub model: String,
+    /// Version.
+    pub version: String,
+}
+
 /// Labels of the per-model info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelInfo {
@@ -69,6 +78,7 @@ pub struct Metrics {
     queue_depth: Family<ModelLabel, Gauge<i64, AtomicI64>>,
     rebuilds: Family<ModelLabel, Gauge<i64, AtomicI64>>,
     info: Family<ModelInfo, Gauge<i64, AtomicI64>>,
+    unavailable: Family<ModelVersion, Gauge<i64, AtomicI64>>,
     registry: Registry,
 }
 
@@ -97,6 +107,7 @@ impl Metrics {
         let queue_depth = Family::<ModelLabel, Gauge<i64, AtomicI64>>::default();
         let rebuilds = Family::<ModelLabel, Gauge<i64, AtomicI64>>::default();
         let info = Family::<ModelInfo, Gauge<i64, AtomicI64>>::default();
+        let unavailable = Family::<ModelVersion, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "inference_requests",
             "Inference requests by model, version and outcome",
@@ -142,7 +153,13 @@ impl Metrics {
             "The active version of each model, its provider and degraded state",
             info.clone(),
         );
+        registry.register(
+            "model_unavailable",
+            "1 for each model whose active version cannot be served (a damaged store file, a model the runtime refuses)",
+            unavailable.clone(),
+        );
         Arc::new(Metrics {
+            unavailable,
             requests,
             request_seconds,
             queue_seconds,
@@ -170,6 +187,23 @@ impl Metrics {
     /// The OpenMetrics text, with the gauges read from the engine at scrape time.
     pub fn render(&self, models: &Models) -> String {
         self.info.clear();
+        self.unavailable.clear();
+        for (name, u) in models.unavailable().iter() {
+            self.unavailable
+                .get_or_create(&ModelVersion {
+                    model: name.clone(),
+                    version: u.version.to_string(),
+                })
+                .set(1);
+            self.info
+                .get_or_create(&ModelInfo {
+                    model: name.clone(),
+                    version: u.version.to_string(),
+                    provider: "none".into(),
+                    degraded: "true".into(),
+                })
+                .set(1);
+        }
         for (name, slot) in models.snapshot().iter() {
             let m = &slot.active;
             let label = ModelLabel {

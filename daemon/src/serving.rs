@@ -24,16 +24,42 @@ pub struct ModelSlot {
     pub versions: BTreeMap<semver::Version, Arc<LoadedModel>>,
 }
 
+/// A model whose active version could not be loaded (a damaged store file, a model ONNX
+/// Runtime refuses): not served and not ready, until a rollback, a promotion or a repairing
+/// import of the same bundle puts a loadable version in.
+#[derive(Clone, Debug)]
+pub struct Unavailable {
+    /// The active version that cannot be served.
+    pub version: semver::Version,
+    /// Why, naming the file when one is at fault.
+    pub reason: String,
+}
+
 /// The routing table.
 #[derive(Default)]
 pub struct Models {
     table: ArcSwap<BTreeMap<String, ModelSlot>>,
+    unavailable: ArcSwap<BTreeMap<String, Unavailable>>,
 }
 
 impl Models {
     /// The current table.
     pub fn snapshot(&self) -> Arc<BTreeMap<String, ModelSlot>> {
         self.table.load_full()
+    }
+
+    /// The models whose active version cannot be served, by name.
+    pub fn unavailable(&self) -> Arc<BTreeMap<String, Unavailable>> {
+        self.unavailable.load_full()
+    }
+
+    /// Records that `name`'s active version cannot be served.
+    pub fn mark_unavailable(&self, name: &str, u: Unavailable) {
+        self.unavailable.rcu(|t| {
+            let mut t = (**t).clone();
+            t.insert(name.to_string(), u.clone());
+            t
+        });
     }
 
     /// A model's version (`None`: the active one).
@@ -73,35 +99,64 @@ impl Models {
             slot.versions.insert(model.version.clone(), model.clone());
             t
         });
+        // A loadable version is in: the model is no longer unavailable.
+        if self.unavailable.load().contains_key(&model.name) {
+            self.unavailable.rcu(|t| {
+                let mut t = (**t).clone();
+                t.remove(&model.name);
+                t
+            });
+        }
         replaced
     }
 
-    /// Loads and activates every version the registry says is active.
+    /// Loads and activates every version the registry says is active. One that cannot be
+    /// loaded (a store file missing or damaged, a model the runtime refuses) does not stop the
+    /// others: it is marked unavailable, logged naming the file, and returned, so that the
+    /// caller can audit it; the others are served.
     pub fn load_active(
         &self,
         runtime: &'static Runtime,
         updater: &Updater,
         config: &Config,
-    ) -> Result<usize, EngineError> {
+    ) -> Result<(usize, Vec<(String, Unavailable)>), EngineError> {
         let mut n = 0;
+        let mut failed = Vec::new();
         let models = updater
             .registry()
             .models()
             .map_err(|e| EngineError::Session(e.to_string()))?;
         for m in models {
             let Some(active) = &m.active else { continue };
-            let (manifest, dir) = updater
+            let loaded = updater
                 .stored_manifest(&m.name, active)
-                .map_err(|e| EngineError::Session(e.to_string()))?;
-            let digest = m.versions[active].manifest_digest.clone();
-            let settings = config
-                .serving
-                .with(config.models.get(&m.name).unwrap_or(&Default::default()));
-            let loaded = LoadedModel::load(runtime, &manifest, dir, digest, settings)?;
-            self.swap(loaded);
-            n += 1;
+                .map_err(|e| e.to_string())
+                .and_then(|(manifest, dir)| {
+                    let digest = m.versions[active].manifest_digest.clone();
+                    let settings = config
+                        .serving
+                        .with(config.models.get(&m.name).unwrap_or(&Default::default()));
+                    LoadedModel::load(runtime, &manifest, dir, digest, settings).map_err(|e| {
+                        format!("{} {active} cannot be loaded: {e}", m.name)
+                    })
+                });
+            match loaded {
+                Ok(l) => {
+                    self.swap(l);
+                    n += 1;
+                }
+                Err(reason) => {
+                    tracing::error!(model = %m.name, version = %active, reason = %reason, "model unavailable: its active version cannot be served; the other models are (roll it back, or import the same bundle again to repair it)");
+                    let u = Unavailable {
+                        version: active.clone(),
+                        reason,
+                    };
+                    self.mark_unavailable(&m.name, u.clone());
+                    failed.push((m.name.clone(), u));
+                }
+            }
         }
-        Ok(n)
+        Ok((n, failed))
     }
 
     /// Unloads everything (at shutdown), letting queued work finish.

@@ -89,6 +89,18 @@ pub fn status_line(models: &Models, awaiting_approval: usize) -> String {
     if not_ready > 0 {
         line.push_str(&format!(", {not_ready} not ready"));
     }
+    let unavailable = models.unavailable();
+    if !unavailable.is_empty() {
+        let names: Vec<String> = unavailable
+            .iter()
+            .map(|(m, u)| format!("{m} {}", u.version))
+            .collect();
+        line.push_str(&format!(
+            ", {} unavailable ({}: see airlockctl status)",
+            unavailable.len(),
+            names.join(", ")
+        ));
+    }
     line.push_str(&format!(
         ", {awaiting_approval} bundle{} awaiting approval",
         if awaiting_approval == 1 { "" } else { "s" }

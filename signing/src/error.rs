@@ -33,6 +33,10 @@ pub enum Error {
     /// The zstd or tar framing is damaged.
     #[error("bundle is malformed: {0}")]
     Malformed(String),
+    /// Reading the bundle's bytes failed below the format (an upload cut off by the client or
+    /// the network, a read error of the medium): a transport failure, not a fault of the bundle.
+    #[error("the bundle could not be read to its end (a transport failure, not a fault of the bundle): {0}")]
+    Transport(String),
     /// A limit from `Limits` was exceeded (decompression bombs, oversized manifests, ...).
     #[error("limit exceeded: {what} is larger than the limit of {limit}")]
     LimitExceeded {
@@ -205,6 +209,7 @@ impl Error {
             Error::RotationRefused(_) => "rotation_refused",
             Error::Truncated(_) => "truncated",
             Error::Malformed(_) => "malformed",
+            Error::Transport(_) => "transport",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::MissingManifest { .. } => "missing_manifest",
             Error::MissingSignatures { .. } => "missing_signatures",

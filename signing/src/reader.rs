@@ -150,6 +150,25 @@ impl<R: Read> Read for Budgeted<R> {
     }
 }
 
+/// The bundle's source: a read error here is a transport failure (an upload cut off, a medium
+/// that fails), recorded as such before the zstd layer sees it.
+struct Source<R> {
+    inner: R,
+    fault: Fault,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.fault
+                    .borrow_mut()
+                    .get_or_insert(Error::Transport(e.to_string()));
+            }
+        })
+    }
+}
+
 /// Maps an I/O error from the tar layer to the bundle error that caused it.
 fn classify(fault: &Fault, e: io::Error) -> Error {
     if let Some(f) = fault.borrow_mut().take() {
@@ -387,7 +406,11 @@ pub fn read_bundle<R: Read, S: PayloadSink>(
 ) -> Result<VerifiedManifest, ReadError<S::Error>> {
     let fault: Fault = Rc::default();
     // Step 1: one zstd frame with a bounded window; a budget on decompressed bytes stops bombs.
-    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(Error::Io)?;
+    let source = Source {
+        inner: input,
+        fault: fault.clone(),
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(source).map_err(Error::Io)?;
     decoder
         .window_log_max(limits.max_zstd_window_log)
         .map_err(Error::Io)?;

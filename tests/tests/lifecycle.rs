@@ -127,7 +127,7 @@ fn two_approvers_never_the_importer_then_promote_and_roll_back() {
 
     // Rollback goes to the approved, retired 1.0.0 in one step.
     assert_eq!(
-        r.rollback(now, "demo", None, &actor("ops"))
+        r.rollback(now, "demo", None, &actor("ops"), None)
             .expect("rollback"),
         v("1.0.0")
     );
@@ -154,7 +154,7 @@ fn two_approvers_never_the_importer_then_promote_and_roll_back() {
     )
     .expect("reject");
     assert_eq!(
-        r.rollback(now, "demo", Some(&v("1.2.0")), &actor("ops"))
+        r.rollback(now, "demo", Some(&v("1.2.0")), &actor("ops"), None)
             .expect_err("rejected")
             .kind(),
         "illegal_transition"
@@ -262,7 +262,7 @@ fn interrupted_promotion_is_resolved_to_the_state_before_it() {
         // A second promotion or a rollback while one is in flight is refused.
         assert_eq!(
             u.registry()
-                .rollback(now, "demo", None, &actor("ops"))
+                .rollback(now, "demo", None, &actor("ops"), None)
                 .expect_err("busy")
                 .kind(),
             "conflict"

@@ -103,6 +103,45 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Less than the reserve is free where the state database lives: it is not opened (at
+    /// start) or not written (a change), so that a full disk cannot damage it.
+    #[error("{}", state_disk_full(path, *available, *needed, *opening))]
+    StateDiskFull {
+        /// The state directory.
+        path: String,
+        /// Bytes available.
+        available: u64,
+        /// Bytes needed.
+        needed: u64,
+        /// Whether this was the open at start (else a change).
+        opening: bool,
+    },
+    /// sled refused to open the state database.
+    #[error("the state database in {path} cannot be opened: {cause}. Do not delete it: it holds the registry, approvals, audit log and tokens; see \"When things go wrong\" in the operator guide")]
+    StateUnopenable {
+        /// The state directory.
+        path: String,
+        /// sled's error.
+        cause: String,
+    },
+    /// The state database was closed after a failed write and cannot be reopened yet.
+    #[error("the state database is not available: {0}")]
+    StateUnavailable(String),
+    /// A state change could not be written to disk; it was discarded, not half-kept.
+    #[error("the change was not recorded: {0}")]
+    NotRecorded(String),
+    /// A file of a version in the model store is missing or does not match its manifest.
+    #[error("the stored files of {model} {version} are damaged: {file} {reason} (roll back, or import the same bundle again to repair it)")]
+    StoreDamaged {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// The file (its path in the store).
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The embedded database failed.
     #[error("state database: {0}")]
     Database(String),
@@ -133,6 +172,11 @@ impl Error {
             Error::UnknownToken(_) => "unknown_token",
             Error::InvalidActor(_) => "invalid_actor",
             Error::AuditChainBroken { .. } => "audit_chain_broken",
+            Error::StateDiskFull { .. } => "insufficient_space",
+            Error::StateUnopenable { .. } => "state_unopenable",
+            Error::StateUnavailable(_) => "state_unavailable",
+            Error::NotRecorded(_) => "not_recorded",
+            Error::StoreDamaged { .. } => "store_damaged",
             Error::Database(_) => "database",
             Error::Io { .. } => "io",
         }
@@ -141,6 +185,15 @@ impl Error {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }
+    }
+}
+
+fn state_disk_full(path: &str, available: u64, needed: u64, opening: bool) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    if opening {
+        format!("not enough free disk space to open the state database in {path}: {} available, {} needed ([state] reserve_free_space and room for a snapshot). airlockd does not start it below that, so that a full disk cannot damage it; nothing was changed. Free space on that filesystem and start again", mib(available), mib(needed))
+    } else {
+        format!("not enough free disk space to record this change in the state database in {path}: {} available, {} needed ([state] reserve_free_space); nothing was changed. Free space on that filesystem", mib(available), mib(needed))
     }
 }
 

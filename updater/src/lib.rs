@@ -33,6 +33,36 @@ pub use validate::{StagedModel, ValidationReport, Validator};
 
 use store::StagingSink;
 
+/// A fault-injection point for crash tests (the daemon's `AIRLOCK_FAULT_PAUSE=NAME[:MS]`):
+/// debug builds log that they reached `NAME` and sleep there (default 5000 ms), so a test can
+/// kill the process inside a step. Release builds ignore the variable.
+pub fn fault_point(name: &str) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Ok(spec) = std::env::var("AIRLOCK_FAULT_PAUSE") else {
+        return;
+    };
+    // Point names contain ':' themselves; a numeric last part is the pause.
+    let (point, ms) = match spec.rsplit_once(':') {
+        Some((p, ms)) if ms.parse::<u64>().is_ok() => (p, ms.parse().unwrap_or(5000)),
+        _ => (spec.as_str(), 5000),
+    };
+    if point == name {
+        tracing::warn!(point = name, "fault point reached");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Writes the trust root file atomically (and durably).
+fn write_root(dest: &Path, bytes: &[u8], root: &Path) -> Result<()> {
+    airlock_signing::writer::write_atomically(dest, |w| {
+        std::io::Write::write_all(w, bytes)?;
+        Ok(())
+    })?;
+    store::fsync_dir(dest.parent().unwrap_or(root))
+}
+
 /// A completed import.
 #[derive(Debug, Clone)]
 pub struct Imported {
@@ -40,6 +70,10 @@ pub struct Imported {
     pub verified: VerifiedManifest,
     /// Its store directory.
     pub dir: PathBuf,
+    /// The version was on the appliance already with a damaged store directory, and this
+    /// import of the same signed bundle (same manifest digest) replaced its files; its
+    /// registry record is unchanged.
+    pub repaired: bool,
 }
 
 /// The appliance side of bundles, over one data directory.
@@ -70,10 +104,14 @@ impl Updater {
     pub fn open(config: &Config) -> Result<Self> {
         let layout = Layout::new(&config.paths.data_dir);
         layout.create()?;
-        let registry = Registry::open(&layout.state(), ApprovalPolicy::from(&config.approval))?;
+        let registry = Registry::open(
+            &layout.state(),
+            ApprovalPolicy::from(&config.approval),
+            config.state.reserve_free_space.0,
+        )?;
         let now = registry.trusted_now(OffsetDateTime::now_utc())?;
-        for p in layout.clean_leftovers(&registry)? {
-            tracing::warn!(path = %p.display(), "removed an incomplete import left by an interruption");
+        for (p, why) in layout.clean_leftovers(&registry)? {
+            tracing::warn!(path = %p.display(), "{why}");
         }
         for m in registry.recover_interrupted(now)? {
             tracing::warn!(model = %m, "abandoned a promotion interrupted by a restart; the previous version stays active");
@@ -83,7 +121,12 @@ impl Updater {
             registry,
             limits: Limits::from(&config.bundles),
             time: config.time.clone(),
-            reserve: config.bundles.reserve_free_space.0,
+            // An import leaves the state database its reserve too.
+            reserve: config
+                .bundles
+                .reserve_free_space
+                .0
+                .max(config.state.reserve_free_space.0),
             refusals: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -145,54 +188,156 @@ impl Updater {
             .reset_time_floor(OffsetDateTime::now_utc(), actor)
     }
 
-    /// Installs `initial` as the current trust root if there is none yet (first start).
-    pub fn install_initial_trust_root(&self, initial: &Path) -> Result<()> {
+    /// At every start: makes `trust/root.json` the trust root this appliance installed, which
+    /// the registry keeps (bytes, so version and digest) since it was installed. On a first
+    /// start `initial` is installed and recorded. A file that is missing, or differs from the
+    /// registry's copy (an older version, edited, replaced), is restored from the copy — never
+    /// silently replaced by `initial` — with the found file kept beside it and an audit record
+    /// (`trust_root_restored`). An appliance from before the registry kept the copy records
+    /// the file it has (`trust_root_recorded`). Returns a warning when something was restored.
+    pub fn install_initial_trust_root(&self, initial: &Path) -> Result<Option<String>> {
         let dest = self.layout.trust_root();
-        if dest.exists() {
-            return Ok(());
+        let found = match std::fs::read(&dest) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::Io {
+                    what: format!("cannot read the trust root {}", dest.display()),
+                    source: e,
+                })
+            }
+        };
+        let describe = |b: &[u8]| -> String {
+            let digest = airlock_signing::Sha256Digest::of(b).to_hex();
+            match TrustRoot::from_json(b) {
+                Ok(r) => format!("version {} (sha256 {})", r.version(), &digest[..16]),
+                Err(_) => format!("a file that is not a valid trust root (sha256 {})", &digest[..16]),
+            }
+        };
+        let entry = |action: &str, detail: serde_json::Value| AuditEntry {
+            actor: Actor::system().to_string(),
+            action: action.into(),
+            model: None,
+            version: None,
+            detail,
+        };
+        match (self.registry.trust_root_copy()?, found) {
+            (Some(copy), Some(file)) if copy == file => Ok(None),
+            (Some(copy), found) => {
+                let installed = TrustRoot::from_json(&copy)?;
+                let (reason, kept) = match &found {
+                    None => (format!("{} was missing", dest.display()), None),
+                    Some(file) => {
+                        let aside = dest.with_file_name(format!(
+                            "root.json.found-{}",
+                            OffsetDateTime::now_utc().unix_timestamp()
+                        ));
+                        std::fs::rename(&dest, &aside).map_err(Error::io(format!(
+                            "cannot move {} aside",
+                            dest.display()
+                        )))?;
+                        (
+                            format!(
+                                "{} held {} instead of the installed version {}",
+                                dest.display(),
+                                describe(file),
+                                installed.version()
+                            ),
+                            Some(aside.display().to_string()),
+                        )
+                    }
+                };
+                write_root(&dest, &copy, self.layout.root())?;
+                let message = format!(
+                    "trust root restored from the registry's copy (version {}): {reason}{}",
+                    installed.version(),
+                    kept.as_ref().map(|k| format!("; the file found is kept as {k}")).unwrap_or_default()
+                );
+                self.registry.audit_only(
+                    self.now()?,
+                    &[entry(
+                        "trust_root_restored",
+                        serde_json::json!({
+                            "version": installed.version(),
+                            "sha256": airlock_signing::Sha256Digest::of(&copy).to_hex(),
+                            "reason": reason,
+                            "found_kept_as": kept,
+                        }),
+                    )],
+                )?;
+                Ok(Some(message))
+            }
+            (None, Some(file)) => {
+                // Kept by an appliance from before the registry held the copy: adopt it.
+                let root = TrustRoot::from_json(&file).map_err(|e| {
+                    Error::Io {
+                        what: format!("the trust root {} is not valid ({e}) and the registry has no copy of the installed one; restore it from a backup or the release team", dest.display()),
+                        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+                    }
+                })?;
+                self.registry.record_trust_root(
+                    self.now()?,
+                    &file,
+                    &[entry(
+                        "trust_root_recorded",
+                        serde_json::json!({ "version": root.version(), "sha256": airlock_signing::Sha256Digest::of(&file).to_hex() }),
+                    )],
+                )?;
+                Ok(None)
+            }
+            (None, None) => {
+                let bytes = std::fs::read(initial).map_err(Error::io(format!(
+                    "cannot read the initial trust root {}",
+                    initial.display()
+                )))?;
+                let root = TrustRoot::from_json(&bytes)?;
+                // Recorded first: a crash before the file is written restores it at the next start.
+                self.registry.record_trust_root(
+                    self.now()?,
+                    &bytes,
+                    &[entry(
+                        "trust_root_installed",
+                        serde_json::json!({ "version": root.version(), "sha256": airlock_signing::Sha256Digest::of(&bytes).to_hex(), "from": initial.display().to_string() }),
+                    )],
+                )?;
+                write_root(&dest, &bytes, self.layout.root())?;
+                Ok(None)
+            }
         }
-        let bytes = std::fs::read(initial).map_err(Error::io(format!(
-            "cannot read the initial trust root {}",
-            initial.display()
-        )))?;
-        TrustRoot::from_json(&bytes)?;
-        airlock_signing::writer::write_atomically(&dest, |w| {
-            std::io::Write::write_all(w, &bytes)?;
-            Ok(())
-        })?;
-        store::fsync_dir(dest.parent().unwrap_or(self.layout.root()))
     }
 
     /// Replaces the trust root with a rotated one if the current root's rules accept it
     /// (signed by a threshold of both the current and the new root keys, version increasing,
-    /// not expired); the refusal names the rule otherwise. Returns the new root.
+    /// not expired); the refusal names the rule otherwise. The registry records the new root
+    /// (with the audit record) before the file is written, so that a crash in between restores
+    /// the new one at start, never the old. Returns the new root.
     pub fn rotate_trust_root(&self, candidate: &[u8], actor: &Actor) -> Result<TrustRoot> {
         let current = self.trust_root()?;
         let accepted = current
             .accept_rotation(candidate, &self.expiry_check()?)
             .map_err(Error::TrustRootRefused)?;
-        let dest = self.layout.trust_root();
-        airlock_signing::writer::write_atomically(&dest, |w| {
-            std::io::Write::write_all(w, candidate)?;
-            Ok(())
-        })?;
-        store::fsync_dir(dest.parent().unwrap_or(self.layout.root()))?;
-        self.registry.audit_only(
+        self.registry.record_trust_root(
             self.now()?,
+            candidate,
             &[AuditEntry {
                 actor: actor.to_string(),
                 action: "trust_root_rotated".into(),
                 model: None,
                 version: None,
-                detail: serde_json::json!({ "from": current.version(), "to": accepted.version() }),
+                detail: serde_json::json!({ "from": current.version(), "to": accepted.version(), "sha256": airlock_signing::Sha256Digest::of(candidate).to_hex() }),
             }],
         )?;
+        write_root(&self.layout.trust_root(), candidate, self.layout.root())?;
         Ok(accepted)
     }
 
-    /// The current trust root.
+    /// The current trust root: the registry's copy of the installed one (the file on disk
+    /// before the first start recorded it).
     pub fn trust_root(&self) -> Result<TrustRoot> {
-        Ok(TrustRoot::read(&self.layout.trust_root())?)
+        match self.registry.trust_root_copy()? {
+            Some(b) => Ok(TrustRoot::from_json(&b)?),
+            None => Ok(TrustRoot::read(&self.layout.trust_root())?),
+        }
     }
 
     /// Imports a bundle stream: verify, stage, store, record. On any refusal nothing stays
@@ -244,7 +389,10 @@ impl Updater {
                 }
             }
             if !entries.is_empty() {
-                self.registry.audit_only(now, &entries)?;
+                // The refusal is the answer; a full disk must not replace it with its own.
+                if let Err(a) = self.registry.audit_only(now, &entries) {
+                    tracing::warn!(error = %a, refused = e.kind(), "the refused import could not be recorded in the audit log");
+                }
             }
         }
         result
@@ -270,7 +418,23 @@ impl Updater {
             Err(ReadError::Bundle(e)) => return Err(e.into()),
             Err(ReadError::Sink(e)) => return Err(e),
         };
+        let repair = sink.repair.clone();
         let dir = sink.commit(&verified)?;
+        if let Some(damage) = repair {
+            let m = &verified.manifest;
+            self.registry.audit_only(
+                self.now()?,
+                &[AuditEntry {
+                    actor: actor.to_string(),
+                    action: "store_repaired".into(),
+                    model: Some(m.model.name.to_string()),
+                    version: Some(m.model.version.to_string()),
+                    detail: serde_json::json!({ "damage": damage, "manifest_sha256": verified.digest.to_hex(), "source": source }),
+                }],
+            )?;
+            tracing::warn!(model = %m.model.name, version = %m.model.version, damage = %damage, "store directory repaired from the same signed bundle");
+            return Ok(Imported { verified, dir, repaired: true });
+        }
         if let Err(e) = self
             .registry
             .record_import(self.now()?, &verified, source, actor)
@@ -282,7 +446,11 @@ impl Updater {
         for w in &verified.warnings {
             tracing::warn!(model = %verified.manifest.model.name, warning = %w, "bundle accepted with an expiry warning");
         }
-        Ok(Imported { verified, dir })
+        Ok(Imported {
+            verified,
+            dir,
+            repaired: false,
+        })
     }
 
     /// Imports a bundle file (opened read-only).
@@ -296,7 +464,11 @@ impl Updater {
         )
     }
 
-    /// The stored manifest of a version.
+    /// The stored manifest of a version, after checking the version's store directory:
+    /// `manifest.json` present and matching the digest the registry recorded, every payload
+    /// file present, a regular file, and of the size the manifest gives. A damaged directory is
+    /// [`Error::StoreDamaged`], naming the file (contents are hashed on import and on repair,
+    /// not at every load: a multi-gigabyte model would delay every start).
     pub fn stored_manifest(
         &self,
         model: &str,
@@ -311,28 +483,20 @@ impl Updater {
             version: version.to_string(),
         })?;
         let dir = self.layout.stored(&v.manifest_digest);
-        let bytes = std::fs::read(dir.join("manifest.json")).map_err(Error::io(format!(
-            "cannot read the stored manifest of {model} {version}"
-        )))?;
-        // The store is written only after verification; re-check the content address anyway.
-        if airlock_signing::Sha256Digest::of(&bytes).to_hex() != v.manifest_digest {
-            return Err(Error::Database(format!(
-                "stored manifest of {model} {version} does not match its digest"
-            )));
-        }
-        Ok((airlock_signing::Manifest::from_json(&bytes)?, dir))
+        let manifest = store::check_stored(&dir, &v.manifest_digest, model, version)?;
+        Ok((manifest, dir))
     }
 
-    /// Retention: marks a retired version `removed` and deletes its store directory.
+    /// Retention: marks a retired version `removed`, then deletes its store directory. A crash
+    /// between the two (or inside the deletion) is finished at the next start, which deletes
+    /// the directories of removed versions ([`Layout::clean_leftovers`]).
     pub fn prune(&self, model: &str, version: &Version, actor: &Actor) -> Result<()> {
         let digest = self
             .registry
             .mark_removed(self.now()?, model, version, actor)?;
+        fault_point("prune:marked");
         let dir = self.layout.stored(&digest);
-        std::fs::remove_dir_all(&dir).map_err(Error::io(format!(
-            "cannot remove {} of {model} {version}",
-            dir.display()
-        )))?;
+        store::remove_stored(&dir)?;
         store::fsync_dir(dir.parent().unwrap_or(self.layout.root()))
     }
 

@@ -17,7 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,6 @@ use sled::transaction::{
 };
 use time::OffsetDateTime;
 
-use airlock_signing::clock::rfc3339;
 use airlock_signing::VerifiedManifest;
 
 use crate::audit::{self, AuditEntry, AuditRecord, ChainHead};
@@ -325,14 +325,57 @@ fn illegal(m: &ModelRecord, v: &VersionRecord, action: &str) -> Error {
 
 const META_HEAD: &[u8] = b"audit_head";
 const META_FLOOR: &[u8] = b"time_floor";
+const META_TRUST_ROOT: &[u8] = b"trust_root";
 
-/// The registry over one sled database.
-pub struct Registry {
+/// The open database and its trees.
+struct Trees {
     db: sled::Db,
     models: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
     tokens: sled::Tree,
+}
+
+impl Trees {
+    fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                if e.to_string().contains("could not acquire lock") {
+                    Error::Database(format!(
+                        "{} is in use by another process (is another airlockd running on this data directory?)",
+                        path.display()
+                    ))
+                } else {
+                    Error::StateUnopenable {
+                        path: path.display().to_string(),
+                        cause: e.to_string(),
+                    }
+                }
+            })?;
+        Ok(Trees {
+            models: db.open_tree("models")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        })
+    }
+}
+
+/// The registry over one sled database.
+///
+/// What it shows is what is on disk: every change is one transaction flushed before the call
+/// returns, none is started with less than the reserve free, and a transaction or flush that
+/// fails closes the database (its in-memory view may hold the change) and reopens it from disk.
+pub struct Registry {
+    path: PathBuf,
+    /// Free space a state write needs on the database's filesystem (`[state] reserve_free_space`).
+    reserve: u64,
+    /// `None` after a failed write, until the database is reopened from disk.
+    trees: RwLock<Option<Arc<Trees>>>,
     policy: ApprovalPolicy,
 }
 
@@ -357,31 +400,150 @@ struct Step<T> {
     audit: Vec<AuditEntry>,
 }
 
+/// The temporary files sled 0.34 can leave in its directory when it is stopped while writing
+/// them (a start on a full disk, a kill): `snap.<LSN>.generating`, an unfinished snapshot.
+/// sled 0.34.7 takes the newest `snap.*` file for its snapshot *including* these, so one empty
+/// leftover makes every later open fail with "Read corrupted data" although the data is intact.
+/// They hold nothing the log does not (sled regenerates the snapshot from the log), so airlockd
+/// removes them before opening. A workaround for sled 0.34; re-check it when sled is upgraded.
+pub fn remove_sled_leftovers(state: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(state) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::Io { what: format!("cannot list {}", state.display()), source: e }),
+    };
+    for e in entries {
+        let e = e.map_err(Error::io(format!("cannot list {}", state.display())))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(e.path())
+                .map_err(Error::io(format!("cannot remove {}", e.path().display())))?;
+            removed.push((e.path(), size));
+        }
+    }
+    if !removed.is_empty() {
+        crate::store::fsync_dir(state)?;
+    }
+    Ok(removed)
+}
+
+/// What opening the state database needs free on its filesystem: the reserve, plus room for
+/// sled to write a new snapshot as large as its newest one.
+fn space_to_open(state: &Path, reserve: u64) -> u64 {
+    let snapshot = std::fs::read_dir(state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap."))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .max()
+        .unwrap_or(0);
+    reserve.saturating_add(snapshot)
+}
+
 impl Registry {
-    /// Opens (or creates) the registry at `path`.
-    pub fn open(path: &Path, policy: ApprovalPolicy) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                if e.to_string().contains("could not acquire lock") {
-                    Error::Database(format!(
-                        "{} is in use by another process (is another airlockd running on this data directory?)",
-                        path.display()
-                    ))
-                } else {
-                    Error::from(e)
-                }
-            })?;
-        Ok(Registry {
-            models: db.open_tree("models")?,
-            audit: db.open_tree("audit")?,
-            meta: db.open_tree("meta")?,
-            tokens: db.open_tree("tokens")?,
-            db,
+    /// Opens (or creates) the registry at `path`, which must have `reserve` bytes free (and
+    /// room for a snapshot) on its filesystem first: below that sled is not started at all, so
+    /// that a full disk cannot leave it unopenable. sled's leftover temporary files are removed
+    /// first ([`remove_sled_leftovers`]).
+    pub fn open(path: &Path, policy: ApprovalPolicy, reserve: u64) -> Result<Self> {
+        let r = Registry {
+            path: path.to_path_buf(),
+            reserve,
+            trees: RwLock::new(None),
             policy,
-        })
+        };
+        r.reopen()?;
+        Ok(r)
+    }
+
+    /// Opens the database from disk (after the checks of [`Registry::open`]).
+    fn reopen(&self) -> Result<Arc<Trees>> {
+        let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        std::fs::create_dir_all(&self.path)
+            .map_err(Error::io(format!("cannot create {}", self.path.display())))?;
+        let needed = space_to_open(&self.path, self.reserve);
+        let available = crate::store::available_space(&self.path)?;
+        if available < needed {
+            return Err(Error::StateDiskFull {
+                path: self.path.display().to_string(),
+                available,
+                needed,
+                opening: true,
+            });
+        }
+        for (p, size) in remove_sled_leftovers(&self.path)? {
+            tracing::warn!(file = %p.display(), bytes = size, "removed an unfinished sled snapshot left by an interrupted write (sled 0.34 would take it for the newest and refuse to open)");
+        }
+        let t = Arc::new(Trees::open(&self.path)?);
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// The open database, reopened from disk if a failed write closed it.
+    fn t(&self) -> Result<Arc<Trees>> {
+        if let Some(t) = self.trees.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(t.clone());
+        }
+        self.reopen().map_err(|e| Error::StateUnavailable(e.to_string()))
+    }
+
+    /// After a failed transaction or flush: the in-memory view may hold a change that is not on
+    /// disk, so the database is closed and reopened from disk (at once if nothing else holds
+    /// it, else at the next use).
+    fn discard(&self, failed: Arc<Trees>, cause: String) -> Error {
+        {
+            let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, &failed)) {
+                *slot = None;
+            }
+        }
+        drop(failed);
+        let reopened = match self.reopen() {
+            Ok(_) => "the state was reloaded from disk".to_string(),
+            Err(e) => format!("the state database stays closed until it can be reopened ({e})"),
+        };
+        tracing::error!(cause = %cause, state = %reopened, "a state change could not be written to disk and was discarded");
+        Error::NotRecorded(format!("{cause}; nothing was recorded and {reopened}"))
+    }
+
+    /// Refuses a state write before it starts when less than the reserve is free.
+    fn room_to_write(&self) -> Result<()> {
+        let available = crate::store::available_space(&self.path)?;
+        if available < self.reserve {
+            return Err(Error::StateDiskFull {
+                path: self.path.display().to_string(),
+                available,
+                needed: self.reserve,
+                opening: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// One state write: checked against the reserve, run as one transaction over the trees
+    /// `tx` names, flushed. A storage error or a failed flush discards the in-memory view.
+    fn write<T>(
+        &self,
+        tx: impl FnOnce(&Trees) -> std::result::Result<T, TransactionError<Error>>,
+    ) -> Result<T> {
+        self.room_to_write()?;
+        let t = self.t()?;
+        match tx(&t) {
+            Ok(v) => match t.db.flush() {
+                Ok(_) => Ok(v),
+                Err(e) => Err(self.discard(t, format!("flushing the state database failed: {e}"))),
+            },
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => {
+                Err(self.discard(t, format!("the state database failed to write: {e}")))
+            }
+        }
     }
 
     /// The approval policy in force.
@@ -392,6 +554,7 @@ impl Registry {
     /// The persisted time floor: the latest trusted time seen (Unix seconds).
     pub fn time_floor(&self) -> Result<i64> {
         Ok(self
+            .t()?
             .meta
             .get(META_FLOOR)?
             .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
@@ -404,24 +567,31 @@ impl Registry {
         let floor = self.time_floor()?;
         let sys = system.unix_timestamp();
         if sys > floor + 60 {
-            self.meta.fetch_and_update(META_FLOOR, |old| {
-                let cur = old
-                    .map(|v| i64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0);
-                Some(cur.max(sys).to_be_bytes().to_vec())
-            })?;
-            self.db.flush()?;
+            // Raising the floor is a state write like any other; on a full disk it waits for
+            // the next call (the clock is ahead of the floor, so it is "now" either way).
+            let raised = self.write(|t| {
+                (&t.meta,).transaction(|(meta,): &(TransactionalTree,)| {
+                    raise_floor(meta, sys)?;
+                    Ok(())
+                })
+            });
+            if let Err(e) = raised {
+                tracing::debug!(error = %e, "time floor not raised");
+            }
             return Ok(system);
         }
-        Ok(OffsetDateTime::from_unix_timestamp(floor.max(sys)).unwrap_or(system))
+        if sys >= floor {
+            return Ok(system);
+        }
+        Ok(OffsetDateTime::from_unix_timestamp(floor).unwrap_or(system))
     }
 
     /// Sets the time floor back to `system` (an admin's acknowledgement that the clock is
     /// right), in one transaction with its audit record. Returns (old floor, new floor).
     pub fn reset_time_floor(&self, system: OffsetDateTime, actor: &Actor) -> Result<(i64, i64)> {
         let new = system.unix_timestamp();
-        let time = rfc3339(system);
-        let res = (&self.audit, &self.meta).transaction(
+        let time = stamp(system);
+        self.write(|t| (&t.audit, &t.meta).transaction(
             |(audit, meta): &(TransactionalTree, TransactionalTree)| {
                 let old = meta
                     .get(META_FLOOR)?
@@ -430,7 +600,7 @@ impl Registry {
                 meta.insert(META_FLOOR, &new.to_be_bytes())?;
                 let fmt = |t: i64| {
                     OffsetDateTime::from_unix_timestamp(t)
-                        .map(rfc3339)
+                        .map(stamp)
                         .unwrap_or_else(|_| t.to_string())
                 };
                 append(
@@ -447,10 +617,7 @@ impl Registry {
                 )?;
                 Ok((old, new))
             },
-        );
-        let r = unwrap_tx(res)?;
-        self.db.flush()?;
-        Ok(r)
+        ))
     }
 
     /// Runs `f` on the model's record inside one transaction with the audit append.
@@ -461,9 +628,9 @@ impl Registry {
         floor: Option<OffsetDateTime>,
         f: impl Fn(Option<ModelRecord>) -> Result<Step<T>>,
     ) -> Result<T> {
-        let time = rfc3339(now);
+        let time = stamp(now);
         let floor_raise = floor.map_or(now, |f| f.max(now)).unix_timestamp();
-        let res = (&self.models, &self.audit, &self.meta).transaction(
+        self.write(|t| (&t.models, &t.audit, &t.meta).transaction(
             |(models, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
                 let current = match models.get(model.as_bytes())? {
                     Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
@@ -477,23 +644,19 @@ impl Registry {
                 raise_floor(meta, floor_raise)?;
                 Ok(step.value)
             },
-        );
-        let value = unwrap_tx(res)?;
-        self.db.flush()?;
-        Ok(value)
+        ))
     }
 
     /// Appends audit entries that change no model (refused imports, recovery notes).
     pub fn audit_only(&self, now: OffsetDateTime, entries: &[AuditEntry]) -> Result<()> {
-        let time = rfc3339(now);
-        let res = (&self.audit, &self.meta).transaction(
-            |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                append(audit, meta, &time, entries)
-            },
-        );
-        unwrap_tx(res)?;
-        self.db.flush()?;
-        Ok(())
+        let time = stamp(now);
+        self.write(|t| {
+            (&t.audit, &t.meta).transaction(
+                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
+                    append(audit, meta, &time, entries)
+                },
+            )
+        })
     }
 
     /// The highest version of `model` ever seen here.
@@ -503,7 +666,8 @@ impl Registry {
 
     /// One model.
     pub fn model(&self, name: &str) -> Result<Option<ModelRecord>> {
-        self.models
+        self.t()?
+            .models
             .get(name.as_bytes())?
             .map(|b| parse(&b))
             .transpose()
@@ -511,7 +675,7 @@ impl Registry {
 
     /// All models, by name.
     pub fn models(&self) -> Result<Vec<ModelRecord>> {
-        self.models.iter().values().map(|v| parse(&v?)).collect()
+        self.t()?.models.iter().values().map(|v| parse(&v?)).collect()
     }
 
     /// Records a verified, stored bundle as a `staged` version (refused unless newer than the
@@ -547,13 +711,13 @@ impl Registry {
                     payload_size: m.payload_size(),
                     signers: v.signers.iter().map(|k| k.to_string()).collect(),
                     imported_by: actor.clone(),
-                    imported_at: rfc3339(now),
+                    imported_at: stamp(now),
                     source: source.to_string(),
                     approvals: vec![],
                     approved_here: false,
                     validation: None,
                     validation_sha256: None,
-                    changed_at: rfc3339(now),
+                    changed_at: stamp(now),
                 },
             );
             Ok(Step {
@@ -601,7 +765,7 @@ impl Registry {
             };
             v.validation = Some(report.clone());
             v.validation_sha256 = Some(report.digest());
-            v.changed_at = rfc3339(now);
+            v.changed_at = stamp(now);
             let mut audit = vec![entry(
                 actor,
                 "validate",
@@ -619,7 +783,7 @@ impl Registry {
                 v.approved_here = true;
                 v.approvals.push(ApprovalRecord {
                     by: Actor("policy:unattended-dev".into()),
-                    at: rfc3339(now),
+                    at: stamp(now),
                     comment: None,
                     signature: None,
                 });
@@ -715,7 +879,7 @@ impl Registry {
             }
             v.approvals.push(ApprovalRecord {
                 by: actor.clone(),
-                at: rfc3339(now),
+                at: stamp(now),
                 comment: comment.map(str::to_string),
                 signature: signed.as_ref().map(|s| s.signature),
             });
@@ -731,7 +895,7 @@ impl Registry {
             if met {
                 v.state = VersionState::Approved;
                 v.approved_here = true;
-                v.changed_at = rfc3339(now);
+                v.changed_at = stamp(now);
             }
             let detail = serde_json::json!({
                 "to": v.state,
@@ -778,7 +942,7 @@ impl Registry {
             )?;
             let from = v.state;
             v.state = VersionState::Rejected;
-            v.changed_at = rfc3339(now);
+            v.changed_at = stamp(now);
             let detail = serde_json::json!({ "from": from, "to": "rejected", "reason": reason });
             Ok(Step {
                 value: (),
@@ -805,7 +969,7 @@ impl Registry {
                 &[VersionState::Approved],
                 "promote (only approved versions can be promoted)",
             )?;
-            let p = Promotion { from: rec.active.clone(), to: version.clone(), by: actor.clone(), started_at: rfc3339(now) };
+            let p = Promotion { from: rec.active.clone(), to: version.clone(), by: actor.clone(), started_at: stamp(now) };
             rec.promoting = Some(p.clone());
             let detail = serde_json::json!({ "from": p.from.as_ref().map(|v| v.to_string()), "to": version.to_string() });
             Ok(Step { value: p, model: Some(rec), audit: vec![entry(actor, "promote_begin", model, version, detail)] })
@@ -825,11 +989,11 @@ impl Registry {
             if let Some(old) = &p.from {
                 let o = rec.version_mut(old)?;
                 o.state = VersionState::Retired;
-                o.changed_at = rfc3339(now);
+                o.changed_at = stamp(now);
             }
             let n = rec.version_mut(&p.to)?;
             n.state = VersionState::Active;
-            n.changed_at = rfc3339(now);
+            n.changed_at = stamp(now);
             rec.active = Some(p.to.clone());
             let detail = serde_json::json!({ "from": p.from.as_ref().map(|v| v.to_string()), "to": p.to.to_string(), "state": "active" });
             let to = p.to.clone();
@@ -854,13 +1018,15 @@ impl Registry {
     }
 
     /// Switches back to a `retired` version that was approved here (default: the most recently
-    /// retired one); the current active version becomes `retired`. One transaction.
+    /// retired one); the current active version becomes `retired`. One transaction, whose
+    /// audit record carries `reason`.
     pub fn rollback(
         &self,
         now: OffsetDateTime,
         model: &str,
         to: Option<&Version>,
         actor: &Actor,
+        reason: Option<&str>,
     ) -> Result<Version> {
         self.step(model, now, None, |cur| {
             let mut rec = cur.ok_or_else(|| Error::UnknownModel(model.into()))?;
@@ -878,13 +1044,14 @@ impl Registry {
             if let Some(old) = &from {
                 let o = rec.version_mut(old)?;
                 o.state = VersionState::Retired;
-                o.changed_at = rfc3339(now);
+                o.changed_at = stamp(now);
             }
             let t = rec.version_mut(&target)?;
             t.state = VersionState::Active;
-            t.changed_at = rfc3339(now);
+            t.changed_at = stamp(now);
             rec.active = Some(target.clone());
-            let detail = serde_json::json!({ "from": from.map(|v| v.to_string()), "to": target.to_string() });
+            // The reason is part of the rollback's own record: one transaction, nothing to lose.
+            let detail = serde_json::json!({ "from": from.map(|v| v.to_string()), "to": target.to_string(), "reason": reason });
             Ok(Step { value: target.clone(), model: Some(rec), audit: vec![entry(actor, "rollback", model, &target, detail)] })
         })
     }
@@ -909,7 +1076,7 @@ impl Registry {
             }
             let v = rec.version_in(version, &[VersionState::Retired], "remove (only retired versions)")?;
             v.state = VersionState::Removed;
-            v.changed_at = rfc3339(now);
+            v.changed_at = stamp(now);
             let digest = v.manifest_digest.clone();
             let detail = serde_json::json!({ "from": "retired", "to": "removed", "manifest_sha256": digest });
             Ok(Step { value: digest, model: Some(rec), audit: vec![entry(actor, "remove", model, version, detail)] })
@@ -945,12 +1112,12 @@ impl Registry {
             scopes,
             secret_sha256: crate::tokens::hash_secret(&secret),
             created_by: actor.to_string(),
-            created_at: rfc3339(now),
+            created_at: stamp(now),
             revoked_at: None,
             previous_sha256: None,
             previous_until: None,
         };
-        let time = rfc3339(now);
+        let time = stamp(now);
         let entry = AuditEntry {
             actor: actor.to_string(),
             action: "token_create".into(),
@@ -958,14 +1125,12 @@ impl Registry {
             version: None,
             detail: serde_json::json!({ "id": id, "name": name, "scopes": rec.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>() }),
         };
-        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+        self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
             |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
                 tokens.insert(id.as_bytes(), json(&rec)?)?;
                 append(audit, meta, &time, std::slice::from_ref(&entry))
             },
-        );
-        unwrap_tx(res)?;
-        self.db.flush()?;
+        ))?;
         Ok((rec, format!("al_{id}_{secret}")))
     }
 
@@ -980,9 +1145,9 @@ impl Registry {
     ) -> Result<(crate::tokens::TokenRecord, String)> {
         let (_, secret) =
             crate::tokens::generate().map_err(Error::io("cannot generate a token"))?;
-        let time = rfc3339(now);
+        let time = stamp(now);
         let until = now.unix_timestamp() + overlap.as_secs() as i64;
-        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+        let rec = self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
             |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
                 let Some(b) = tokens.get(id.as_bytes())? else {
                     return abort(Error::UnknownToken(id.to_string()));
@@ -1008,9 +1173,7 @@ impl Registry {
                 append(audit, meta, &time, std::slice::from_ref(&entry))?;
                 Ok(rec)
             },
-        );
-        let rec = unwrap_tx(res)?;
-        self.db.flush()?;
+        ))?;
         Ok((rec, format!("al_{id}_{secret}")))
     }
 
@@ -1021,8 +1184,8 @@ impl Registry {
         id: &str,
         actor: &Actor,
     ) -> Result<crate::tokens::TokenRecord> {
-        let time = rfc3339(now);
-        let res = (&self.tokens, &self.audit, &self.meta).transaction(
+        let time = stamp(now);
+        let rec = self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
             |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
                 let Some(b) = tokens.get(id.as_bytes())? else {
                     return abort(Error::UnknownToken(id.to_string()));
@@ -1042,9 +1205,7 @@ impl Registry {
                 }
                 Ok(rec)
             },
-        );
-        let rec = unwrap_tx(res)?;
-        self.db.flush()?;
+        ))?;
         Ok(rec)
     }
 
@@ -1053,12 +1214,13 @@ impl Registry {
     /// policy counts these, so one person with two tokens is still one person.
     pub fn person(&self, actor: &Actor) -> String {
         let mut cur = actor.as_str().to_string();
+        let Ok(t) = self.t() else { return cur };
         for _ in 0..16 {
             let Some(rest) = cur.strip_prefix("token:") else {
                 return cur;
             };
             let id = rest.split('(').next().unwrap_or(rest);
-            match self
+            match t
                 .tokens
                 .get(id.as_bytes())
                 .ok()
@@ -1074,7 +1236,8 @@ impl Registry {
 
     /// Every token record (no secrets), by id.
     pub fn tokens(&self) -> Result<std::collections::BTreeMap<String, crate::tokens::TokenRecord>> {
-        self.tokens
+        self.t()?
+            .tokens
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
@@ -1085,7 +1248,8 @@ impl Registry {
 
     /// Audit records from `from` (at most `limit`).
     pub fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<AuditRecord>> {
-        self.audit
+        self.t()?
+            .audit
             .range(from.to_be_bytes()..)
             .take(limit)
             .map(|kv| parse(&kv?.1))
@@ -1094,8 +1258,9 @@ impl Registry {
 
     /// Verifies the whole audit chain against its head; returns the number of records.
     pub fn verify_audit(&self) -> Result<u64> {
-        let head = self.head()?;
-        let records = self
+        let t = self.t()?;
+        let head = head(&t.meta)?;
+        let records = t
             .audit
             .iter()
             .map(|kv| {
@@ -1110,23 +1275,40 @@ impl Registry {
         audit::verify_chain(records, head)
     }
 
-    fn head(&self) -> Result<ChainHead> {
-        Ok(match self.meta.get(META_HEAD)? {
-            Some(b) => parse(&b)?,
-            None => ChainHead::EMPTY,
-        })
-    }
-
     /// Direct access to the audit tree, for tamper tests and forensic tools.
     #[doc(hidden)]
-    pub fn audit_tree(&self) -> &sled::Tree {
-        &self.audit
+    pub fn audit_tree(&self) -> Result<sled::Tree> {
+        Ok(self.t()?.audit.clone())
     }
 
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.t()?.db.flush()?;
         Ok(())
+    }
+
+    /// The trust root installed on this appliance, as the registry keeps it (its bytes): the
+    /// reference `trust/root.json` is checked against at start, and the copy it is restored from.
+    pub fn trust_root_copy(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.t()?.meta.get(META_TRUST_ROOT)?.map(|v| v.to_vec()))
+    }
+
+    /// Records `bytes` as the installed trust root, in one transaction with `entries`.
+    pub fn record_trust_root(
+        &self,
+        now: OffsetDateTime,
+        bytes: &[u8],
+        entries: &[AuditEntry],
+    ) -> Result<()> {
+        let time = stamp(now);
+        self.write(|t| {
+            (&t.audit, &t.meta).transaction(
+                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
+                    meta.insert(META_TRUST_ROOT, bytes)?;
+                    append(audit, meta, &time, entries)
+                },
+            )
+        })
     }
 }
 
@@ -1176,10 +1358,26 @@ fn raise_floor(meta: &TransactionalTree, t: i64) -> TxResult<()> {
     Ok(())
 }
 
-fn unwrap_tx<T>(r: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(e.into()),
-    }
+/// The one format of every time the registry writes (audit records, state changes):
+/// RFC 3339 in UTC with exactly six fractional digits, so that times sort as strings and
+/// never switch between whole seconds and nanoseconds.
+pub fn stamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+fn head(meta: &sled::Tree) -> Result<ChainHead> {
+    Ok(match meta.get(META_HEAD)? {
+        Some(b) => parse(&b)?,
+        None => ChainHead::EMPTY,
+    })
 }

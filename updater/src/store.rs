@@ -81,26 +81,41 @@ impl Layout {
         Ok(())
     }
 
-    /// Removes what a crash can leave behind: staging directories, and store directories no
-    /// registry version refers to (a crash between the store rename and the registry commit).
-    pub fn clean_leftovers(&self, registry: &Registry) -> Result<Vec<PathBuf>> {
+    /// Removes what a crash can leave behind, each with why: staging directories, store
+    /// directories no registry version refers to (a crash between the store rename and the
+    /// registry commit), and store directories of `removed` versions (retention interrupted
+    /// between marking a version removed and deleting its files, or inside the deletion).
+    pub fn clean_leftovers(&self, registry: &Registry) -> Result<Vec<(PathBuf, &'static str)>> {
         let mut removed = Vec::new();
         for e in fs::read_dir(self.staging()).map_err(Error::io("cannot list staging"))? {
             let p = e.map_err(Error::io("cannot list staging"))?.path();
             remove_any(&p)?;
-            removed.push(p);
+            removed.push((p, "removed an incomplete import left by an interruption"));
         }
-        let referenced: std::collections::BTreeSet<String> = registry
-            .models()?
-            .into_iter()
-            .flat_map(|m| m.versions.into_values().map(|v| v.manifest_digest))
-            .collect();
+        let mut kept = std::collections::BTreeSet::new();
+        let mut retired = std::collections::BTreeSet::new();
+        for m in registry.models()? {
+            for v in m.versions.into_values() {
+                if v.state == crate::registry::VersionState::Removed {
+                    retired.insert(v.manifest_digest);
+                } else {
+                    kept.insert(v.manifest_digest);
+                }
+            }
+        }
         for e in fs::read_dir(self.store()).map_err(Error::io("cannot list the store"))? {
             let e = e.map_err(Error::io("cannot list the store"))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !referenced.contains(&name) {
+            if !kept.contains(&name) {
                 remove_any(&e.path())?;
-                removed.push(e.path());
+                removed.push((
+                    e.path(),
+                    if retired.contains(&name) {
+                        "finished the retention of a removed version (its files were still there after an interruption)"
+                    } else {
+                        "removed an incomplete import left by an interruption"
+                    },
+                ));
             }
         }
         if !removed.is_empty() {
@@ -108,6 +123,18 @@ impl Layout {
             fsync_dir(&self.store())?;
         }
         Ok(removed)
+    }
+}
+
+/// Deletes a store directory; one already gone is fine (retention finished before).
+pub fn remove_stored(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            what: format!("cannot remove {}", dir.display()),
+            source: e,
+        }),
     }
 }
 
@@ -136,6 +163,64 @@ pub fn available_space(path: &Path) -> Result<u64> {
     Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
+/// Checks a version's store directory `dir` against the manifest digest the registry recorded:
+/// `manifest.json` present and matching it, every payload file present, a regular file, and of
+/// the size the manifest gives. Returns the manifest; a damaged directory is
+/// [`Error::StoreDamaged`], naming the file. (Contents are hashed on import and on repair, not
+/// at every load: a multi-gigabyte model would delay every start.)
+pub fn check_stored(
+    dir: &Path,
+    digest: &str,
+    model: &str,
+    version: &semver::Version,
+) -> Result<airlock_signing::Manifest> {
+    let damaged = |file: &str, reason: String| Error::StoreDamaged {
+        model: model.into(),
+        version: version.to_string(),
+        file: dir.join(file).display().to_string(),
+        reason,
+    };
+    let bytes = match fs::read(dir.join("manifest.json")) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(damaged("manifest.json", "is missing".into()))
+        }
+        Err(e) => return Err(damaged("manifest.json", format!("cannot be read: {e}"))),
+    };
+    // The store is written only after verification; re-check the content address anyway.
+    if airlock_signing::Sha256Digest::of(&bytes).to_hex() != digest {
+        return Err(damaged(
+            "manifest.json",
+            format!(
+                "does not match the SHA-256 recorded at import ({} bytes: truncated or modified)",
+                bytes.len()
+            ),
+        ));
+    }
+    let manifest = airlock_signing::Manifest::from_json(&bytes)
+        .map_err(|e| damaged("manifest.json", format!("does not parse: {e}")))?;
+    for f in &manifest.files {
+        let path = f.path.as_str();
+        match fs::symlink_metadata(dir.join(path)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(damaged(path, "is missing".into()))
+            }
+            Err(e) => return Err(damaged(path, format!("cannot be read: {e}"))),
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(damaged(path, "is not a regular file".into()))
+            }
+            Ok(m) if m.len() != f.size => {
+                return Err(damaged(
+                    path,
+                    format!("has {} bytes, the manifest says {}", m.len(), f.size),
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(manifest)
+}
+
 /// Writes verified entries into a private staging directory. Created by the importer.
 pub(crate) struct StagingSink<'a> {
     pub layout: &'a Layout,
@@ -143,6 +228,9 @@ pub(crate) struct StagingSink<'a> {
     pub reserve: u64,
     pub dir: Option<tempfile::TempDir>,
     pub seen: Option<(String, String)>,
+    /// Set when this import repairs the damaged store directory of the same signed release
+    /// (what was damaged).
+    pub repair: Option<String>,
     buf: Vec<u8>,
     dirs: Vec<PathBuf>,
 }
@@ -155,6 +243,7 @@ impl<'a> StagingSink<'a> {
             reserve,
             dir: None,
             seen: None,
+            repair: None,
             buf: Vec::new(),
             dirs: Vec::new(),
         }
@@ -178,6 +267,19 @@ impl<'a> StagingSink<'a> {
         }
         fsync_dir(&dir)?;
         let dest = self.layout.stored(&v.digest.to_hex());
+        // A repair: the damaged directory goes aside (into staging, which start-up empties)
+        // and is deleted once the repaired one is in place.
+        let damaged = if self.repair.is_some() && dest.exists() {
+            let aside = self.layout.staging().join(format!("damaged-{}", v.digest.to_hex()));
+            remove_stored(&aside)?;
+            fs::rename(&dest, &aside).map_err(Error::io(format!(
+                "cannot move the damaged {} aside",
+                dest.display()
+            )))?;
+            Some(aside)
+        } else {
+            None
+        };
         // The one step that makes the bundle visible; it either happens whole or not at all.
         fs::rename(&dir, &dest).map_err(Error::io(format!(
             "cannot move the staged bundle to {}",
@@ -185,6 +287,9 @@ impl<'a> StagingSink<'a> {
         )))?;
         let _ = tmp.keep();
         fsync_dir(&self.layout.store())?;
+        if let Some(aside) = damaged {
+            remove_stored(&aside)?;
+        }
         fsync_dir(&self.layout.staging())?;
         Ok(dest)
     }
@@ -208,9 +313,27 @@ impl PayloadSink for StagingSink<'_> {
     fn begin(&mut self, v: &VerifiedManifest) -> Result<()> {
         let m = &v.manifest;
         self.seen = Some((m.model.name.to_string(), m.model.version.to_string()));
-        // Anti-rollback first: an old bundle is refused before a byte of it is written.
+        // Anti-rollback first: an old bundle is refused before a byte of it is written. The
+        // one exception is the very release on the appliance (the same signed manifest) whose
+        // store directory is damaged: importing it again repairs the files.
         if let Some(rec) = self.registry.model(m.model.name.as_str())? {
-            rec.admits(&m.model.version)?;
+            let same = rec.versions.get(&m.model.version).filter(|e| {
+                e.manifest_digest == v.digest.to_hex()
+                    && e.state != crate::registry::VersionState::Removed
+            });
+            let damage = same.and_then(|e| {
+                check_stored(
+                    &self.layout.stored(&e.manifest_digest),
+                    &e.manifest_digest,
+                    m.model.name.as_str(),
+                    &m.model.version,
+                )
+                .err()
+            });
+            match damage {
+                Some(d) => self.repair = Some(d.to_string()),
+                None => rec.admits(&m.model.version)?,
+            }
         }
         // Free space against the declared size, before writing.
         let staging = self.layout.staging();

@@ -333,7 +333,11 @@ fn can_answer(s: &AppState, m: &LoadedModel) -> bool {
 
 async fn server_ready(State(s): S) -> StatusCode {
     let table = s.models.snapshot();
-    if table.values().all(|slot| can_answer(&s, &slot.active)) {
+    // Strict readiness (as Triton's): a model whose active version cannot be served makes
+    // the server not ready, so that a load balancer sends its requests elsewhere.
+    if s.models.unavailable().is_empty()
+        && table.values().all(|slot| can_answer(&s, &slot.active))
+    {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
@@ -341,9 +345,19 @@ async fn server_ready(State(s): S) -> StatusCode {
 }
 
 fn lookup(s: &AppState, m: &str, v: Option<&str>) -> Result<Arc<LoadedModel>, Response> {
-    s.models
-        .get(m, v)
-        .map_err(|e| error(StatusCode::NOT_FOUND, e))
+    s.models.get(m, v).map_err(|e| {
+        match s.models.unavailable().get(m) {
+            // Known and meant to serve, but its active version cannot: a 503 that says why.
+            Some(u) if v.is_none_or(|v| v.is_empty() || v == u.version.to_string()) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "model '{m}' is unavailable: its active version {} cannot be served ({}); an operator rolls it back or imports the same bundle again",
+                    u.version, u.reason
+                ),
+            ),
+            _ => error(StatusCode::NOT_FOUND, e),
+        }
+    })
 }
 
 async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
@@ -481,6 +495,13 @@ async fn repository_index(
                 json!({ "name": m.name, "version": m.version.to_string(), "state": if m.ready() { "READY" } else { "UNAVAILABLE" } })
             })
         })
+        .chain(
+            s.models
+                .unavailable()
+                .iter()
+                .filter(|(name, _)| caller.may_use(name))
+                .map(|(name, u)| json!({ "name": name, "version": u.version.to_string(), "state": "UNAVAILABLE", "reason": u.reason })),
+        )
         .collect();
     Json(Value::Array(index))
 }

@@ -555,6 +555,12 @@ fn models_table(models: &[Value]) {
         if let Some(d) = serving["degraded"].as_str() {
             println!("  DEGRADED: {d}");
         }
+        if let Some(r) = m["unavailable"]["reason"].as_str() {
+            println!(
+                "  UNAVAILABLE: {} {r}",
+                s(&m["unavailable"], "version")
+            );
+        }
     }
 }
 
@@ -682,6 +688,15 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 upload(sock, path)?
             };
             let (m, ver) = (s(&v, "model").to_string(), s(&v, "version").to_string());
+            if v["repaired"] == true {
+                if out(&v) {
+                    println!(
+                        "repaired the stored files of {m} {ver} from the same signed bundle (manifest sha256 {}); its state is unchanged",
+                        s(&v, "manifest_sha256")
+                    );
+                }
+                return Ok(());
+            }
             if !*w {
                 if out(&v) {
                     println!(

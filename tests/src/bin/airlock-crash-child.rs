@@ -39,9 +39,9 @@ fn main() -> anyhow::Result<()> {
         r.complete_promotion(u.now()?, "crash", &ops)?;
         say(format!("active {version}"));
         if minor % 3 == 2 {
-            let back = r.rollback(u.now()?, "crash", None, &ops)?;
+            let back = r.rollback(u.now()?, "crash", None, &ops, None)?;
             say(format!("rolled back to {back}"));
-            let again = r.rollback(u.now()?, "crash", Some(&version), &ops)?;
+            let again = r.rollback(u.now()?, "crash", Some(&version), &ops, None)?;
             say(format!("rolled forward to {again}"));
         }
         minor += 1;

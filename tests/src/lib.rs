@@ -455,7 +455,28 @@ pub fn production_server_with(
     admin: &str,
     env: &[(&str, &str)],
 ) -> (DevServer, PathBuf, String) {
-    let dir = bootstrapped_dev_dir();
+    production_server_in(
+        bootstrapped_dev_dir(),
+        roles,
+        approval,
+        extra,
+        server,
+        admin,
+        env,
+    )
+}
+
+/// [`production_server_with`] over `dir`, a scratch directory that holds a data dir
+/// `airlock-dev/` as [`bootstrapped_dev_dir`] made it (and the test changed since).
+pub fn production_server_in(
+    dir: tempfile::TempDir,
+    roles: &[(&str, &str)],
+    approval: &str,
+    extra: &str,
+    server: &str,
+    admin: &str,
+    env: &[(&str, &str)],
+) -> (DevServer, PathBuf, String) {
     // Other uids must reach the socket: the scratch dir is 0700 by default.
     std::fs::set_permissions(
         dir.path(),

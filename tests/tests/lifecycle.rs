@@ -319,7 +319,7 @@ fn audit_chain_detects_edit_delete_reorder_and_truncation() {
     let r = u.registry();
     let n = r.verify_audit().expect("intact");
     assert!(n >= 5, "{n} records");
-    let tree = r.audit_tree();
+    let tree = r.audit_tree().expect("the audit tree");
     let key = |i: u64| i.to_be_bytes();
     let original: Vec<Vec<u8>> = (0..n)
         .map(|i| tree.get(key(i)).expect("get").expect("record").to_vec())

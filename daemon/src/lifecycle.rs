@@ -235,7 +235,10 @@ impl Lifecycle {
     /// Asks the retention thread to apply `[lifecycle] retain_versions` to `model`.
     fn retain_later(&self, model: &str) {
         if self.retention.try_send(model.to_string()).is_err() {
-            tracing::debug!(model, "retention already queued; it runs at the next promotion or start");
+            tracing::debug!(
+                model,
+                "retention already queued; it runs at the next promotion or start"
+            );
         }
     }
 
@@ -316,7 +319,13 @@ impl Lifecycle {
             .ok()
             .flatten()
             .and_then(|m| m.active);
-        if active.as_ref() != Some(version) || self.app.models.get(model, None).is_ok_and(|l| &l.version == version) {
+        if active.as_ref() != Some(version)
+            || self
+                .app
+                .models
+                .get(model, None)
+                .is_ok_and(|l| &l.version == version)
+        {
             return;
         }
         match self.load(model, version) {
@@ -324,7 +333,9 @@ impl Lifecycle {
                 self.swap(loaded);
                 tracing::info!(model, version = %version, "repaired version loaded; the model is served again");
             }
-            Err(e) => tracing::error!(model, version = %version, error = %e, "the repaired version still cannot be loaded"),
+            Err(e) => {
+                tracing::error!(model, version = %version, error = %e, "the repaired version still cannot be loaded")
+            }
         }
     }
 

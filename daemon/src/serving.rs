@@ -136,9 +136,8 @@ impl Models {
                     let settings = config
                         .serving
                         .with(config.models.get(&m.name).unwrap_or(&Default::default()));
-                    LoadedModel::load(runtime, &manifest, dir, digest, settings).map_err(|e| {
-                        format!("{} {active} cannot be loaded: {e}", m.name)
-                    })
+                    LoadedModel::load(runtime, &manifest, dir, digest, settings)
+                        .map_err(|e| format!("{} {active} cannot be loaded: {e}", m.name))
                 });
             match loaded {
                 Ok(l) => {

@@ -107,3 +107,28 @@ pub fn status_line(models: &Models, awaiting_approval: usize) -> String {
     ));
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_names_unavailable_models() {
+        let m = Models::default();
+        assert_eq!(
+            status_line(&m, 0),
+            "serving 0 models, 0 bundles awaiting approval"
+        );
+        m.mark_unavailable(
+            "second",
+            crate::serving::Unavailable {
+                version: semver::Version::new(1, 0, 0),
+                reason: "model.onnx is missing".into(),
+            },
+        );
+        assert_eq!(
+            status_line(&m, 1),
+            "serving 0 models, 1 unavailable (second 1.0.0: see airlockctl status), 1 bundle awaiting approval"
+        );
+    }
+}

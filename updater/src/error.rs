@@ -189,7 +189,11 @@ impl Error {
 }
 
 fn state_disk_full(path: &str, available: u64, needed: u64, opening: bool) -> String {
-    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    let mib = |b: u64| match b {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    };
     if opening {
         format!("not enough free disk space to open the state database in {path}: {} available, {} needed ([state] reserve_free_space and room for a snapshot). airlockd does not start it below that, so that a full disk cannot damage it; nothing was changed. Free space on that filesystem and start again", mib(available), mib(needed))
     } else {

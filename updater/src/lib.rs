@@ -211,7 +211,10 @@ impl Updater {
             let digest = airlock_signing::Sha256Digest::of(b).to_hex();
             match TrustRoot::from_json(b) {
                 Ok(r) => format!("version {} (sha256 {})", r.version(), &digest[..16]),
-                Err(_) => format!("a file that is not a valid trust root (sha256 {})", &digest[..16]),
+                Err(_) => format!(
+                    "a file that is not a valid trust root (sha256 {})",
+                    &digest[..16]
+                ),
             }
         };
         let entry = |action: &str, detail: serde_json::Value| AuditEntry {
@@ -232,10 +235,8 @@ impl Updater {
                             "root.json.found-{}",
                             OffsetDateTime::now_utc().unix_timestamp()
                         ));
-                        std::fs::rename(&dest, &aside).map_err(Error::io(format!(
-                            "cannot move {} aside",
-                            dest.display()
-                        )))?;
+                        std::fs::rename(&dest, &aside)
+                            .map_err(Error::io(format!("cannot move {} aside", dest.display())))?;
                         (
                             format!(
                                 "{} held {} instead of the installed version {}",
@@ -251,7 +252,9 @@ impl Updater {
                 let message = format!(
                     "trust root restored from the registry's copy (version {}): {reason}{}",
                     installed.version(),
-                    kept.as_ref().map(|k| format!("; the file found is kept as {k}")).unwrap_or_default()
+                    kept.as_ref()
+                        .map(|k| format!("; the file found is kept as {k}"))
+                        .unwrap_or_default()
                 );
                 self.registry.audit_only(
                     self.now()?,
@@ -433,7 +436,11 @@ impl Updater {
                 }],
             )?;
             tracing::warn!(model = %m.model.name, version = %m.model.version, damage = %damage, "store directory repaired from the same signed bundle");
-            return Ok(Imported { verified, dir, repaired: true });
+            return Ok(Imported {
+                verified,
+                dir,
+                repaired: true,
+            });
         }
         if let Err(e) = self
             .registry

@@ -411,7 +411,12 @@ pub fn remove_sled_leftovers(state: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let entries = match std::fs::read_dir(state) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(Error::Io { what: format!("cannot list {}", state.display()), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                what: format!("cannot list {}", state.display()),
+                source: e,
+            })
+        }
     };
     for e in entries {
         let e = e.map_err(Error::io(format!("cannot list {}", state.display())))?;
@@ -487,10 +492,16 @@ impl Registry {
 
     /// The open database, reopened from disk if a failed write closed it.
     fn t(&self) -> Result<Arc<Trees>> {
-        if let Some(t) = self.trees.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(t) = self
+            .trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(t.clone());
         }
-        self.reopen().map_err(|e| Error::StateUnavailable(e.to_string()))
+        self.reopen()
+            .map_err(|e| Error::StateUnavailable(e.to_string()))
     }
 
     /// After a failed transaction or flush: the in-memory view may hold a change that is not on
@@ -591,33 +602,35 @@ impl Registry {
     pub fn reset_time_floor(&self, system: OffsetDateTime, actor: &Actor) -> Result<(i64, i64)> {
         let new = system.unix_timestamp();
         let time = stamp(system);
-        self.write(|t| (&t.audit, &t.meta).transaction(
-            |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                let old = meta
-                    .get(META_FLOOR)?
-                    .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0);
-                meta.insert(META_FLOOR, &new.to_be_bytes())?;
-                let fmt = |t: i64| {
-                    OffsetDateTime::from_unix_timestamp(t)
-                        .map(stamp)
-                        .unwrap_or_else(|_| t.to_string())
-                };
-                append(
-                    audit,
-                    meta,
-                    &time,
-                    &[AuditEntry {
-                        actor: actor.to_string(),
-                        action: "time_floor_reset".into(),
-                        model: None,
-                        version: None,
-                        detail: serde_json::json!({ "from": fmt(old), "to": fmt(new) }),
-                    }],
-                )?;
-                Ok((old, new))
-            },
-        ))
+        self.write(|t| {
+            (&t.audit, &t.meta).transaction(
+                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
+                    let old = meta
+                        .get(META_FLOOR)?
+                        .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                        .unwrap_or(0);
+                    meta.insert(META_FLOOR, &new.to_be_bytes())?;
+                    let fmt = |t: i64| {
+                        OffsetDateTime::from_unix_timestamp(t)
+                            .map(stamp)
+                            .unwrap_or_else(|_| t.to_string())
+                    };
+                    append(
+                        audit,
+                        meta,
+                        &time,
+                        &[AuditEntry {
+                            actor: actor.to_string(),
+                            action: "time_floor_reset".into(),
+                            model: None,
+                            version: None,
+                            detail: serde_json::json!({ "from": fmt(old), "to": fmt(new) }),
+                        }],
+                    )?;
+                    Ok((old, new))
+                },
+            )
+        })
     }
 
     /// Runs `f` on the model's record inside one transaction with the audit append.
@@ -630,21 +643,27 @@ impl Registry {
     ) -> Result<T> {
         let time = stamp(now);
         let floor_raise = floor.map_or(now, |f| f.max(now)).unix_timestamp();
-        self.write(|t| (&t.models, &t.audit, &t.meta).transaction(
-            |(models, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
-                let current = match models.get(model.as_bytes())? {
-                    Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
-                    None => None,
-                };
-                let step = f(current).or_else(abort)?;
-                if let Some(m) = &step.model {
-                    models.insert(model.as_bytes(), json(m)?)?;
-                }
-                append(audit, meta, &time, &step.audit)?;
-                raise_floor(meta, floor_raise)?;
-                Ok(step.value)
-            },
-        ))
+        self.write(|t| {
+            (&t.models, &t.audit, &t.meta).transaction(
+                |(models, audit, meta): &(
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                )| {
+                    let current = match models.get(model.as_bytes())? {
+                        Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
+                        None => None,
+                    };
+                    let step = f(current).or_else(abort)?;
+                    if let Some(m) = &step.model {
+                        models.insert(model.as_bytes(), json(m)?)?;
+                    }
+                    append(audit, meta, &time, &step.audit)?;
+                    raise_floor(meta, floor_raise)?;
+                    Ok(step.value)
+                },
+            )
+        })
     }
 
     /// Appends audit entries that change no model (refused imports, recovery notes).
@@ -675,7 +694,12 @@ impl Registry {
 
     /// All models, by name.
     pub fn models(&self) -> Result<Vec<ModelRecord>> {
-        self.t()?.models.iter().values().map(|v| parse(&v?)).collect()
+        self.t()?
+            .models
+            .iter()
+            .values()
+            .map(|v| parse(&v?))
+            .collect()
     }
 
     /// Records a verified, stored bundle as a `staged` version (refused unless newer than the
@@ -1125,12 +1149,18 @@ impl Registry {
             version: None,
             detail: serde_json::json!({ "id": id, "name": name, "scopes": rec.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>() }),
         };
-        self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
-            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
-                tokens.insert(id.as_bytes(), json(&rec)?)?;
-                append(audit, meta, &time, std::slice::from_ref(&entry))
-            },
-        ))?;
+        self.write(|t| {
+            (&t.tokens, &t.audit, &t.meta).transaction(
+                |(tokens, audit, meta): &(
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                )| {
+                    tokens.insert(id.as_bytes(), json(&rec)?)?;
+                    append(audit, meta, &time, std::slice::from_ref(&entry))
+                },
+            )
+        })?;
         Ok((rec, format!("al_{id}_{secret}")))
     }
 
@@ -1185,27 +1215,33 @@ impl Registry {
         actor: &Actor,
     ) -> Result<crate::tokens::TokenRecord> {
         let time = stamp(now);
-        let rec = self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
-            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
-                let Some(b) = tokens.get(id.as_bytes())? else {
-                    return abort(Error::UnknownToken(id.to_string()));
-                };
-                let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
-                if rec.revoked_at.is_none() {
-                    rec.revoked_at = Some(time.clone());
-                    tokens.insert(id.as_bytes(), json(&rec)?)?;
-                    let entry = AuditEntry {
-                        actor: actor.to_string(),
-                        action: "token_revoke".into(),
-                        model: None,
-                        version: None,
-                        detail: serde_json::json!({ "id": id, "name": rec.name }),
+        let rec = self.write(|t| {
+            (&t.tokens, &t.audit, &t.meta).transaction(
+                |(tokens, audit, meta): &(
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                )| {
+                    let Some(b) = tokens.get(id.as_bytes())? else {
+                        return abort(Error::UnknownToken(id.to_string()));
                     };
-                    append(audit, meta, &time, std::slice::from_ref(&entry))?;
-                }
-                Ok(rec)
-            },
-        ))?;
+                    let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
+                    if rec.revoked_at.is_none() {
+                        rec.revoked_at = Some(time.clone());
+                        tokens.insert(id.as_bytes(), json(&rec)?)?;
+                        let entry = AuditEntry {
+                            actor: actor.to_string(),
+                            action: "token_revoke".into(),
+                            model: None,
+                            version: None,
+                            detail: serde_json::json!({ "id": id, "name": rec.name }),
+                        };
+                        append(audit, meta, &time, std::slice::from_ref(&entry))?;
+                    }
+                    Ok(rec)
+                },
+            )
+        })?;
         Ok(rec)
     }
 

@@ -270,7 +270,10 @@ impl<'a> StagingSink<'a> {
         // A repair: the damaged directory goes aside (into staging, which start-up empties)
         // and is deleted once the repaired one is in place.
         let damaged = if self.repair.is_some() && dest.exists() {
-            let aside = self.layout.staging().join(format!("damaged-{}", v.digest.to_hex()));
+            let aside = self
+                .layout
+                .staging()
+                .join(format!("damaged-{}", v.digest.to_hex()));
             remove_stored(&aside)?;
             fs::rename(&dest, &aside).map_err(Error::io(format!(
                 "cannot move the damaged {} aside",

@@ -335,8 +335,7 @@ async fn server_ready(State(s): S) -> StatusCode {
     let table = s.models.snapshot();
     // Strict readiness (as Triton's): a model whose active version cannot be served makes
     // the server not ready, so that a load balancer sends its requests elsewhere.
-    if s.models.unavailable().is_empty()
-        && table.values().all(|slot| can_answer(&s, &slot.active))
+    if s.models.unavailable().is_empty() && table.values().all(|slot| can_answer(&s, &slot.active))
     {
         StatusCode::OK
     } else {

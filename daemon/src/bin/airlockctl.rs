@@ -556,10 +556,7 @@ fn models_table(models: &[Value]) {
             println!("  DEGRADED: {d}");
         }
         if let Some(r) = m["unavailable"]["reason"].as_str() {
-            println!(
-                "  UNAVAILABLE: {} {r}",
-                s(&m["unavailable"], "version")
-            );
+            println!("  UNAVAILABLE: {} {r}", s(&m["unavailable"], "version"));
         }
     }
 }

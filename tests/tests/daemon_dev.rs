@@ -105,7 +105,8 @@ fn dev_mode_bootstraps_through_the_pipeline_and_reruns_at_once() {
         !log2.contains("imported") && !log2.contains("promoted"),
         "{log2}"
     );
-    assert!(log2.contains("records=5"), "no new audit records: {log2}");
+    // import, validate, approve, promote_begin, promote, and the trust root installed.
+    assert!(log2.contains("records=6"), "no new audit records: {log2}");
 }
 
 #[test]

@@ -508,7 +508,11 @@ fn expiry_modes_grace_and_warn_accept_with_an_audited_warning() {
         imported.verified.warnings
     );
     let audit = a.updater.registry().audit_records(0, 100).expect("audit");
-    assert!(audit[0].detail["warnings"][0]
+    let import = audit
+        .iter()
+        .find(|r| r.action == "import")
+        .expect("the import record");
+    assert!(import.detail["warnings"][0]
         .as_str()
         .expect("warning")
         .contains("grace"));

@@ -351,7 +351,7 @@ impl Trees {
                 } else {
                     Error::StateUnopenable {
                         path: path.display().to_string(),
-                        cause: e.to_string(),
+                        cause: sled_message(&e),
                     }
                 }
             })?;
@@ -398,6 +398,15 @@ struct Step<T> {
     value: T,
     model: Option<ModelRecord>,
     audit: Vec<AuditEntry>,
+}
+
+/// sled's error for people: an I/O error as the OS says it ("No space left on device (os error
+/// 28)"), not as sled's debug print.
+fn sled_message(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The temporary files sled 0.34 can leave in its directory when it is stopped while writing
@@ -548,12 +557,16 @@ impl Registry {
         match tx(&t) {
             Ok(v) => match t.db.flush() {
                 Ok(_) => Ok(v),
-                Err(e) => Err(self.discard(t, format!("flushing the state database failed: {e}"))),
+                Err(e) => Err(self.discard(
+                    t,
+                    format!("flushing the state database failed: {}", sled_message(&e)),
+                )),
             },
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => {
-                Err(self.discard(t, format!("the state database failed to write: {e}")))
-            }
+            Err(TransactionError::Storage(e)) => Err(self.discard(
+                t,
+                format!("the state database failed to write: {}", sled_message(&e)),
+            )),
         }
     }
 

@@ -350,8 +350,14 @@ fn lookup(s: &AppState, m: &str, v: Option<&str>) -> Result<Arc<LoadedModel>, Re
             Some(u) if v.is_none_or(|v| v.is_empty() || v == u.version.to_string()) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "model '{m}' is unavailable: its active version {} cannot be served ({}); an operator rolls it back or imports the same bundle again",
-                    u.version, u.reason
+                    "model '{m}' is unavailable: its active version {} cannot be served: {}{}",
+                    u.version,
+                    u.reason,
+                    if u.reason.contains("roll back") {
+                        ""
+                    } else {
+                        " (an operator rolls it back, or imports the same bundle again)"
+                    }
                 ),
             ),
             _ => error(StatusCode::NOT_FOUND, e),

@@ -916,7 +916,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             )?;
             if out(&v) {
                 println!(
-                    "{:<6} {:<21} {:<18} {:<28} {:<22} DETAIL",
+                    "{:<6} {:<28} {:<18} {:<28} {:<22} DETAIL",
                     "SEQ", "TIME", "ACTION", "ACTOR", "MODEL"
                 );
                 for r in v["records"].as_array().into_iter().flatten() {
@@ -926,7 +926,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                         _ => "-".into(),
                     };
                     println!(
-                        "{:<6} {:<21} {:<18} {:<28} {:<22} {}",
+                        "{:<6} {:<28} {:<18} {:<28} {:<22} {}",
                         r["seq"].to_string(),
                         s(r, "time"),
                         s(r, "action"),

@@ -478,7 +478,17 @@ impl Lifecycle {
             return Ok(None);
         };
         let (new, _) = self.updater.stored_manifest(model, version)?;
-        let (old, _) = self.updater.stored_manifest(model, active)?;
+        // A new release must stay importable when the active version's files are damaged (it
+        // may be the fix): the contract cannot be compared then, and approval must say so.
+        let old = match self.updater.stored_manifest(model, active) {
+            Ok((old, _)) => old,
+            Err(e @ airlock_updater::Error::StoreDamaged { .. }) => {
+                return Ok(Some(format!(
+                    "the contract could not be compared with active {active}: {e}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut diffs = Vec::new();
         for (what, a, b) in [
             ("input", &old.contract.inputs, &new.contract.inputs),

@@ -818,3 +818,64 @@ fn a_rollback_and_its_reason_are_one_record_and_audit_times_have_one_format() {
     }
     assert_eq!(iris_infer(&s.addr, &tok).0, 200);
 }
+
+#[test]
+fn a_model_whose_active_files_are_damaged_can_be_rolled_back_and_fixed_by_a_new_release() {
+    let (s, sock, tok) = production_server(ROOT, "mode = \"unattended-dev\"", "", &[]);
+    let data = data_of(&s);
+    let import = |v: &str, value: f32| {
+        let b = iris_bundle(&data, v, value, 0.0).unwrap();
+        let (code, out, err) = ctl(&sock, &["bundle", "import", b.to_str().unwrap(), "--watch"]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    import("1.1.0", 1.1);
+    assert_eq!(ctl(&sock, &["model", "promote", "demo-iris", "1.1.0"]).0, 0);
+    // The active version's model file is cut short.
+    let dir = s.kill();
+    let store = active_store(&dir.path().join("airlock-dev"), "demo-iris");
+    let model = store.join("model/model.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() - 10]).unwrap();
+    let s = restart_production(dir, &[]);
+    let (code, _, _) = iris_infer(&s.addr, &tok);
+    assert_eq!(code, 503);
+    let m = json_of(ctl(&sock, &["--json", "models", "show", "demo-iris"]));
+    let reason = m["unavailable"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("model/model.onnx") && reason.contains("the manifest says"),
+        "{reason}"
+    );
+    // A new release can still be imported and validated: the contract comparison says why it
+    // could not be made.
+    let out = import("1.2.0", 1.2);
+    assert!(
+        out.contains("VALIDATED") || out.contains("APPROVED"),
+        "{out}"
+    );
+    let v = json_of(ctl(
+        &sock,
+        &["--json", "bundle", "show", "demo-iris", "1.2.0"],
+    ));
+    assert!(
+        v["validation"]["contract_change"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be compared"),
+        "{v}"
+    );
+    // Roll back: the previous version serves at once.
+    let (code, out, err) = ctl(&sock, &["model", "rollback", "demo-iris"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, version, _) = iris_infer(&s.addr, &tok);
+    assert_eq!((code, version.as_str()), (200, "1.0.0"));
+    assert!(
+        json_of(ctl(&sock, &["--json", "models", "show", "demo-iris"]))["unavailable"].is_null()
+    );
+    // And the new release goes into service.
+    assert_eq!(ctl(&sock, &["model", "promote", "demo-iris", "1.2.0"]).0, 0);
+    assert_eq!(
+        iris_infer(&s.addr, &tok),
+        (200, "1.2.0".into(), airlock_tests::iris_answer(1.2))
+    );
+}

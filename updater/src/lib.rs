@@ -330,7 +330,11 @@ impl Updater {
                 detail: serde_json::json!({ "from": current.version(), "to": accepted.version(), "sha256": airlock_signing::Sha256Digest::of(candidate).to_hex() }),
             }],
         )?;
-        write_root(&self.layout.trust_root(), candidate, self.layout.root())?;
+        // In force from the record on; the file mirrors it and is restored at the next start
+        // if this write fails.
+        if let Err(e) = write_root(&self.layout.trust_root(), candidate, self.layout.root()) {
+            tracing::warn!(error = %e, "the rotated trust root is recorded and in force, but trust/root.json could not be written; the next start writes it");
+        }
         Ok(accepted)
     }
 

@@ -308,7 +308,8 @@ impl Lifecycle {
         Ok(out)
     }
 
-    /// After a repairing import: an active version that was unavailable is loaded and served.
+    /// After a repairing import: an active version is loaded from the repaired files and
+    /// served (it may have been unavailable).
     fn after_repair(&self, model: &str, version: &Version) {
         let lock = self.model_lock(model);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,13 +320,9 @@ impl Lifecycle {
             .ok()
             .flatten()
             .and_then(|m| m.active);
-        if active.as_ref() != Some(version)
-            || self
-                .app
-                .models
-                .get(model, None)
-                .is_ok_and(|l| &l.version == version)
-        {
+        // An active version is loaded again from the repaired files (what served, if anything,
+        // was loaded from the damaged ones).
+        if active.as_ref() != Some(version) {
             return;
         }
         match self.load(model, version) {

@@ -145,7 +145,7 @@ impl Models {
                     n += 1;
                 }
                 Err(reason) => {
-                    tracing::error!(model = %m.name, version = %active, reason = %reason, "model unavailable: its active version cannot be served; the other models are (roll it back, or import the same bundle again to repair it)");
+                    tracing::error!(model = %m.name, version = %active, reason = %reason, "model unavailable: its active version cannot be served (every other model is)");
                     let u = Unavailable {
                         version: active.clone(),
                         reason,

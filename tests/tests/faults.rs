@@ -609,6 +609,22 @@ fn one_damaged_store_file_takes_down_only_its_own_model() {
     let (code, _, body) = http(&s.addr, "POST", "/v2/models/second/infer", &hdr, row);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(get(&s, "/v2/health/ready").0, 200);
+    // A flipped byte (same size: only a full read sees it) is repaired the same way.
+    let m = json_of(ctl(&sock, &["--json", "models", "show", "second"]));
+    let digest = m["versions"][0]["manifest_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = data_of(&s).join("store").join(digest);
+    let mut bytes = std::fs::read(second.join("model/model.onnx")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(second.join("model/model.onnx"), &bytes).unwrap();
+    let (code, out, err) = ctl(&sock, &["bundle", "import", bundle.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("repaired"), "{out}");
+    let (code, _, _) = http(&s.addr, "POST", "/v2/models/second/infer", &hdr, row);
+    assert_eq!(code, 200);
     // A second import of an intact release is still refused.
     let (code, out, err) = ctl(&sock, &["bundle", "import", bundle.to_str().unwrap()]);
     assert_ne!(code, 0);

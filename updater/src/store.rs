@@ -221,6 +221,30 @@ pub fn check_stored(
     Ok(manifest)
 }
 
+/// What a full read of a store directory finds that [`check_stored`] cannot: a payload file
+/// whose content no longer has its manifest's SHA-256 (a flipped bit, a same-size overwrite).
+/// Streams each file; used only when the same release is imported again, to decide whether
+/// that import repairs it.
+pub fn content_damage(dir: &Path, manifest: &airlock_signing::Manifest) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    for f in &manifest.files {
+        let path = dir.join(f.path.as_str());
+        let mut h = Sha256::new();
+        let read = File::open(&path).and_then(|mut file| io::copy(&mut file, &mut h));
+        match read {
+            Err(e) => return Some(format!("{} cannot be read: {e}", path.display())),
+            Ok(_) if h.finalize().as_slice() != f.sha256.0.as_slice() => {
+                return Some(format!(
+                    "{} does not match its SHA-256 in the manifest",
+                    path.display()
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
 /// Writes verified entries into a private staging directory. Created by the importer.
 pub(crate) struct StagingSink<'a> {
     pub layout: &'a Layout,
@@ -325,16 +349,24 @@ impl PayloadSink for StagingSink<'_> {
                     && e.state != crate::registry::VersionState::Removed
             });
             let damage = same.and_then(|e| {
-                check_stored(
-                    &self.layout.stored(&e.manifest_digest),
+                let dir = self.layout.stored(&e.manifest_digest);
+                match check_stored(
+                    &dir,
                     &e.manifest_digest,
                     m.model.name.as_str(),
                     &m.model.version,
-                )
-                .err()
+                ) {
+                    Err(d) => Some(d.to_string()),
+                    Ok(manifest) => content_damage(&dir, &manifest).map(|d| {
+                        format!(
+                            "the stored files of {} {} are damaged: {d}",
+                            m.model.name, m.model.version
+                        )
+                    }),
+                }
             });
             match damage {
-                Some(d) => self.repair = Some(d.to_string()),
+                Some(d) => self.repair = Some(d),
                 None => rec.admits(&m.model.version)?,
             }
         }

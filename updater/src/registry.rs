@@ -479,7 +479,9 @@ impl Registry {
         if let Some(t) = slot.as_ref() {
             return Ok(t.clone());
         }
-        std::fs::create_dir_all(&self.path)
+        // Approvals, audit chain, token hashes: the owner's only.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.path)
             .map_err(Error::io(format!("cannot create {}", self.path.display())))?;
         let needed = space_to_open(&self.path, self.reserve);
         let available = crate::store::available_space(&self.path)?;

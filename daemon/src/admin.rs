@@ -188,6 +188,7 @@ fn lc_error(e: LifecycleError) -> Response {
             // The version's files on this appliance, not the request: roll back or repair.
             E::StoreDamaged { .. } => StatusCode::CONFLICT,
             E::AuditChainBroken { .. }
+            | E::TrustChain(_)
             | E::Database(_)
             | E::StateUnopenable { .. }
             | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

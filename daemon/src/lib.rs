@@ -241,6 +241,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     if args.once {
         state.models.unload_all();
+        // A check (the image build runs one): a model that cannot be served fails it.
+        if !unavailable.is_empty() {
+            let list: Vec<String> = unavailable
+                .iter()
+                .map(|(m, u)| format!("{m} {}: {}", u.version, u.reason))
+                .collect();
+            anyhow::bail!(
+                "{} model(s) unavailable: {}",
+                unavailable.len(),
+                list.join("; ")
+            );
+        }
         return Ok(());
     }
     let tls = if config.server.tls {
@@ -389,7 +401,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// changes nothing. A valid one is applied live where that is possible — `[logging] level` and
 /// `[lifecycle]` (drain timeout, retention, auto-rollback) — and the other changed sections are
 /// named as taking effect at the next restart. (Also reloaded on SIGHUP, as state: the TLS
-/// certificate, the tokens; the trust root is read from disk at each use.)
+/// certificate, the tokens; the trust root is read from the registry at each use.)
 fn config_changes(
     path: &std::path::Path,
     running: &mut Config,

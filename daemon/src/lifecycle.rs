@@ -169,7 +169,7 @@ pub struct Lifecycle {
     /// Versions waiting for or in validation in the background (`status`, `validating`).
     pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
     /// Models whose retention should run, for the retention thread (off the request path).
-    retention: std::sync::mpsc::SyncSender<String>,
+    retention: std::sync::mpsc::Sender<String>,
 }
 
 /// The version an import created.
@@ -200,7 +200,8 @@ impl Lifecycle {
         for o in vconfig.models.values_mut() {
             o.intra_op_threads = Some(1);
         }
-        let (retention, queue) = std::sync::mpsc::sync_channel::<String>(64);
+        // One entry per promotion and per model at start: bounded by what people do.
+        let (retention, queue) = std::sync::mpsc::channel::<String>();
         let me = Arc::new(Lifecycle {
             retention,
             validator: SandboxedValidator::new(vconfig),
@@ -234,10 +235,10 @@ impl Lifecycle {
 
     /// Asks the retention thread to apply `[lifecycle] retain_versions` to `model`.
     fn retain_later(&self, model: &str) {
-        if self.retention.try_send(model.to_string()).is_err() {
-            tracing::debug!(
+        if self.retention.send(model.to_string()).is_err() {
+            tracing::warn!(
                 model,
-                "retention already queued; it runs at the next promotion or start"
+                "the retention thread is not running; old versions stay on disk until the next start"
             );
         }
     }
@@ -885,9 +886,10 @@ impl Lifecycle {
     /// Removes from disk the approved versions of `model` beyond the newest
     /// `[lifecycle] retain_versions`, never the active one or the rollback target.
     fn retain(&self, model: &str) {
-        // Serialised with promotion and rollback of the model.
+        // The decision and the marks are serialised with promotion and rollback of the model;
+        // the deletions (long for a large version) run after the lock is released.
         let lock = self.model_lock(model);
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
         let keep = self.settings.load().retain_versions as usize;
         let reg = self.updater.registry();
         let Ok(Some(rec)) = reg.model(model) else {
@@ -901,16 +903,24 @@ impl Lifecycle {
             .collect();
         retired.sort_by(|a, b| b.version.cmp(&a.version));
         // The active version counts towards `keep`.
+        let mut marked = Vec::new();
         for v in retired.into_iter().skip(keep.saturating_sub(1)) {
             if Some(&v.version) == target.as_ref() {
                 continue;
             }
             match self.updater.prune(model, &v.version, &Actor::system()) {
-                Ok(()) => {
-                    tracing::info!(model, version = %v.version, "pruned from disk (retention)")
-                }
+                Ok(dir) => marked.push((v.version.clone(), dir)),
                 Err(e) => {
                     tracing::warn!(model, version = %v.version, error = %e, "retention could not prune")
+                }
+            }
+        }
+        drop(guard);
+        for (version, dir) in marked {
+            match self.updater.remove_files(&dir) {
+                Ok(()) => tracing::info!(model, version = %version, "pruned from disk (retention)"),
+                Err(e) => {
+                    tracing::warn!(model, version = %version, error = %e, "retention could not delete the files; the next start does")
                 }
             }
         }

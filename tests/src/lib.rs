@@ -305,6 +305,7 @@ pub fn install_dev_model(
     let key = airlock_signing::PrivateKey::read(&data_dir.join("dev/dev-bundle.key"))?;
     let mut c = airlock_config::Config::default();
     c.paths.data_dir = data_dir.to_path_buf();
+    c.paths.initial_trust_root = data_dir.join("dev/root.json");
     c.approval.mode = airlock_config::ApprovalMode::UnattendedDev;
     c.bundles.reserve_free_space = airlock_config::ByteSize(0);
     let u = airlock_updater::Updater::open(&c)?;

@@ -142,6 +142,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The trust roots recorded in the state database do not verify from the image's initial
+    /// root: the database was edited, or the image's root changed in a way no rotation explains.
+    #[error("trust root refused: {0}")]
+    TrustChain(String),
     /// The embedded database failed.
     #[error("state database: {0}")]
     Database(String),
@@ -177,6 +181,7 @@ impl Error {
             Error::StateUnavailable(_) => "state_unavailable",
             Error::NotRecorded(_) => "not_recorded",
             Error::StoreDamaged { .. } => "store_damaged",
+            Error::TrustChain(_) => "trust_chain",
             Error::Database(_) => "database",
             Error::Io { .. } => "io",
         }

@@ -54,6 +54,37 @@ pub fn fault_point(name: &str) {
     }
 }
 
+/// An expiry check that ignores expiry: a step of the chain of installed roots was current when
+/// it was accepted, and is checked again only for its signatures and rules.
+fn past() -> ExpiryCheck {
+    ExpiryCheck {
+        now: OffsetDateTime::now_utc(),
+        enforcement: airlock_config::ExpiryEnforcement::Warn,
+        grace: std::time::Duration::ZERO,
+        latest_issue: None,
+    }
+}
+
+/// The root in force of `chain` (oldest first): anchored at the image's initial root `image`
+/// (byte for byte one of the chain), each later root an accepted rotation of the one before.
+fn verify_chain(chain: &[Vec<u8>], image: &[u8], initial: &Path) -> Result<TrustRoot> {
+    let start = chain.iter().position(|c| c == image).ok_or_else(|| {
+        Error::TrustChain(format!(
+            "none of the trust roots recorded in the state database is the image's initial root {}",
+            initial.display()
+        ))
+    })?;
+    let mut current = TrustRoot::from_json(&chain[start])?;
+    for next in &chain[start + 1..] {
+        current = current.accept_rotation(next, &past()).map_err(|e| {
+            Error::TrustChain(format!(
+                "a trust root recorded in the state database is not a rotation of the one before it ({e})"
+            ))
+        })?;
+    }
+    Ok(current)
+}
+
 /// Writes the trust root file atomically (and durably).
 fn write_root(dest: &Path, bytes: &[u8], root: &Path) -> Result<()> {
     airlock_signing::writer::write_atomically(dest, |w| {
@@ -80,6 +111,10 @@ pub struct Imported {
 pub struct Updater {
     layout: Layout,
     registry: Registry,
+    /// The image's initial trust root (read-only, outside the data directory): the anchor the
+    /// chain of installed roots is verified from (`[paths] initial_trust_root`, or the file
+    /// [`Updater::install_initial_trust_root`] was last given).
+    initial_root: std::sync::Mutex<PathBuf>,
     limits: Limits,
     time: airlock_config::TimeConfig,
     reserve: u64,
@@ -119,6 +154,7 @@ impl Updater {
         Ok(Updater {
             layout,
             registry,
+            initial_root: std::sync::Mutex::new(config.paths.initial_trust_root.clone()),
             limits: Limits::from(&config.bundles),
             time: config.time.clone(),
             // An import leaves the state database its reserve too.
@@ -188,13 +224,17 @@ impl Updater {
             .reset_time_floor(OffsetDateTime::now_utc(), actor)
     }
 
-    /// At every start: makes `trust/root.json` the trust root this appliance installed, which
-    /// the registry keeps (bytes, so version and digest) since it was installed. On a first
-    /// start `initial` is installed and recorded. A file that is missing, or differs from the
-    /// registry's copy (an older version, edited, replaced), is restored from the copy — never
-    /// silently replaced by `initial` — with the found file kept beside it and an audit record
-    /// (`trust_root_restored`). An appliance from before the registry kept the copy records
-    /// the file it has (`trust_root_recorded`). Returns a warning when something was restored.
+    /// At every start: makes `trust/root.json` the trust root in force, which the registry
+    /// keeps as the chain of roots installed here (the image's initial root, then each
+    /// rotation), verified from the image's initial root `initial` (read-only, outside the data
+    /// directory) at every use, so that whoever can write the state database cannot plant a
+    /// root. On a first start `initial` is installed and recorded. An image that ships the
+    /// next rotation of the root in force as its initial root extends the chain. A
+    /// `trust/root.json` that is missing or differs from the root in force (an older version,
+    /// edited, replaced) is restored — never silently replaced by `initial` — with the found
+    /// file kept beside it and an audit record (`trust_root_restored`). An appliance from
+    /// before the registry kept the chain records the file it has, if it is `initial` or its
+    /// next rotation (`trust_root_recorded`). Returns a warning when something was restored.
     pub fn install_initial_trust_root(&self, initial: &Path) -> Result<Option<String>> {
         let dest = self.layout.trust_root();
         let found = match std::fs::read(&dest) {
@@ -207,16 +247,13 @@ impl Updater {
                 })
             }
         };
-        let describe = |b: &[u8]| -> String {
-            let digest = airlock_signing::Sha256Digest::of(b).to_hex();
-            match TrustRoot::from_json(b) {
-                Ok(r) => format!("version {} (sha256 {})", r.version(), &digest[..16]),
-                Err(_) => format!(
-                    "a file that is not a valid trust root (sha256 {})",
-                    &digest[..16]
-                ),
-            }
-        };
+        let image = std::fs::read(initial).map_err(Error::io(format!(
+            "cannot read the initial trust root {}",
+            initial.display()
+        )))?;
+        let image_root = TrustRoot::from_json(&image)?;
+        *self.initial_root.lock().unwrap_or_else(|p| p.into_inner()) = initial.to_path_buf();
+        let sha = |b: &[u8]| airlock_signing::Sha256Digest::of(b).to_hex();
         let entry = |action: &str, detail: serde_json::Value| AuditEntry {
             actor: Actor::system().to_string(),
             action: action.into(),
@@ -224,89 +261,121 @@ impl Updater {
             version: None,
             detail,
         };
-        match (self.registry.trust_root_copy()?, found) {
-            (Some(copy), Some(file)) if copy == file => Ok(None),
-            (Some(copy), found) => {
-                let installed = TrustRoot::from_json(&copy)?;
-                let (reason, kept) = match &found {
-                    None => (format!("{} was missing", dest.display()), None),
-                    Some(file) => {
-                        let aside = dest.with_file_name(format!(
-                            "root.json.found-{}",
-                            OffsetDateTime::now_utc().unix_timestamp()
-                        ));
-                        std::fs::rename(&dest, &aside)
-                            .map_err(Error::io(format!("cannot move {} aside", dest.display())))?;
-                        (
-                            format!(
-                                "{} held {} instead of the installed version {}",
-                                dest.display(),
-                                describe(file),
-                                installed.version()
-                            ),
-                            Some(aside.display().to_string()),
-                        )
+        let mut chain = self.registry.trust_roots()?;
+        // A first start with nothing on disk: installing is not restoring.
+        let first_install = chain.is_empty() && found.is_none();
+        if chain.is_empty() {
+            chain = match &found {
+                // First start: the image's root.
+                None => vec![image.clone()],
+                Some(file) if *file == image => vec![image.clone()],
+                // An appliance from before the registry kept the chain, rotated once.
+                Some(file) => match image_root.accept_rotation(file, &past()) {
+                    Ok(_) => vec![image.clone(), file.clone()],
+                    Err(e) => {
+                        return Err(Error::TrustChain(format!(
+                            "{} does not follow from the initial trust root {} by one rotation ({e}), and the registry holds no chain of installed roots to check it against",
+                            dest.display(),
+                            initial.display()
+                        )))
                     }
-                };
-                write_root(&dest, &copy, self.layout.root())?;
-                let message = format!(
-                    "trust root restored from the registry's copy (version {}): {reason}{}",
-                    installed.version(),
-                    kept.as_ref()
-                        .map(|k| format!("; the file found is kept as {k}"))
-                        .unwrap_or_default()
-                );
-                self.registry.audit_only(
-                    self.now()?,
-                    &[entry(
-                        "trust_root_restored",
-                        serde_json::json!({
-                            "version": installed.version(),
-                            "sha256": airlock_signing::Sha256Digest::of(&copy).to_hex(),
-                            "reason": reason,
-                            "found_kept_as": kept,
-                        }),
-                    )],
-                )?;
-                Ok(Some(message))
-            }
-            (None, Some(file)) => {
-                // Kept by an appliance from before the registry held the copy: adopt it.
-                let root = TrustRoot::from_json(&file).map_err(|e| {
-                    Error::Io {
-                        what: format!("the trust root {} is not valid ({e}) and the registry has no copy of the installed one; restore it from a backup or the release team", dest.display()),
-                        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-                    }
-                })?;
-                self.registry.record_trust_root(
-                    self.now()?,
-                    &file,
-                    &[entry(
-                        "trust_root_recorded",
-                        serde_json::json!({ "version": root.version(), "sha256": airlock_signing::Sha256Digest::of(&file).to_hex() }),
-                    )],
-                )?;
-                Ok(None)
-            }
-            (None, None) => {
-                let bytes = std::fs::read(initial).map_err(Error::io(format!(
-                    "cannot read the initial trust root {}",
-                    initial.display()
-                )))?;
-                let root = TrustRoot::from_json(&bytes)?;
-                // Recorded first: a crash before the file is written restores it at the next start.
-                self.registry.record_trust_root(
-                    self.now()?,
-                    &bytes,
-                    &[entry(
-                        "trust_root_installed",
-                        serde_json::json!({ "version": root.version(), "sha256": airlock_signing::Sha256Digest::of(&bytes).to_hex(), "from": initial.display().to_string() }),
-                    )],
-                )?;
-                write_root(&dest, &bytes, self.layout.root())?;
-                Ok(None)
-            }
+                },
+            };
+            let current = verify_chain(&chain, &image, initial)?;
+            let action = if found.is_some() {
+                "trust_root_recorded"
+            } else {
+                "trust_root_installed"
+            };
+            // Recorded first: a crash before the file is written restores it at the next start.
+            self.registry.record_trust_roots(
+                self.now()?,
+                &chain,
+                &[entry(
+                    action,
+                    serde_json::json!({ "version": current.version(), "sha256": sha(&chain[chain.len() - 1]), "from": initial.display().to_string() }),
+                )],
+            )?;
+        } else if !chain.contains(&image) {
+            // An image that brings the next rotation of the root in force as its initial root
+            // (the image is the anchor: it becomes the root in force).
+            let last = TrustRoot::from_json(&chain[chain.len() - 1])?;
+            last.accept_rotation(&image, &past()).map_err(|e| {
+                Error::TrustChain(format!(
+                    "the image's initial trust root {} (version {}) is neither one of the roots installed here nor the next rotation of the one in force, version {} ({e})",
+                    initial.display(),
+                    image_root.version(),
+                    last.version()
+                ))
+            })?;
+            chain.push(image.clone());
+            self.registry.record_trust_roots(
+                self.now()?,
+                &chain,
+                &[entry(
+                    "trust_root_rotated",
+                    serde_json::json!({ "from": last.version(), "to": image_root.version(), "sha256": sha(&image), "from_image": initial.display().to_string() }),
+                )],
+            )?;
         }
+        let current = verify_chain(&chain, &image, initial)?;
+        let copy = chain[chain.len() - 1].clone();
+        if found.as_ref() == Some(&copy) {
+            return Ok(None);
+        }
+        let describe = |b: &[u8]| -> String {
+            match TrustRoot::from_json(b) {
+                Ok(r) => format!("version {} (sha256 {})", r.version(), &sha(b)[..16]),
+                Err(_) => format!(
+                    "a file that is not a valid trust root (sha256 {})",
+                    &sha(b)[..16]
+                ),
+            }
+        };
+        let aside = dest.with_file_name(format!(
+            "root.json.found-{}",
+            OffsetDateTime::now_utc().unix_timestamp()
+        ));
+        let reason = match &found {
+            None => format!("{} was missing", dest.display()),
+            Some(file) => format!(
+                "{} held {} instead of the installed version {}",
+                dest.display(),
+                describe(file),
+                current.version()
+            ),
+        };
+        let kept = found.as_ref().map(|_| aside.display().to_string());
+        if first_install {
+            write_root(&dest, &copy, self.layout.root())?;
+            return Ok(None);
+        }
+        // Audited first (restoring is idempotent: a crash before the file is written restores
+        // it again at the next start).
+        self.registry.audit_only(
+            self.now()?,
+            &[entry(
+                "trust_root_restored",
+                serde_json::json!({
+                    "version": current.version(),
+                    "sha256": sha(&copy),
+                    "reason": reason,
+                    "found_kept_as": kept,
+                }),
+            )],
+        )?;
+        if found.is_some() {
+            std::fs::rename(&dest, &aside)
+                .map_err(Error::io(format!("cannot move {} aside", dest.display())))?;
+        }
+        write_root(&dest, &copy, self.layout.root())?;
+        Ok(Some(format!(
+            "trust root restored from the registry's copy (version {}): {reason}{}",
+            current.version(),
+            kept.as_ref()
+                .map(|k| format!("; the file found is kept as {k}"))
+                .unwrap_or_default()
+        )))
     }
 
     /// Replaces the trust root with a rotated one if the current root's rules accept it
@@ -319,9 +388,14 @@ impl Updater {
         let accepted = current
             .accept_rotation(candidate, &self.expiry_check()?)
             .map_err(Error::TrustRootRefused)?;
-        self.registry.record_trust_root(
+        let mut chain = self.registry.trust_roots()?;
+        if chain.is_empty() {
+            chain.push(current.to_json());
+        }
+        chain.push(candidate.to_vec());
+        self.registry.record_trust_roots(
             self.now()?,
-            candidate,
+            &chain,
             &[AuditEntry {
                 actor: actor.to_string(),
                 action: "trust_root_rotated".into(),
@@ -338,13 +412,23 @@ impl Updater {
         Ok(accepted)
     }
 
-    /// The current trust root: the registry's copy of the installed one (the file on disk
-    /// before the first start recorded it).
+    /// The trust root in force: the last of the chain the registry keeps, verified from the
+    /// image's initial root (the file on disk before the first start recorded a chain).
     pub fn trust_root(&self) -> Result<TrustRoot> {
-        match self.registry.trust_root_copy()? {
-            Some(b) => Ok(TrustRoot::from_json(&b)?),
-            None => Ok(TrustRoot::read(&self.layout.trust_root())?),
+        let chain = self.registry.trust_roots()?;
+        if chain.is_empty() {
+            return Ok(TrustRoot::read(&self.layout.trust_root())?);
         }
+        let initial = self
+            .initial_root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let image = std::fs::read(&initial).map_err(Error::io(format!(
+            "cannot read the initial trust root {}",
+            initial.display()
+        )))?;
+        verify_chain(&chain, &image, &initial)
     }
 
     /// Imports a bundle stream: verify, stage, store, record. On any refusal nothing stays
@@ -429,7 +513,8 @@ impl Updater {
         let dir = sink.commit(&verified)?;
         if let Some(damage) = repair {
             let m = &verified.manifest;
-            self.registry.audit_only(
+            // The files are repaired whatever happens to the record of it.
+            let recorded = self.registry.audit_only(
                 self.now()?,
                 &[AuditEntry {
                     actor: actor.to_string(),
@@ -438,7 +523,10 @@ impl Updater {
                     version: Some(m.model.version.to_string()),
                     detail: serde_json::json!({ "damage": damage, "manifest_sha256": verified.digest.to_hex(), "source": source }),
                 }],
-            )?;
+            );
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "the repair could not be recorded in the audit log");
+            }
             tracing::warn!(model = %m.model.name, version = %m.model.version, damage = %damage, "store directory repaired from the same signed bundle");
             return Ok(Imported {
                 verified,
@@ -450,9 +538,22 @@ impl Updater {
             .registry
             .record_import(self.now()?, &verified, source, actor)
         {
-            // The store directory is ours (just renamed); without a record it must not stay.
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+            // A write whose confirmation failed may have landed after all: the registry, reloaded
+            // from disk, says. Only a version that is not there loses its store directory.
+            let m = &verified.manifest;
+            let landed = matches!(e, Error::NotRecorded(_))
+                && self
+                    .registry
+                    .model(m.model.name.as_str())
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.versions.get(&m.model.version).cloned())
+                    .is_some_and(|v| v.manifest_digest == verified.digest.to_hex());
+            if !landed {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+            tracing::warn!(model = %m.model.name, version = %m.model.version, error = %e, "the import's record was not confirmed, yet it is on disk: imported");
         }
         for w in &verified.warnings {
             tracing::warn!(model = %verified.manifest.model.name, warning = %w, "bundle accepted with an expiry warning");
@@ -498,16 +599,23 @@ impl Updater {
         Ok((manifest, dir))
     }
 
-    /// Retention: marks a retired version `removed`, then deletes its store directory. A crash
-    /// between the two (or inside the deletion) is finished at the next start, which deletes
-    /// the directories of removed versions ([`Layout::clean_leftovers`]).
-    pub fn prune(&self, model: &str, version: &Version, actor: &Actor) -> Result<()> {
+    /// Retention, first step: marks a retired version `removed` (the registry refuses the
+    /// rollback target and anything not retired). Returns its store directory, which
+    /// [`Updater::remove_files`] deletes; a crash between the two (or inside the deletion) is
+    /// finished at the next start, which deletes the directories of removed versions
+    /// ([`Layout::clean_leftovers`]).
+    pub fn prune(&self, model: &str, version: &Version, actor: &Actor) -> Result<PathBuf> {
         let digest = self
             .registry
             .mark_removed(self.now()?, model, version, actor)?;
+        Ok(self.layout.stored(&digest))
+    }
+
+    /// Retention, second step: deletes the store directory of a version [`Updater::prune`]
+    /// marked removed (one already gone is fine).
+    pub fn remove_files(&self, dir: &Path) -> Result<()> {
         fault_point("prune:marked");
-        let dir = self.layout.stored(&digest);
-        store::remove_stored(&dir)?;
+        store::remove_stored(dir)?;
         store::fsync_dir(dir.parent().unwrap_or(self.layout.root()))
     }
 

@@ -325,7 +325,7 @@ fn illegal(m: &ModelRecord, v: &VersionRecord, action: &str) -> Error {
 
 const META_HEAD: &[u8] = b"audit_head";
 const META_FLOOR: &[u8] = b"time_floor";
-const META_TRUST_ROOT: &[u8] = b"trust_root";
+const META_TRUST_ROOTS: &[u8] = b"trust_roots";
 
 /// The open database and its trees.
 struct Trees {
@@ -344,10 +344,7 @@ impl Trees {
             .open()
             .map_err(|e| {
                 if e.to_string().contains("could not acquire lock") {
-                    Error::Database(format!(
-                        "{} is in use by another process (is another airlockd running on this data directory?)",
-                        path.display()
-                    ))
+                    in_use(path)
                 } else {
                     Error::StateUnopenable {
                         path: path.display().to_string(),
@@ -376,6 +373,9 @@ pub struct Registry {
     reserve: u64,
     /// `None` after a failed write, until the database is reopened from disk.
     trees: RwLock<Option<Arc<Trees>>>,
+    /// The handle a failed write discarded: while an operation in progress still holds it, sled
+    /// keeps its lock and cannot be reopened.
+    discarded: std::sync::Mutex<std::sync::Weak<Trees>>,
     policy: ApprovalPolicy,
 }
 
@@ -398,6 +398,13 @@ struct Step<T> {
     value: T,
     model: Option<ModelRecord>,
     audit: Vec<AuditEntry>,
+}
+
+fn in_use(path: &Path) -> Error {
+    Error::Database(format!(
+        "{} is in use by another process (is another airlockd running on this data directory?)",
+        path.display()
+    ))
 }
 
 /// sled's error for people: an I/O error as the OS says it ("No space left on device (os error
@@ -467,22 +474,64 @@ impl Registry {
             path: path.to_path_buf(),
             reserve,
             trees: RwLock::new(None),
+            discarded: std::sync::Mutex::new(std::sync::Weak::new()),
             policy,
         };
-        r.reopen()?;
+        // Approvals, audit chain, token hashes: the owner's only.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(Error::io(format!("cannot create {}", path.display())))?;
+        r.open_trees(true)?;
         Ok(r)
     }
 
-    /// Opens the database from disk (after the checks of [`Registry::open`]).
-    fn reopen(&self) -> Result<Arc<Trees>> {
+    /// Opens the database from disk: refused while another process holds it, its leftover
+    /// temporary files removed, then refused below the reserve (and room for a snapshot), and
+    /// only then started. `first`: the open at start, which may create a database; a reopen
+    /// after a failed write requires the one that was there (a data filesystem gone from under
+    /// the daemon must not turn into an empty registry).
+    fn open_trees(&self, first: bool) -> Result<Arc<Trees>> {
         let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = slot.as_ref() {
             return Ok(t.clone());
         }
-        // Approvals, audit chain, token hashes: the owner's only.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&self.path)
-            .map_err(Error::io(format!("cannot create {}", self.path.display())))?;
+        let db = self.path.join("db");
+        if !first && !db.exists() {
+            return Err(Error::StateUnavailable(format!(
+                "{} is gone (was the data filesystem unmounted?); airlockd does not create a new, empty state database while running",
+                db.display()
+            )));
+        }
+        if self
+            .discarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+            .is_some()
+        {
+            return Err(Error::StateUnavailable(
+                "it is being reloaded from disk after a failed write, and an operation in progress still holds it; retry".into(),
+            ));
+        }
+        // sled takes an exclusive flock on `db`; probe it first, so that a second process never
+        // touches the files of a database another one is running on.
+        if let Ok(f) = std::fs::File::open(&db) {
+            if let Err((_, e)) =
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                return Err(if e == nix::errno::Errno::EWOULDBLOCK {
+                    in_use(&self.path)
+                } else {
+                    Error::Io {
+                        what: format!("cannot lock {}", db.display()),
+                        source: std::io::Error::from_raw_os_error(e as i32),
+                    }
+                });
+            }
+        }
+        for (p, size) in remove_sled_leftovers(&self.path)? {
+            tracing::warn!(file = %p.display(), bytes = size, "removed an unfinished sled snapshot left by an interrupted write (sled 0.34 would take it for the newest and refuse to open)");
+        }
         let needed = space_to_open(&self.path, self.reserve);
         let available = crate::store::available_space(&self.path)?;
         if available < needed {
@@ -490,11 +539,8 @@ impl Registry {
                 path: self.path.display().to_string(),
                 available,
                 needed,
-                opening: true,
+                opening: first,
             });
-        }
-        for (p, size) in remove_sled_leftovers(&self.path)? {
-            tracing::warn!(file = %p.display(), bytes = size, "removed an unfinished sled snapshot left by an interrupted write (sled 0.34 would take it for the newest and refuse to open)");
         }
         let t = Arc::new(Trees::open(&self.path)?);
         *slot = Some(t.clone());
@@ -511,8 +557,10 @@ impl Registry {
         {
             return Ok(t.clone());
         }
-        self.reopen()
-            .map_err(|e| Error::StateUnavailable(e.to_string()))
+        self.open_trees(false).map_err(|e| match e {
+            e @ Error::StateUnavailable(_) => e,
+            e => Error::StateUnavailable(e.to_string()),
+        })
     }
 
     /// After a failed transaction or flush: the in-memory view may hold a change that is not on
@@ -523,15 +571,18 @@ impl Registry {
             let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, &failed)) {
                 *slot = None;
+                *self.discarded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&failed);
             }
         }
         drop(failed);
-        let reopened = match self.reopen() {
-            Ok(_) => "the state was reloaded from disk".to_string(),
+        // What reached the disk may include the change (a write that landed before its fsync
+        // failed): after the reload, what airlockd shows is what is on disk, whichever it is.
+        let reopened = match self.open_trees(false) {
+            Ok(_) => "the state was reloaded from disk: what airlockd shows now is what is on disk (look before you retry)".to_string(),
             Err(e) => format!("the state database stays closed until it can be reopened ({e})"),
         };
-        tracing::error!(cause = %cause, state = %reopened, "a state change could not be written to disk and was discarded");
-        Error::NotRecorded(format!("{cause}; nothing was recorded and {reopened}"))
+        tracing::error!(cause = %cause, state = %reopened, "a state change could not be confirmed on disk; the in-memory state was discarded");
+        Error::NotRecorded(format!("{cause}; {reopened}"))
     }
 
     /// Refuses a state write before it starts when less than the reserve is free.
@@ -857,7 +908,10 @@ impl Registry {
     ) -> Result<VersionState> {
         let policy = self.policy;
         // People, not credentials: a token acts for the person who created it.
-        let me = self.person(actor);
+        // Every person of this decision from one handle of the database: a failed read is an
+        // error, never "the token stands for itself".
+        let handle = self.t()?;
+        let me = person_in(&handle.tokens, actor)?;
         let named = if me == actor.as_str() {
             actor.to_string()
         } else {
@@ -871,7 +925,7 @@ impl Registry {
             .and_then(|r| r.versions.get(version).cloned())
         {
             for a in std::iter::once(&v.imported_by).chain(v.approvals.iter().map(|a| &a.by)) {
-                people.insert(a.clone(), self.person(a));
+                people.insert(a.clone(), person_in(&handle.tokens, a)?);
             }
         }
         let person = |a: &Actor| {
@@ -1263,26 +1317,8 @@ impl Registry {
     /// The person behind `actor`: a token (`token:ID(NAME)`) stands for whoever created it,
     /// followed through tokens that created tokens; anyone else is themselves. An approval
     /// policy counts these, so one person with two tokens is still one person.
-    pub fn person(&self, actor: &Actor) -> String {
-        let mut cur = actor.as_str().to_string();
-        let Ok(t) = self.t() else { return cur };
-        for _ in 0..16 {
-            let Some(rest) = cur.strip_prefix("token:") else {
-                return cur;
-            };
-            let id = rest.split('(').next().unwrap_or(rest);
-            match t
-                .tokens
-                .get(id.as_bytes())
-                .ok()
-                .flatten()
-                .and_then(|v| parse::<crate::tokens::TokenRecord>(&v).ok())
-            {
-                Some(rec) => cur = rec.created_by,
-                None => return cur,
-            }
-        }
-        cur
+    pub fn person(&self, actor: &Actor) -> Result<String> {
+        person_in(&self.t()?.tokens, actor)
     }
 
     /// Every token record (no secrets), by id.
@@ -1338,24 +1374,37 @@ impl Registry {
         Ok(())
     }
 
-    /// The trust root installed on this appliance, as the registry keeps it (its bytes): the
-    /// reference `trust/root.json` is checked against at start, and the copy it is restored from.
-    pub fn trust_root_copy(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.t()?.meta.get(META_TRUST_ROOT)?.map(|v| v.to_vec()))
+    /// The trust roots installed on this appliance, oldest first (the files' bytes): the first
+    /// one the image's initial root, each next one a rotation of the one before. The caller
+    /// verifies the chain from the image's initial root, which this database cannot change.
+    pub fn trust_roots(&self) -> Result<Vec<Vec<u8>>> {
+        match self.t()?.meta.get(META_TRUST_ROOTS)? {
+            None => Ok(Vec::new()),
+            Some(b) => {
+                let chain: Vec<String> = parse(&b)?;
+                Ok(chain.into_iter().map(String::into_bytes).collect())
+            }
+        }
     }
 
-    /// Records `bytes` as the installed trust root, in one transaction with `entries`.
-    pub fn record_trust_root(
+    /// Records `chain` as the installed trust roots, in one transaction with `entries`.
+    pub fn record_trust_roots(
         &self,
         now: OffsetDateTime,
-        bytes: &[u8],
+        chain: &[Vec<u8>],
         entries: &[AuditEntry],
     ) -> Result<()> {
         let time = stamp(now);
+        let texts = chain
+            .iter()
+            .map(|b| String::from_utf8(b.clone()))
+            .collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(|_| Error::Database("a trust root is not UTF-8 JSON".into()))?;
+        let bytes = serde_json::to_vec(&texts).map_err(|e| Error::Database(e.to_string()))?;
         self.write(|t| {
             (&t.audit, &t.meta).transaction(
                 |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                    meta.insert(META_TRUST_ROOT, bytes)?;
+                    meta.insert(META_TRUST_ROOTS, bytes.as_slice())?;
                     append(audit, meta, &time, entries)
                 },
             )
@@ -1431,4 +1480,22 @@ fn head(meta: &sled::Tree) -> Result<ChainHead> {
         Some(b) => parse(&b)?,
         None => ChainHead::EMPTY,
     })
+}
+
+/// [`Registry::person`] over one handle of the token tree (every person of one decision from the
+/// same database).
+fn person_in(tokens: &sled::Tree, actor: &Actor) -> Result<String> {
+    let mut cur = actor.as_str().to_string();
+    for _ in 0..16 {
+        let Some(rest) = cur.strip_prefix("token:") else {
+            return Ok(cur);
+        };
+        let id = rest.split('(').next().unwrap_or(rest);
+        match tokens.get(id.as_bytes())? {
+            Some(v) => cur = parse::<crate::tokens::TokenRecord>(&v)?.created_by,
+            // A token that is gone stands for itself.
+            None => return Ok(cur),
+        }
+    }
+    Ok(cur)
 }

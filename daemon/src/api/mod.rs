@@ -347,17 +347,12 @@ fn lookup(s: &AppState, m: &str, v: Option<&str>) -> Result<Arc<LoadedModel>, Re
     s.models.get(m, v).map_err(|e| {
         match s.models.unavailable().get(m) {
             // Known and meant to serve, but its active version cannot: a 503 that says why.
+            // The reason (store paths, runtime errors) is for operators: logs, audit, admin API.
             Some(u) if v.is_none_or(|v| v.is_empty() || v == u.version.to_string()) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "model '{m}' is unavailable: its active version {} cannot be served: {}{}",
-                    u.version,
-                    u.reason,
-                    if u.reason.contains("roll back") {
-                        ""
-                    } else {
-                        " (an operator rolls it back, or imports the same bundle again)"
-                    }
+                    "model '{m}' is unavailable: its active version {} cannot be served on this appliance (the operator sees why in airlockctl models list)",
+                    u.version
                 ),
             ),
             _ => error(StatusCode::NOT_FOUND, e),

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 fn open(dir: &Path, mode: ApprovalMode, approvers: Option<u32>) -> Updater {
     let mut c = Config::default();
     c.paths.data_dir = dir.join("data");
+    c.paths.initial_trust_root = dir.join("root.json");
     c.bundles.reserve_free_space = ByteSize(0);
     c.approval.mode = mode;
     c.approval.approvers = approvers;
@@ -414,6 +415,7 @@ fn time_floor_survives_a_clock_at_1970() {
     );
     let mut c = Config::default();
     c.paths.data_dir = dir.path().join("data");
+    c.paths.initial_trust_root = dir.path().join("root.json");
     c.time.enforcement = airlock_config::ExpiryEnforcement::Strict;
     c.bundles.reserve_free_space = ByteSize(0);
     drop(u);

@@ -411,7 +411,10 @@ fn in_use(path: &Path) -> Error {
 /// 28)"), not as sled's debug print.
 fn sled_message(e: &sled::Error) -> String {
     match e {
-        sled::Error::Io(io) => io.to_string(),
+        sled::Error::Io(io) if io.raw_os_error().is_some() => io.to_string(),
+        // sled hands a stored I/O error on as a new one made of its debug print; its kind
+        // survives.
+        sled::Error::Io(io) => format!("{} (an I/O error)", io.kind()),
         other => other.to_string(),
     }
 }

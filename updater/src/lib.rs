@@ -264,6 +264,8 @@ impl Updater {
         let mut chain = self.registry.trust_roots()?;
         // A first start with nothing on disk: installing is not restoring.
         let first_install = chain.is_empty() && found.is_none();
+        // A chain this start extends is recorded (with its audit record) once it verifies.
+        let mut extended = None;
         if chain.is_empty() {
             chain = match &found {
                 // First start: the image's root.
@@ -281,21 +283,15 @@ impl Updater {
                     }
                 },
             };
-            let current = verify_chain(&chain, &image, initial)?;
             let action = if found.is_some() {
                 "trust_root_recorded"
             } else {
                 "trust_root_installed"
             };
-            // Recorded first: a crash before the file is written restores it at the next start.
-            self.registry.record_trust_roots(
-                self.now()?,
-                &chain,
-                &[entry(
-                    action,
-                    serde_json::json!({ "version": current.version(), "sha256": sha(&chain[chain.len() - 1]), "from": initial.display().to_string() }),
-                )],
-            )?;
+            extended = Some((
+                action,
+                serde_json::json!({ "from": initial.display().to_string() }),
+            ));
         } else if !chain.contains(&image) {
             // An image that brings the next rotation of the root in force as its initial root
             // (the image is the anchor: it becomes the root in force).
@@ -309,16 +305,21 @@ impl Updater {
                 ))
             })?;
             chain.push(image.clone());
-            self.registry.record_trust_roots(
-                self.now()?,
-                &chain,
-                &[entry(
-                    "trust_root_rotated",
-                    serde_json::json!({ "from": last.version(), "to": image_root.version(), "sha256": sha(&image), "from_image": initial.display().to_string() }),
-                )],
-            )?;
+            extended = Some((
+                "trust_root_rotated",
+                serde_json::json!({ "from": last.version(), "to": image_root.version(), "from_image": initial.display().to_string() }),
+            ));
         }
         let current = verify_chain(&chain, &image, initial)?;
+        if let Some((action, mut detail)) = extended {
+            if detail.get("to").is_none() {
+                detail["version"] = serde_json::json!(current.version());
+            }
+            detail["sha256"] = serde_json::json!(sha(&chain[chain.len() - 1]));
+            // Recorded first: a crash before the file is written restores it at the next start.
+            self.registry
+                .record_trust_roots(self.now()?, &chain, &[entry(action, detail)])?;
+        }
         let copy = chain[chain.len() - 1].clone();
         if found.as_ref() == Some(&copy) {
             return Ok(None);

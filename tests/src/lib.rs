@@ -517,6 +517,21 @@ pub fn production_server_in(
     (server, socket, token)
 }
 
+/// The audit records (the first 1000, oldest first), read as root through
+/// `airlockctl --json audit list`.
+pub fn audit_log(socket: &std::path::Path) -> Vec<serde_json::Value> {
+    let (code, out, err) = airlockctl_as(
+        None,
+        socket,
+        &["--json", "audit", "list", "--limit", "1000"],
+    );
+    assert_eq!(code, 0, "audit list: {err}");
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")["records"]
+        .as_array()
+        .expect("records")
+        .clone()
+}
+
 /// Restarts a production daemon (as [`production_server`] configured it) over `dir`.
 pub fn restart_production(dir: tempfile::TempDir, env: &[(&str, &str)]) -> DevServer {
     let args = vec![

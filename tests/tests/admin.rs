@@ -412,14 +412,9 @@ fn a_cut_off_upload_and_a_concurrent_import_leave_nothing_behind() {
         answer.contains("\"kind\":\"transport\"") && answer.contains("cut off"),
         "{answer}"
     );
-    let (_, out, _) = airlockctl_as(None, &sock, &["--json", "audit", "list", "--limit", "1000"]);
-    let audit: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let refused = audit["records"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let refused = airlock_tests::audit_log(&sock)
+        .into_iter()
         .rfind(|r| r["action"] == "import_refused")
-        .cloned()
         .unwrap();
     assert_eq!(refused["detail"]["error"], "transport", "{refused}");
     assert_eq!(

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use airlock_tests::{
-    airlockctl_as, bin, bootstrapped_dev_dir, http, iris_bundle, iris_infer, production_server,
-    production_server_in, restart_production, wait_until, DevServer,
+    airlockctl_as, audit_log, bin, bootstrapped_dev_dir, http, iris_bundle, iris_infer,
+    production_server, production_server_in, restart_production, wait_until, DevServer,
 };
 use serde_json::Value;
 
@@ -554,13 +554,9 @@ fn one_damaged_store_file_takes_down_only_its_own_model() {
             .contains("model.onnx"),
         "{status}"
     );
-    let audit = json_of(ctl(&sock, &["--json", "audit", "list", "--limit", "1000"]));
-    let rec = audit["records"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let rec = audit_log(&sock)
+        .into_iter()
         .find(|r| r["action"] == "model_unavailable")
-        .cloned()
         .expect("audited");
     assert_eq!(rec["model"], "second");
     assert!(
@@ -703,14 +699,12 @@ fn a_vanished_or_older_trust_root_is_restored_from_the_registry_never_the_initia
     assert_eq!(kept.len(), 1);
     assert_eq!(std::fs::read(kept[0].path()).unwrap(), v1);
     refused(&sock);
-    let audit = json_of(ctl(&sock, &["--json", "audit", "list", "--limit", "1000"]));
-    let restored: Vec<&Value> = audit["records"]
-        .as_array()
-        .unwrap()
+    let audit = audit_log(&sock);
+    let restored: Vec<&Value> = audit
         .iter()
         .filter(|r| r["action"] == "trust_root_restored")
         .collect();
-    assert_eq!(restored.len(), 2, "{audit}");
+    assert_eq!(restored.len(), 2, "{audit:?}");
     assert_eq!(restored[0]["detail"]["version"], 2);
     assert!(restored[1]["detail"]["reason"]
         .as_str()
@@ -833,8 +827,7 @@ fn a_rollback_and_its_reason_are_one_record_and_audit_times_have_one_format() {
         &["model", "rollback", "demo-iris", "--reason", "drill 42"],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let audit = json_of(ctl(&sock, &["--json", "audit", "list", "--limit", "1000"]));
-    let records = audit["records"].as_array().unwrap();
+    let records = audit_log(&sock);
     let rb = records.iter().find(|r| r["action"] == "rollback").unwrap();
     assert_eq!(rb["detail"]["reason"], "drill 42", "{rb}");
     assert!(
@@ -842,7 +835,7 @@ fn a_rollback_and_its_reason_are_one_record_and_audit_times_have_one_format() {
         "no second record"
     );
     // One format: RFC 3339, UTC, six fractional digits.
-    for r in records {
+    for r in &records {
         let t = r["time"].as_str().unwrap();
         assert!(
             t.len() == 27

@@ -183,33 +183,34 @@ fn retention_removes_old_retired_versions_only() {
         let (code, out, err) = airlockctl_as(None, &sock, &["model", "promote", "demo-iris", v]);
         assert_eq!(code, 0, "{out}{err}");
     }
-    let (_, out, _) = airlockctl_as(None, &sock, &["--json", "models", "show", "demo-iris"]);
-    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let state = |v: &str| {
+    // Retention runs on its own thread after the promotion has answered: wait for its outcome.
+    let show = || {
+        let (_, out, _) = airlockctl_as(None, &sock, &["--json", "models", "show", "demo-iris"]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let record = |m: &serde_json::Value, v: &str| {
         m["versions"]
             .as_array()
             .unwrap()
             .iter()
             .find(|r| r["version"] == v)
-            .unwrap()["state"]
-            .as_str()
             .unwrap()
-            .to_string()
+            .clone()
     };
+    let digest = record(&show(), "1.1.0")["manifest_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = dd.join("store").join(digest);
+    airlock_tests::wait_until("retention to remove 1.1.0 from disk", || {
+        record(&show(), "1.1.0")["state"] == "removed" && !stored.exists()
+    });
+    let m = show();
+    let state = |v: &str| record(&m, v)["state"].as_str().unwrap().to_string();
     assert_eq!(state("1.3.0"), "active");
     assert_eq!(state("1.2.0"), "retired", "the rollback target stays");
     assert_eq!(state("1.1.0"), "removed");
     assert_eq!(state("1.0.0"), "removed");
-    let digest = m["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == "1.1.0")
-        .unwrap()["manifest_sha256"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(!dd.join("store").join(digest).exists(), "removed from disk");
     let (code, out, err) = airlockctl_as(None, &sock, &["model", "rollback", "demo-iris"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(iris_infer(&s.addr, "").1, "1.2.0");

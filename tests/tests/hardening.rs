@@ -1180,7 +1180,7 @@ fn validating_hostile_model_code_is_bounded_and_stops_when_rejected() {
     assert!(server.stop());
     // A model whose run takes 2 GiB: stopped at validation_memory. On an appliance whose
     // timeout a slow, loaded CPU cannot reach while the worker faults its memory in (with the
-    // 4 s above, a CI machine under load met the timeout first).
+    // 4 s above and two busy processes beside the suite, the timeout came first).
     let (server, socket, _) = production_server_with(
         &[("uid:0", "admin")],
         "mode = \"approvers\"\napprovers = 1",

@@ -626,6 +626,35 @@ impl Registry {
         }
     }
 
+    /// One written transaction over the audit chain (`audit`, and `meta`, which holds its head):
+    /// every audited change goes through here or [`Self::audited_with`].
+    fn audited<T>(
+        &self,
+        f: impl Fn(&TransactionalTree, &TransactionalTree) -> TxResult<T>,
+    ) -> Result<T> {
+        self.write(|t| {
+            (&t.audit, &t.meta).transaction(
+                |(audit, meta): &(TransactionalTree, TransactionalTree)| f(audit, meta),
+            )
+        })
+    }
+
+    /// [`Self::audited`] with one more tree of the open state (`models` or `tokens`), passed
+    /// first.
+    fn audited_with<T>(
+        &self,
+        tree: fn(&Trees) -> &sled::Tree,
+        f: impl Fn(&TransactionalTree, &TransactionalTree, &TransactionalTree) -> TxResult<T>,
+    ) -> Result<T> {
+        self.write(|t| {
+            (tree(t), &t.audit, &t.meta).transaction(
+                |(x, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+                    f(x, audit, meta)
+                },
+            )
+        })
+    }
+
     /// The approval policy in force.
     pub fn policy(&self) -> ApprovalPolicy {
         self.policy
@@ -671,34 +700,30 @@ impl Registry {
     pub fn reset_time_floor(&self, system: OffsetDateTime, actor: &Actor) -> Result<(i64, i64)> {
         let new = system.unix_timestamp();
         let time = stamp(system);
-        self.write(|t| {
-            (&t.audit, &t.meta).transaction(
-                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                    let old = meta
-                        .get(META_FLOOR)?
-                        .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                        .unwrap_or(0);
-                    meta.insert(META_FLOOR, &new.to_be_bytes())?;
-                    let fmt = |t: i64| {
-                        OffsetDateTime::from_unix_timestamp(t)
-                            .map(stamp)
-                            .unwrap_or_else(|_| t.to_string())
-                    };
-                    append(
-                        audit,
-                        meta,
-                        &time,
-                        &[AuditEntry {
-                            actor: actor.to_string(),
-                            action: "time_floor_reset".into(),
-                            model: None,
-                            version: None,
-                            detail: serde_json::json!({ "from": fmt(old), "to": fmt(new) }),
-                        }],
-                    )?;
-                    Ok((old, new))
-                },
-            )
+        self.audited(|audit, meta| {
+            let old = meta
+                .get(META_FLOOR)?
+                .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            meta.insert(META_FLOOR, &new.to_be_bytes())?;
+            let fmt = |t: i64| {
+                OffsetDateTime::from_unix_timestamp(t)
+                    .map(stamp)
+                    .unwrap_or_else(|_| t.to_string())
+            };
+            append(
+                audit,
+                meta,
+                &time,
+                &[AuditEntry {
+                    actor: actor.to_string(),
+                    action: "time_floor_reset".into(),
+                    model: None,
+                    version: None,
+                    detail: serde_json::json!({ "from": fmt(old), "to": fmt(new) }),
+                }],
+            )?;
+            Ok((old, new))
         })
     }
 
@@ -712,39 +737,28 @@ impl Registry {
     ) -> Result<T> {
         let time = stamp(now);
         let floor_raise = floor.map_or(now, |f| f.max(now)).unix_timestamp();
-        self.write(|t| {
-            (&t.models, &t.audit, &t.meta).transaction(
-                |(models, audit, meta): &(
-                    TransactionalTree,
-                    TransactionalTree,
-                    TransactionalTree,
-                )| {
-                    let current = match models.get(model.as_bytes())? {
-                        Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
-                        None => None,
-                    };
-                    let step = f(current).or_else(abort)?;
-                    if let Some(m) = &step.model {
-                        models.insert(model.as_bytes(), json(m)?)?;
-                    }
-                    append(audit, meta, &time, &step.audit)?;
-                    raise_floor(meta, floor_raise)?;
-                    Ok(step.value)
-                },
-            )
-        })
+        self.audited_with(
+            |t| &t.models,
+            |models, audit, meta| {
+                let current = match models.get(model.as_bytes())? {
+                    Some(b) => Some(parse::<ModelRecord>(&b).or_else(abort)?),
+                    None => None,
+                };
+                let step = f(current).or_else(abort)?;
+                if let Some(m) = &step.model {
+                    models.insert(model.as_bytes(), json(m)?)?;
+                }
+                append(audit, meta, &time, &step.audit)?;
+                raise_floor(meta, floor_raise)?;
+                Ok(step.value)
+            },
+        )
     }
 
     /// Appends audit entries that change no model (refused imports, recovery notes).
     pub fn audit_only(&self, now: OffsetDateTime, entries: &[AuditEntry]) -> Result<()> {
         let time = stamp(now);
-        self.write(|t| {
-            (&t.audit, &t.meta).transaction(
-                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                    append(audit, meta, &time, entries)
-                },
-            )
-        })
+        self.audited(|audit, meta| append(audit, meta, &time, entries))
     }
 
     /// The highest version of `model` ever seen here.
@@ -1221,18 +1235,13 @@ impl Registry {
             version: None,
             detail: serde_json::json!({ "id": id, "name": name, "scopes": rec.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>() }),
         };
-        self.write(|t| {
-            (&t.tokens, &t.audit, &t.meta).transaction(
-                |(tokens, audit, meta): &(
-                    TransactionalTree,
-                    TransactionalTree,
-                    TransactionalTree,
-                )| {
-                    tokens.insert(id.as_bytes(), json(&rec)?)?;
-                    append(audit, meta, &time, std::slice::from_ref(&entry))
-                },
-            )
-        })?;
+        self.audited_with(
+            |t| &t.tokens,
+            |tokens, audit, meta| {
+                tokens.insert(id.as_bytes(), json(&rec)?)?;
+                append(audit, meta, &time, std::slice::from_ref(&entry))
+            },
+        )?;
         Ok((rec, format!("al_{id}_{secret}")))
     }
 
@@ -1249,8 +1258,7 @@ impl Registry {
             crate::tokens::generate().map_err(Error::io("cannot generate a token"))?;
         let time = stamp(now);
         let until = now.unix_timestamp() + overlap.as_secs() as i64;
-        let rec = self.write(|t| (&t.tokens, &t.audit, &t.meta).transaction(
-            |(tokens, audit, meta): &(TransactionalTree, TransactionalTree, TransactionalTree)| {
+        let rec = self.audited_with(|t| &t.tokens, |tokens, audit, meta| {
                 let Some(b) = tokens.get(id.as_bytes())? else {
                     return abort(Error::UnknownToken(id.to_string()));
                 };
@@ -1274,8 +1282,7 @@ impl Registry {
                 };
                 append(audit, meta, &time, std::slice::from_ref(&entry))?;
                 Ok(rec)
-            },
-        ))?;
+        })?;
         Ok((rec, format!("al_{id}_{secret}")))
     }
 
@@ -1287,33 +1294,28 @@ impl Registry {
         actor: &Actor,
     ) -> Result<crate::tokens::TokenRecord> {
         let time = stamp(now);
-        let rec = self.write(|t| {
-            (&t.tokens, &t.audit, &t.meta).transaction(
-                |(tokens, audit, meta): &(
-                    TransactionalTree,
-                    TransactionalTree,
-                    TransactionalTree,
-                )| {
-                    let Some(b) = tokens.get(id.as_bytes())? else {
-                        return abort(Error::UnknownToken(id.to_string()));
+        let rec = self.audited_with(
+            |t| &t.tokens,
+            |tokens, audit, meta| {
+                let Some(b) = tokens.get(id.as_bytes())? else {
+                    return abort(Error::UnknownToken(id.to_string()));
+                };
+                let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
+                if rec.revoked_at.is_none() {
+                    rec.revoked_at = Some(time.clone());
+                    tokens.insert(id.as_bytes(), json(&rec)?)?;
+                    let entry = AuditEntry {
+                        actor: actor.to_string(),
+                        action: "token_revoke".into(),
+                        model: None,
+                        version: None,
+                        detail: serde_json::json!({ "id": id, "name": rec.name }),
                     };
-                    let mut rec: crate::tokens::TokenRecord = parse(&b).or_else(abort)?;
-                    if rec.revoked_at.is_none() {
-                        rec.revoked_at = Some(time.clone());
-                        tokens.insert(id.as_bytes(), json(&rec)?)?;
-                        let entry = AuditEntry {
-                            actor: actor.to_string(),
-                            action: "token_revoke".into(),
-                            model: None,
-                            version: None,
-                            detail: serde_json::json!({ "id": id, "name": rec.name }),
-                        };
-                        append(audit, meta, &time, std::slice::from_ref(&entry))?;
-                    }
-                    Ok(rec)
-                },
-            )
-        })?;
+                    append(audit, meta, &time, std::slice::from_ref(&entry))?;
+                }
+                Ok(rec)
+            },
+        )?;
         Ok(rec)
     }
 
@@ -1404,13 +1406,9 @@ impl Registry {
             .collect::<std::result::Result<Vec<String>, _>>()
             .map_err(|_| Error::Database("a trust root is not UTF-8 JSON".into()))?;
         let bytes = serde_json::to_vec(&texts).map_err(|e| Error::Database(e.to_string()))?;
-        self.write(|t| {
-            (&t.audit, &t.meta).transaction(
-                |(audit, meta): &(TransactionalTree, TransactionalTree)| {
-                    meta.insert(META_TRUST_ROOTS, bytes.as_slice())?;
-                    append(audit, meta, &time, entries)
-                },
-            )
+        self.audited(|audit, meta| {
+            meta.insert(META_TRUST_ROOTS, bytes.as_slice())?;
+            append(audit, meta, &time, entries)
         })
     }
 }

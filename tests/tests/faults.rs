@@ -521,6 +521,22 @@ fn one_damaged_store_file_takes_down_only_its_own_model() {
     assert_eq!(code, 400, "not ready");
     let (code, _, _) = http(&s.addr, "GET", "/v2/models/demo-iris/ready", &hdr, b"");
     assert_eq!(code, 200, "ready");
+    // The repository index lists it as unavailable, without the cause either.
+    let (code, _, body) = http(&s.addr, "POST", "/v2/repository/index", &hdr, b"{}");
+    let index: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{index}");
+    let second = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "second")
+        .cloned()
+        .unwrap();
+    assert_eq!(second["state"], "UNAVAILABLE", "{index}");
+    assert!(
+        !index.to_string().contains("store/") && !index.to_string().contains("model.onnx"),
+        "{index}"
+    );
     assert_eq!(
         get(&s, "/v2/health/ready").0,
         400,

@@ -500,7 +500,7 @@ async fn repository_index(
                 .unavailable()
                 .iter()
                 .filter(|(name, _)| caller.may_use(name))
-                .map(|(name, u)| json!({ "name": name, "version": u.version.to_string(), "state": "UNAVAILABLE", "reason": u.reason })),
+                .map(|(name, u)| json!({ "name": name, "version": u.version.to_string(), "state": "UNAVAILABLE" })),
         )
         .collect();
     Json(Value::Array(index))

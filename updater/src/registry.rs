@@ -376,6 +376,10 @@ pub struct Registry {
     /// The handle a failed write discarded: while an operation in progress still holds it, sled
     /// keeps its lock and cannot be reopened.
     discarded: std::sync::Mutex<std::sync::Weak<Trees>>,
+    /// Held by a write from its transaction through its flush (and a discard after a failure):
+    /// a flush writes whatever the database holds, so another write's flush must not put a
+    /// change on disk that its own write has already reported as not recorded.
+    writing: std::sync::Mutex<()>,
     policy: ApprovalPolicy,
 }
 
@@ -478,6 +482,7 @@ impl Registry {
             reserve,
             trees: RwLock::new(None),
             discarded: std::sync::Mutex::new(std::sync::Weak::new()),
+            writing: std::sync::Mutex::new(()),
             policy,
         };
         // Approvals, audit chain, token hashes: the owner's only.
@@ -608,6 +613,10 @@ impl Registry {
         &self,
         tx: impl FnOnce(&Trees) -> std::result::Result<T, TransactionError<Error>>,
     ) -> Result<T> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.room_to_write()?;
         let t = self.t()?;
         match tx(&t) {

@@ -540,19 +540,27 @@ impl Updater {
             .record_import(self.now()?, &verified, source, actor)
         {
             // A write whose confirmation failed may have landed after all: the registry, reloaded
-            // from disk, says. Only a version that is not there loses its store directory.
+            // from disk, says. Only a version it answers is not there loses its store directory;
+            // while it cannot answer, the directory stays (a start removes it if unreferenced).
             let m = &verified.manifest;
-            let landed = matches!(e, Error::NotRecorded(_))
-                && self
-                    .registry
-                    .model(m.model.name.as_str())
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.versions.get(&m.model.version).cloned())
-                    .is_some_and(|v| v.manifest_digest == verified.digest.to_hex());
-            if !landed {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
+            let landed = if matches!(e, Error::NotRecorded(_)) {
+                self.registry.model(m.model.name.as_str()).map(|r| {
+                    r.and_then(|r| r.versions.get(&m.model.version).cloned())
+                        .is_some_and(|v| v.manifest_digest == verified.digest.to_hex())
+                })
+            } else {
+                Ok(false)
+            };
+            match landed {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                Err(unknown) => {
+                    tracing::warn!(model = %m.model.name, version = %m.model.version, error = %unknown, "the import's record was not confirmed and the state cannot say whether it landed: its files stay until the next start decides");
+                    return Err(e);
+                }
             }
             tracing::warn!(model = %m.model.name, version = %m.model.version, error = %e, "the import's record was not confirmed, yet it is on disk: imported");
         }

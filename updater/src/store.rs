@@ -315,7 +315,10 @@ impl<'a> StagingSink<'a> {
         let _ = tmp.keep();
         fsync_dir(&self.layout.store())?;
         if let Some(aside) = damaged {
-            remove_stored(&aside)?;
+            // The repair is done; the damaged copy is only in the way (a start empties staging).
+            if let Err(e) = remove_stored(&aside) {
+                tracing::warn!(error = %e, "the damaged copy stays in staging until the next start");
+            }
         }
         fsync_dir(&self.layout.staging())?;
         Ok(dest)

@@ -925,3 +925,53 @@ fn a_model_whose_active_files_are_damaged_can_be_rolled_back_and_fixed_by_a_new_
         (200, "1.2.0".into(), airlock_tests::iris_answer(1.2))
     );
 }
+
+#[test]
+fn a_change_whose_flush_reports_a_failure_yet_reached_the_disk_stands_everywhere() {
+    // Every flush reports a failure after it wrote (`AIRLOCK_FAULT_FAIL=state:flush`): the
+    // reload from disk finds each change recorded, so each is acknowledged, and the answer, the
+    // running daemon (registry and serving) and a restarted one agree.
+    let (s, sock, tok) = production_server(
+        ROOT,
+        "mode = \"unattended-dev\"",
+        "",
+        &[("AIRLOCK_FAULT_FAIL", "state:flush")],
+    );
+    let data = data_of(&s);
+    let made = json_of(ctl(
+        &sock,
+        &[
+            "--json", "token", "create", "--name", "late", "--scope", "metrics",
+        ],
+    ));
+    let id = made["id"].as_str().unwrap().to_string();
+    assert!(token_ids(&sock).contains(&id));
+    let b = iris_bundle(&data, "1.1.0", 1.1, 0.0).unwrap();
+    let (code, out, err) = ctl(&sock, &["bundle", "import", b.to_str().unwrap(), "--watch"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ctl(&sock, &["model", "promote", "demo-iris", "1.1.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(iris_infer(&s.addr, &tok).1, "1.1.0");
+    let (code, out, err) = ctl(&sock, &["model", "rollback", "demo-iris"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let active = |sock: &Path| {
+        json_of(ctl(sock, &["--json", "models", "show", "demo-iris"]))["active"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(iris_infer(&s.addr, &tok).1, "1.0.0", "serving follows");
+    assert_eq!(active(&sock), "1.0.0", "the registry says the same");
+    assert!(
+        s.log()
+            .contains("yet the reload from disk finds it recorded"),
+        "{}",
+        s.log()
+    );
+    let records = chain_len(&sock);
+    let s = restart_production(s.kill(), &[]);
+    assert!(token_ids(&sock).contains(&id), "on disk");
+    assert_eq!(chain_len(&sock), records, "the chain as shown");
+    assert_eq!(active(&sock), "1.0.0");
+    assert_eq!(iris_infer(&s.addr, &tok).1, "1.0.0");
+}

@@ -54,6 +54,12 @@ pub fn fault_point(name: &str) {
     }
 }
 
+/// A failure-injection point for fault tests (`AIRLOCK_FAULT_FAIL=NAME`): debug builds report
+/// that the step `NAME` failed (after doing it). Release builds ignore the variable.
+pub fn fault_fails(name: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var("AIRLOCK_FAULT_FAIL").is_ok_and(|v| v == name)
+}
+
 /// An expiry check that ignores expiry: a step of the chain of installed roots was current when
 /// it was accepted, and is checked again only for its signatures and rules.
 fn past() -> ExpiryCheck {
@@ -539,9 +545,10 @@ impl Updater {
             .registry
             .record_import(self.now()?, &verified, source, actor)
         {
-            // A write whose confirmation failed may have landed after all: the registry, reloaded
-            // from disk, says. Only a version it answers is not there loses its store directory;
-            // while it cannot answer, the directory stays (a start removes it if unreferenced).
+            // A write whose confirmation failed, and which `Registry::write` could not check
+            // against a reload at once, may have landed after all: the registry, once it can
+            // answer, says. Only a version it answers is not there loses its store directory; while it
+            // cannot answer, the directory stays (a start removes it if unreferenced).
             let m = &verified.manifest;
             let landed = if matches!(e, Error::NotRecorded(_)) {
                 self.registry.model(m.model.name.as_str()).map(|r| {

@@ -573,24 +573,42 @@ impl Registry {
 
     /// After a failed transaction or flush: the in-memory view may hold a change that is not on
     /// disk, so the database is closed and reopened from disk (at once if nothing else holds
-    /// it, else at the next use).
-    fn discard(&self, failed: Arc<Trees>, cause: String) -> Error {
+    /// it, else at the next use). `wrote` is the audit head the failed write made, if it made
+    /// one: when the reload finds it on disk, the change was recorded after all (Ok).
+    fn discard(&self, failed: Arc<Trees>, cause: String, wrote: Option<sled::IVec>) -> Result<()> {
+        let released = Arc::downgrade(&failed);
         {
             let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|t| Arc::ptr_eq(t, &failed)) {
                 *slot = None;
-                *self.discarded.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&failed);
+                *self.discarded.lock().unwrap_or_else(|p| p.into_inner()) = released.clone();
             }
         }
         drop(failed);
+        // Readers hold the handle only for a lookup: give them a moment to let go.
+        for _ in 0..50 {
+            if released.strong_count() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         // What reached the disk may include the change (a write that landed before its fsync
         // failed): after the reload, what airlockd shows is what is on disk, whichever it is.
-        let reopened = match self.open_trees(false) {
+        let reopened = self.open_trees(false);
+        let landed = match (&reopened, &wrote) {
+            (Ok(t), Some(w)) => t.meta.get(META_HEAD).ok().flatten().as_ref() == Some(w),
+            _ => false,
+        };
+        if landed {
+            tracing::warn!(cause = %cause, "a state change could not be confirmed, yet the reload from disk finds it recorded: it stands");
+            return Ok(());
+        }
+        let reopened = match reopened {
             Ok(_) => "the state was reloaded from disk: what airlockd shows now is what is on disk (look before you retry)".to_string(),
             Err(e) => format!("the state database stays closed until it can be reopened ({e})"),
         };
         tracing::error!(cause = %cause, state = %reopened, "a state change could not be confirmed on disk; the in-memory state was discarded");
-        Error::NotRecorded(format!("{cause}; {reopened}"))
+        Err(Error::NotRecorded(format!("{cause}; {reopened}")))
     }
 
     /// Refuses a state write before it starts when less than the reserve is free.
@@ -619,19 +637,34 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.room_to_write()?;
         let t = self.t()?;
+        let head_before = t.meta.get(META_HEAD).ok().flatten();
         match tx(&t) {
-            Ok(v) => match t.db.flush() {
-                Ok(_) => Ok(v),
-                Err(e) => Err(self.discard(
-                    t,
-                    format!("flushing the state database failed: {}", sled_message(&e)),
-                )),
-            },
+            Ok(v) => {
+                let mut flushed = t.db.flush().map(drop).map_err(|e| sled_message(&e));
+                if crate::fault_fails("state:flush") {
+                    flushed = flushed.and(Err("a failure injected after the flush (test)".into()));
+                }
+                let Err(why) = flushed else { return Ok(v) };
+                // The head this write appended, if it appended records: after the reload it
+                // says whether the change reached the disk after all.
+                let wrote = t
+                    .meta
+                    .get(META_HEAD)
+                    .ok()
+                    .flatten()
+                    .filter(|h| head_before.as_ref() != Some(h));
+                let cause = format!("flushing the state database failed: {why}");
+                self.discard(t, cause, wrote).map(|()| v)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(self.discard(
-                t,
-                format!("the state database failed to write: {}", sled_message(&e)),
-            )),
+            Err(TransactionError::Storage(e)) => {
+                let cause = format!("the state database failed to write: {}", sled_message(&e));
+                // A transaction that failed left nothing to find on disk.
+                Err(self
+                    .discard(t, cause.clone(), None)
+                    .err()
+                    .unwrap_or(Error::NotRecorded(cause)))
+            }
         }
     }
 

@@ -127,6 +127,9 @@ pub struct Updater {
     /// Refused imports recorded per actor in the current hour (the audit chain is permanent:
     /// its growth from refusals is bounded).
     refusals: std::sync::Mutex<std::collections::HashMap<String, RefusalWindow>>,
+    /// Held across a rotation's read of the chain, its check and its record: two rotations at
+    /// once would each extend the chain as it was, and the second would drop the first's root.
+    rotating: std::sync::Mutex<()>,
 }
 
 /// Refused imports of one actor within an hour.
@@ -170,6 +173,7 @@ impl Updater {
                 .0
                 .max(config.state.reserve_free_space.0),
             refusals: std::sync::Mutex::new(std::collections::HashMap::new()),
+            rotating: std::sync::Mutex::new(()),
         })
     }
 
@@ -391,13 +395,24 @@ impl Updater {
     /// (with the audit record) before the file is written, so that a crash in between restores
     /// the new one at start, never the old. Returns the new root.
     pub fn rotate_trust_root(&self, candidate: &[u8], actor: &Actor) -> Result<TrustRoot> {
+        let _rotating = self
+            .rotating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.trust_root()?;
         let accepted = current
             .accept_rotation(candidate, &self.expiry_check()?)
             .map_err(Error::TrustRootRefused)?;
         let mut chain = self.registry.trust_roots()?;
         if chain.is_empty() {
-            chain.push(current.to_json());
+            // No chain recorded yet: the root in force is the file, and the chain starts with
+            // its bytes (the anchor is compared byte for byte with the image's initial root).
+            chain.push(
+                std::fs::read(self.layout.trust_root()).map_err(Error::io(format!(
+                    "cannot read the trust root {}",
+                    self.layout.trust_root().display()
+                )))?,
+            );
         }
         chain.push(candidate.to_vec());
         self.registry.record_trust_roots(

@@ -341,11 +341,9 @@ impl Lifecycle {
     /// stay `staged` for ever), one after another on a background thread; retention runs for
     /// every model (finishing one a stop interrupted).
     pub fn resume(self: &Arc<Self>) -> Result<()> {
-        for m in self.updater.registry().models()? {
-            self.retain_later(&m.name);
-        }
         let mut staged = Vec::new();
         for m in self.updater.registry().models()? {
+            self.retain_later(&m.name);
             for v in m.versions.values() {
                 if v.state == VersionState::Staged {
                     staged.push((m.name.clone(), v.version.clone()));

@@ -247,7 +247,7 @@ fn version_summary(v: &VersionRecord) -> Value {
 }
 
 fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
-    let served = s.lifecycle.app.models.get(&m.name, None).ok();
+    let served = s.lifecycle.infer.models().get(&m.name, None).ok();
     let mut v = json!({
         "name": m.name,
         "active": m.active.as_ref().map(|v| v.to_string()),
@@ -261,7 +261,7 @@ fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
             "degraded": l.degraded(),
         })),
         "rollback_target": m.rollback_target().ok().map(|v| v.to_string()),
-        "unavailable": s.lifecycle.app.models.unavailable().get(&m.name).map(|u| json!({
+        "unavailable": s.lifecycle.infer.models().unavailable().get(&m.name).map(|u| json!({
             "version": u.version.to_string(),
             "reason": u.reason,
         })),

@@ -115,8 +115,8 @@ impl Daemon1 {
     #[zbus(property)]
     fn active_models(&self) -> Vec<(String, String)> {
         self.lc
-            .app
-            .models
+            .infer
+            .models()
             .snapshot()
             .iter()
             .map(|(n, s)| (n.clone(), s.active.version.to_string()))
@@ -336,7 +336,7 @@ pub async fn serve(lc: Arc<Lifecycle>, roles: BTreeMap<String, Role>, shutdown: 
             _ = tick.tick() => {
                 // Degradation is a state of the engine, not a lifecycle step: watch for it.
                 let mut now = BTreeSet::new();
-                for (name, slot) in lc.app.models.snapshot().iter() {
+                for (name, slot) in lc.infer.models().snapshot().iter() {
                     if let Some(reason) = slot.active.degraded() {
                         now.insert(name.clone());
                         if !degraded.contains(name) {

@@ -15,13 +15,11 @@ pub mod api;
 pub mod bodies;
 pub mod dbus;
 pub mod dev;
-pub mod engine;
 pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod privileges;
-pub mod serving;
 pub mod systemd;
 pub mod tls;
 pub mod usb;
@@ -147,7 +145,7 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
 /// Runs the daemon with parsed arguments.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.validate_worker {
-        return engine::sandbox::worker();
+        return lifecycle::sandbox::worker();
     }
     if let Some(path) = &args.check_config {
         let c = load(path)?;
@@ -187,10 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.init {
         return first_boot(&config, addr);
     }
-    let runtime = engine::Runtime::get(&config)?;
+    let runtime = airlock_engine::Runtime::get(&config)?;
     let updater = Arc::new(Updater::open(&config).context("cannot open the data directory")?);
     if dev {
-        let validator = engine::validator::OrtValidator::new(runtime, config.clone());
+        let validator = lifecycle::validator::OrtValidator::new(runtime, config.clone());
         dev::bootstrap(&updater, &config, &validator).context("development bootstrap failed")?;
     } else if let Some(w) = updater
         .install_initial_trust_root(&config.paths.initial_trust_root)
@@ -200,14 +198,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     report(&updater)?;
     let tokens = admin::load_tokens(&updater)?;
+    let metrics = metrics::Metrics::new();
+    let infer = Arc::new(airlock_engine::Infer::new(
+        Arc::new(airlock_engine::Models::default()),
+        Arc::new(metrics::Observe(metrics.clone())),
+    ));
     let state = Arc::new(api::AppState {
-        models: serving::Models::default(),
+        infer: infer.clone(),
         max_body: config.server.max_body_size.0,
         max_response: config.server.max_response_size.0,
-        metrics: metrics::Metrics::new(),
+        metrics,
         tokens: if dev { None } else { Some(tokens.clone()) },
     });
-    let (n, unavailable) = state.models.load_active(runtime, &updater, &config)?;
+    let (n, unavailable) =
+        lifecycle::serving::load_active(infer.models(), runtime, &updater, &config)?;
     tracing::info!(
         models = n,
         unavailable = unavailable.len(),
@@ -230,7 +234,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let lifecycle =
-        lifecycle::Lifecycle::new(updater.clone(), state.clone(), runtime, config.clone());
+        lifecycle::Lifecycle::new(updater.clone(), infer.clone(), runtime, config.clone());
     if !args.once {
         lifecycle.resume()?;
     }
@@ -240,7 +244,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         token_overlap: config.server.token_overlap.get(),
     });
     if args.once {
-        state.models.unload_all();
+        infer.models().unload_all();
         // A check (the image build runs one): a model that cannot be served fails it.
         if !unavailable.is_empty() {
             let list: Vec<String> = unavailable
@@ -276,8 +280,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let stop_signals = stop_signals()?;
         tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
         let status = {
-            let (models, updater) = (state.clone(), updater.clone());
-            move || systemd::status_line(&models.models, awaiting_approval(&updater))
+            let (infer, updater) = (infer.clone(), updater.clone());
+            move || systemd::status_line(infer.models(), awaiting_approval(&updater))
         };
         systemd::ready(&status());
         // The watchdog is petted from the serving runtime itself: if it wedges, systemd restarts us.
@@ -392,7 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
-    state.models.unload_all();
+    infer.models().unload_all();
     updater.registry().flush()?;
     Ok(())
 }

@@ -6,7 +6,11 @@
 //! content, tokens or client identities.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use airlock_engine::infer::{Observers, RequestObserver};
+use airlock_engine::{Answer, LoadedModel, Models, Outcome as Ended};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,8 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::serving::Models;
 
 /// Labels of a request outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,6 +186,23 @@ impl Metrics {
             .inc();
     }
 
+    fn observer(self: &Arc<Self>, model: &str, version: &str) -> ModelMetrics {
+        let label = ModelLabel {
+            model: model.to_string(),
+        };
+        ModelMetrics {
+            metrics: self.clone(),
+            model: model.to_string(),
+            version: version.to_string(),
+            outcomes: Default::default(),
+            in_flight: self.in_flight.get_or_create(&label).clone(),
+            request_seconds: self.request_seconds.get_or_create(&label).clone(),
+            queue_seconds: self.queue_seconds.get_or_create(&label).clone(),
+            compute_seconds: self.compute_seconds.get_or_create(&label).clone(),
+            batch_size: self.batch_size.get_or_create(&label).clone(),
+        }
+    }
+
     /// The OpenMetrics text, with the gauges read from the engine at scrape time.
     pub fn render(&self, models: &Models) -> String {
         self.info.clear();
@@ -214,7 +233,7 @@ impl Metrics {
                 .set(m.queue_depth() as i64);
             self.rebuilds
                 .get_or_create(&label)
-                .set(m.stats.rebuilds.load(Ordering::Relaxed) as i64);
+                .set(m.stats().rebuilds.load(Ordering::Relaxed) as i64);
             self.info
                 .get_or_create(&ModelInfo {
                     model: name.clone(),
@@ -227,5 +246,65 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One model version's metric handles, resolved once (no label lookup per request).
+struct ModelMetrics {
+    metrics: Arc<Metrics>,
+    model: String,
+    version: String,
+    outcomes: [OnceLock<Counter>; Ended::ALL.len()],
+    in_flight: Gauge<i64, AtomicI64>,
+    request_seconds: Histogram,
+    queue_seconds: Histogram,
+    compute_seconds: Histogram,
+    batch_size: Histogram,
+}
+
+impl RequestObserver for ModelMetrics {
+    fn started(&self) {
+        self.in_flight.inc();
+    }
+
+    fn finished(&self, outcome: Ended, elapsed: Option<Duration>) {
+        self.in_flight.dec();
+        let i = Ended::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.outcomes[i]
+            .get_or_init(|| {
+                self.metrics
+                    .requests
+                    .get_or_create(&Outcome {
+                        model: self.model.clone(),
+                        version: self.version.clone(),
+                        outcome: outcome.as_str().into(),
+                    })
+                    .clone()
+            })
+            .inc();
+        if let Some(e) = elapsed {
+            self.request_seconds.observe(e.as_secs_f64());
+        }
+    }
+
+    fn answered(&self, a: &Answer) {
+        self.queue_seconds.observe(a.queue.as_secs_f64());
+        self.compute_seconds.observe(a.compute.as_secs_f64());
+        self.batch_size.observe(a.batch_rows as f64);
+    }
+}
+
+/// The engine's observers, counting into [`Metrics`].
+pub struct Observe(pub Arc<Metrics>);
+
+impl Observers for Observe {
+    fn model(&self, m: &LoadedModel) -> Arc<dyn RequestObserver> {
+        Arc::new(self.0.observer(&m.name, &m.version.to_string()))
+    }
+
+    /// Requests naming no loaded model are counted under `_unknown`, so that clients cannot
+    /// create label values at will.
+    fn unknown(&self) -> Arc<dyn RequestObserver> {
+        Arc::new(self.0.observer("_unknown", ""))
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::serving::Models;
+use airlock_engine::Models;
 
 fn send(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -121,7 +121,7 @@ mod tests {
         );
         m.mark_unavailable(
             "second",
-            crate::serving::Unavailable {
+            airlock_engine::Unavailable {
                 version: semver::Version::new(1, 0, 0),
                 reason: "model.onnx is missing".into(),
             },

@@ -24,13 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::model::{InferError, Job, LoadedModel};
-use crate::serving::Models;
+use airlock_engine::{Infer, InferError, LoadedModel, Outcome};
 
 /// What every handler shares.
 pub struct AppState {
-    /// The routing table.
-    pub models: Models,
+    /// The inference core (and its routing table).
+    pub infer: Arc<Infer>,
     /// Largest request body.
     pub max_body: u64,
     /// Largest response body.
@@ -57,20 +56,27 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn infer_error(e: InferError) -> Response {
-    match e {
-        InferError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
-        InferError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        InferError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
-        InferError::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
-        InferError::Timeout { .. } => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
-        InferError::QueueFull { retry_after, .. } => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, e.to_string());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            r
-        }
+/// The one mapping of the engine's error kinds to HTTP: the status, the message, the kind.
+pub fn infer_error(e: InferError) -> Response {
+    let status = match &e {
+        InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        InferError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        InferError::NotFound(_) => StatusCode::NOT_FOUND,
+        InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        InferError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        InferError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        InferError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let mut r = (
+        status,
+        Json(json!({ "error": e.to_string(), "kind": e.kind() })),
+    )
+        .into_response();
+    if let InferError::QueueFull { retry_after, .. } = e {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
+    r
 }
 
 /// The router.
@@ -307,7 +313,7 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
 }
 
 async fn metrics(State(s): S) -> Response {
-    let body = s.metrics.render(&s.models);
+    let body = s.metrics.render(s.infer.models());
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -322,21 +328,8 @@ async fn server_metadata() -> Json<Value> {
     )
 }
 
-/// Whether `m` can answer: its own sessions, or (on_failure = "model:NAME") its fallback's.
-fn can_answer(s: &AppState, m: &LoadedModel) -> bool {
-    m.ready()
-        || m.fallback
-            .as_deref()
-            .and_then(|f| s.models.get(f, None).ok())
-            .is_some_and(|f| f.ready())
-}
-
 async fn server_ready(State(s): S) -> StatusCode {
-    let table = s.models.snapshot();
-    // Strict readiness (as Triton's): a model whose active version cannot be served makes
-    // the server not ready, so that a load balancer sends its requests elsewhere.
-    if s.models.unavailable().is_empty() && table.values().all(|slot| can_answer(&s, &slot.active))
-    {
+    if s.infer.ready() {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
@@ -344,20 +337,7 @@ async fn server_ready(State(s): S) -> StatusCode {
 }
 
 fn lookup(s: &AppState, m: &str, v: Option<&str>) -> Result<Arc<LoadedModel>, Response> {
-    s.models.get(m, v).map_err(|e| {
-        match s.models.unavailable().get(m) {
-            // Known and meant to serve, but its active version cannot: a 503 that says why.
-            // The reason (store paths, runtime errors) is for operators: logs, audit, admin API.
-            Some(u) if v.is_none_or(|v| v.is_empty() || v == u.version.to_string()) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "model '{m}' is unavailable: its active version {} cannot be served on this appliance (the operator sees why in airlockctl models list)",
-                    u.version
-                ),
-            ),
-            _ => error(StatusCode::NOT_FOUND, e),
-        }
-    })
+    s.infer.lookup(m, v).map_err(infer_error)
 }
 
 async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
@@ -366,7 +346,8 @@ async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
         Err(r) => return r,
     };
     let versions: Vec<String> = s
-        .models
+        .infer
+        .models()
         .snapshot()
         .get(&m)
         .map(|slot| slot.versions.keys().map(|v| v.to_string()).collect())
@@ -393,8 +374,8 @@ async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
 }
 
 async fn model_ready(State(s): S, m: String, v: Option<String>) -> Response {
-    match s.models.get(&m, v.as_deref()) {
-        Ok(model) if can_answer(&s, &model) => StatusCode::OK.into_response(),
+    match s.infer.models().get(&m, v.as_deref()) {
+        Ok(model) if s.infer.can_answer(&model) => StatusCode::OK.into_response(),
         Ok(_) => StatusCode::BAD_REQUEST.into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -442,7 +423,7 @@ async fn model_config(State(s): S, m: String, v: Option<String>) -> Response {
 
 fn stats_of(model: &LoadedModel) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
-    let st = &model.stats;
+    let st = model.stats();
     let success = st.success.load(Relaxed);
     json!({
         "name": model.name,
@@ -466,7 +447,7 @@ fn stats_of(model: &LoadedModel) -> Value {
 }
 
 async fn all_stats(State(s): S, axum::Extension(caller): axum::Extension<Caller>) -> Json<Value> {
-    let table = s.models.snapshot();
+    let table = s.infer.models().snapshot();
     let stats: Vec<Value> = table
         .iter()
         .filter(|(name, _)| caller.may_use(name))
@@ -486,7 +467,7 @@ async fn repository_index(
     State(s): S,
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Json<Value> {
-    let table = s.models.snapshot();
+    let table = s.infer.models().snapshot();
     let index: Vec<Value> = table
         .iter()
         .filter(|(name, _)| caller.may_use(name))
@@ -496,7 +477,8 @@ async fn repository_index(
             })
         })
         .chain(
-            s.models
+            s.infer
+                .models()
                 .unavailable()
                 .iter()
                 .filter(|(name, _)| caller.may_use(name))
@@ -592,213 +574,86 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<bytes::B
     }
 }
 
-/// Counts every inference request by outcome and measures it. Unknown model names are counted
-/// under `_unknown` so that clients cannot create label values at will.
-async fn infer(state: S, m: String, v: Option<String>, headers: HeaderMap, body: Body) -> Response {
-    let s = state.0.clone();
-    let start = Instant::now();
-    let known = s.models.get(&m, v.as_deref()).ok();
-    let (label, version) = match &known {
-        Some(model) => (model.name.clone(), model.version.to_string()),
-        None => ("_unknown".to_string(), String::new()),
-    };
-    let gauge = s
-        .metrics
-        .in_flight
-        .get_or_create(&crate::metrics::ModelLabel {
-            model: label.clone(),
-        })
-        .clone();
-    gauge.inc();
-    let resp = infer_inner(state, m, v, headers, body).await;
-    gauge.dec();
-    let outcome = match resp.status() {
-        StatusCode::OK => "success",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::TOO_MANY_REQUESTS => "rejected",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        StatusCode::GATEWAY_TIMEOUT => "timeout",
-        StatusCode::INTERNAL_SERVER_ERROR => "error",
-        _ => "bad_request",
-    };
-    s.metrics.outcome(&label, &version, outcome);
-    if known.is_some() {
-        s.metrics
-            .request_seconds
-            .get_or_create(&crate::metrics::ModelLabel { model: label })
-            .observe(start.elapsed().as_secs_f64());
-    }
-    resp
-}
-
-async fn infer_inner(
+/// An inference request: routed by the core (which counts its outcome), the body read only
+/// then, parsed against the answering version's contract, run, and the answer encoded.
+async fn infer(
     State(s): S,
     m: String,
     v: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let model = match lookup(&s, &m, v.as_deref()) {
-        Ok(x) => x,
-        Err(r) => return r,
+    let mut call = match s.infer.route(&m, v.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return infer_error(e),
     };
-    // on_failure = "model:NAME": the fallback answers, and the answer says so.
-    let requested = model.name.clone();
-    let (model, via_fallback) = match &model.fallback {
-        None => (model, false),
-        Some(f) => match s.models.get(f, None) {
-            Ok(fb) => (fb, true),
-            Err(_) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "model {requested} is degraded and its fallback model {f} is not loaded"
-                    ),
-                )
-            }
-        },
-    };
-    // From here until the answer, this version may not be released (promotion drains it).
-    let _using = model.enter();
     let body = match read_body(s.max_body, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => {
+            call.set_outcome(Outcome::BadRequest);
+            return r;
+        }
     };
     let header_len = match headers.get("inference-header-content-length") {
         None => body.len(),
         Some(h) => match h.to_str().ok().and_then(|h| h.parse::<usize>().ok()) {
             Some(n) if n <= body.len() => n,
             Some(n) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                        body.len()
-                    ),
-                )
+                return infer_error(call.refuse(InferError::BadRequest(format!(
+                    "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                    body.len()
+                ))))
             }
             None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Inference-Header-Content-Length is not a number",
-                )
+                return infer_error(call.refuse(InferError::BadRequest(
+                    "Inference-Header-Content-Length is not a number".into(),
+                )))
             }
         },
     };
     // Decoded, a request's tensors may take twice the body limit (JSON numbers are shorter
     // than their values; BYTES elements cost more than their bytes).
     let budget = s.max_body.saturating_mul(2);
+    let model = call.model().clone();
     let req = match v2::parse_request(
         &model.contract,
         &body[..header_len],
-        &body[header_len..],
+        body.slice(header_len..),
         budget,
     ) {
         Ok(r) => r,
-        Err(v2::RequestError::Bad(e)) => return error(StatusCode::BAD_REQUEST, e),
-        Err(v2::RequestError::TooLarge(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+        Err(e) => return infer_error(call.refuse(e)),
     };
     drop(body);
-    if model.batched {
-        let rows: Vec<u64> = req.inputs.iter().map(|t| t.rows()).collect();
-        if rows.windows(2).any(|w| w[0] != w[1]) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("inputs disagree on the batch dimension: {rows:?}"),
-            );
-        }
-        if rows.first().copied().unwrap_or(0) > u64::from(model.settings.max_batch_size) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "batch of {} rows is larger than max_batch_size {}",
-                    rows[0], model.settings.max_batch_size
-                ),
-            );
-        }
-    }
-    let now = Instant::now();
-    let timeout = req
-        .timeout_us
-        .map(Duration::from_micros)
-        .unwrap_or(model.settings.default_timeout.get());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = Job {
-        inputs: req.inputs,
-        deadline: now + timeout,
-        enqueued: now,
-        reply: tx,
+    let answer = match call
+        .infer(req.inputs, req.timeout_us.map(Duration::from_micros))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return infer_error(e),
     };
-    if let Err(e) = model.submit(job) {
-        return infer_error(e);
-    }
-    // Dropping this future (client gone) closes `rx`; the engine then skips the queued job.
-    // The deadline covers the queue and execution even if no session ever picks the job up
-    // (e.g. while the GPU path recovers).
-    let waited = tokio::time::timeout_at(tokio::time::Instant::from_std(now + timeout), rx).await;
-    let Ok(waited) = waited else {
-        model
-            .stats
-            .timed_out
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return infer_error(InferError::Timeout {
-            waited_ms: now.elapsed().as_millis() as u64,
-        });
-    };
-    let answer = match waited {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return infer_error(e),
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the engine dropped the request",
-            )
-        }
-    };
-    let label = crate::metrics::ModelLabel {
-        model: model.name.clone(),
-    };
-    s.metrics
-        .queue_seconds
-        .get_or_create(&label)
-        .observe(answer.queue.as_secs_f64());
-    s.metrics
-        .compute_seconds
-        .get_or_create(&label)
-        .observe(answer.compute.as_secs_f64());
-    s.metrics
-        .batch_size
-        .get_or_create(&label)
-        .observe(answer.batch_rows as f64);
     let version = model.version.to_string();
     let who = v2::Answering {
         model: &model.name,
         version: &version,
         digest: &model.digest,
         id: req.id.as_deref(),
-        degraded_request_for: (via_fallback || model.degraded().is_some())
-            .then_some(requested.as_str()),
+        degraded_request_for: call.degraded_request_for(),
     };
     let (body, json_len) =
         match v2::encode_response(&who, &answer.outputs, &req.outputs, s.max_response) {
             Ok(x) => x,
             Err(v2::ResponseTooLarge { json: true }) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the answer would be larger than the response limit of {} bytes; ask for binary outputs (binary_data_output) or fewer rows",
-                        s.max_response
-                    ),
-                )
+                return infer_error(call.refuse(InferError::BadRequest(format!(
+                    "the answer would be larger than the response limit of {} bytes; ask for binary outputs (binary_data_output) or fewer rows",
+                    s.max_response
+                ))))
             }
             Err(v2::ResponseTooLarge { json: false }) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!(
-                        "the model's outputs are larger than the response limit of {} bytes ([server] max_response_size)",
-                        s.max_response
-                    ),
-                )
+                return infer_error(call.refuse(InferError::Internal(format!(
+                    "the model's outputs are larger than the response limit of {} bytes ([server] max_response_size)",
+                    s.max_response
+                ))))
             }
         };
     drop(answer);

@@ -4,53 +4,16 @@
 //! Invariant: every tensor that reaches the engine matches the contract (name, element type,
 //! rank, fixed dimensions, byte length); every refusal names the input and the reason.
 
-use std::collections::BTreeMap;
-
-use airlock_signing::manifest::{Contract, DType, Dim, TensorSpec};
+use airlock_signing::manifest::{Contract, DType};
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::engine::tensor::{elements, Data, Tensor};
+use airlock_engine::contract::{bytes_elements, check_string, Inputs};
+use airlock_engine::tensor::{Data, Tensor};
+use airlock_engine::InferError;
 
-/// The v2 name of an element type.
-pub fn datatype(d: DType) -> &'static str {
-    match d {
-        DType::Bool => "BOOL",
-        DType::Int8 => "INT8",
-        DType::Int16 => "INT16",
-        DType::Int32 => "INT32",
-        DType::Int64 => "INT64",
-        DType::Uint8 => "UINT8",
-        DType::Uint16 => "UINT16",
-        DType::Uint32 => "UINT32",
-        DType::Uint64 => "UINT64",
-        DType::Float16 => "FP16",
-        DType::Bfloat16 => "BF16",
-        DType::Float32 => "FP32",
-        DType::Float64 => "FP64",
-        DType::String => "BYTES",
-    }
-}
-
-/// Triton's model-config name of an element type.
-pub fn config_type(d: DType) -> String {
-    match d {
-        DType::String => "TYPE_STRING".into(),
-        other => format!("TYPE_{}", datatype(other)),
-    }
-}
-
-/// Shape as v2 metadata shows it (-1 for dynamic dimensions).
-pub fn metadata_shape(s: &TensorSpec) -> Vec<i64> {
-    s.shape
-        .as_ref()
-        .map(|d| {
-            d.iter()
-                .map(|d| if let Dim::Fixed(n) = d { *n as i64 } else { -1 })
-                .collect()
-        })
-        .unwrap_or_else(|| vec![-1])
-}
+pub use airlock_engine::contract::metadata_shape;
+pub use airlock_engine::datatype::{config_name as config_type, v2_name as datatype};
 
 /// A parsed infer request.
 #[derive(Debug)]
@@ -65,23 +28,13 @@ pub struct InferRequest {
     pub timeout_us: Option<u64>,
 }
 
-/// Why a request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// Malformed, or not what the contract allows (400).
-    #[error("{0}")]
-    Bad(String),
-    /// Its tensors would take more memory than a request may (413).
-    #[error("{0}")]
-    TooLarge(String),
-}
+/// Why a request was refused: `BadRequest` (400) or `TooLarge` (413).
+pub type RequestError = InferError;
 
-/// What one BYTES element costs beyond its bytes, all the way to ONNX Runtime: our vector
-/// header, the runtime's string and its pointer, allocator overhead.
-pub const BYTES_ELEMENT_COST: u64 = 96;
+pub use airlock_engine::contract::BYTES_ELEMENT_COST;
 
 fn bad(m: impl Into<String>) -> RequestError {
-    RequestError::Bad(m.into())
+    InferError::BadRequest(m.into())
 }
 
 /// The top level of a request, fields kept raw until the contract says what they must be.
@@ -274,11 +227,7 @@ impl Flat<'_> {
         match self.dtype {
             DType::String => match v {
                 Scalar::Str(s) => {
-                    if s.contains('\0') {
-                        return Err(format!(
-                            "input '{name}': BYTES element {i} holds a NUL byte, which ONNX Runtime's strings cannot carry"
-                        ));
-                    }
+                    check_string(name, i as usize, s.as_bytes()).map_err(|e| e.to_string())?;
                     self.strings.push(s.as_bytes().to_vec());
                 }
                 _ => return Err(format!("input '{name}': BYTES element {i} is not a string")),
@@ -364,92 +313,13 @@ fn de_message(e: &serde_json::Error) -> String {
     }
 }
 
-/// Splits BYTES binary data: each element is a 4-byte little-endian length and that many
-/// bytes. Elements must be UTF-8 without NUL (what ONNX Runtime's strings carry); more
-/// elements than the shape needs are refused as soon as they are seen.
-fn bytes_elements(name: &str, mut b: &[u8], count: u64) -> Result<Data, RequestError> {
-    let mut items = Vec::new();
-    while !b.is_empty() {
-        if b.len() < 4 {
-            return Err(bad(format!(
-                "input '{name}': BYTES data ends inside a 4-byte length prefix"
-            )));
-        }
-        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        b = &b[4..];
-        let i = items.len();
-        if len > b.len() {
-            return Err(bad(format!(
-                "input '{name}': BYTES element {i} claims {len} bytes but only {} remain",
-                b.len()
-            )));
-        }
-        if i as u64 >= count {
-            return Err(bad(format!(
-                "input '{name}': shape needs {count} BYTES elements, the data holds more"
-            )));
-        }
-        let item = &b[..len];
-        match std::str::from_utf8(item) {
-            Err(e) => {
-                return Err(bad(format!(
-                    "input '{name}': BYTES element {i} is not UTF-8 (at byte {}); ONNX Runtime's strings carry UTF-8 text only",
-                    e.valid_up_to()
-                )))
-            }
-            Ok(s) if s.contains('\0') => {
-                return Err(bad(format!(
-                    "input '{name}': BYTES element {i} holds a NUL byte, which ONNX Runtime's strings cannot carry"
-                )))
-            }
-            Ok(_) => {}
-        }
-        items.push(item.to_vec());
-        b = &b[len..];
-    }
-    if items.len() as u64 != count {
-        return Err(bad(format!(
-            "input '{name}': shape needs {count} BYTES elements, the data holds {}",
-            items.len()
-        )));
-    }
-    Ok(Data::Strings(items))
-}
-
-fn check_shape(spec: &TensorSpec, shape: &[u64]) -> Result<(), RequestError> {
-    let Some(dims) = &spec.shape else {
-        return Ok(());
-    };
-    if dims.len() != shape.len() {
-        return Err(bad(format!(
-            "input '{}': shape {shape:?} has {} dimensions, the model expects {} ({})",
-            spec.name,
-            shape.len(),
-            dims.len(),
-            spec.describe()
-        )));
-    }
-    for (i, (d, n)) in dims.iter().zip(shape).enumerate() {
-        if let Dim::Fixed(f) = d {
-            if f != n {
-                return Err(bad(format!(
-                    "input '{}': dimension {i} is {n}, the model expects {f} ({})",
-                    spec.name,
-                    spec.describe()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Parses an infer request: `header` is the JSON part, `binary` what follows it. The decoded
 /// inputs may take at most `budget` bytes (BYTES elements counted at their length plus
 /// [`BYTES_ELEMENT_COST`]); the check comes before anything is decoded.
 pub fn parse_request(
     contract: &Contract,
     header: &[u8],
-    binary: &[u8],
+    binary: bytes::Bytes,
     budget: u64,
 ) -> Result<InferRequest, RequestError> {
     let text =
@@ -473,34 +343,15 @@ pub fn parse_request(
             ))
         })?,
     };
-    let mut by_name: BTreeMap<&str, Tensor> = BTreeMap::new();
+    let mut assembled = Inputs::new(contract, budget);
     let mut offset = 0usize;
-    let mut spent = 0u64;
     for (idx, inp) in inputs.iter().enumerate() {
         let name = inp
             .name
             .and_then(string)
             .ok_or_else(|| bad(format!("input {idx} has no \"name\"")))?;
-        let spec = contract
-            .inputs
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                bad(format!(
-                    "unexpected input '{}' (the model's inputs: {})",
-                    name.escape_debug(),
-                    contract
-                        .inputs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+        let spec = assembled.expect(&name)?;
         let name = spec.name.as_str();
-        if by_name.contains_key(name) {
-            return Err(bad(format!("input '{name}' is given twice")));
-        }
         let dt = inp
             .datatype
             .and_then(string)
@@ -514,26 +365,17 @@ pub fn parse_request(
         }
         let shape: Vec<u64> = match inp.shape {
             None => return Err(bad(format!("input '{name}' has no \"shape\""))),
-            Some(r) => at_most(r, 64, "dimensions").map_err(|_| {
-                bad(format!(
-                    "input '{name}': shape must hold non-negative integers (at most 64)"
-                ))
-            })?,
+            Some(r) => {
+                at_most(r, airlock_engine::contract::MAX_RANK, "dimensions").map_err(|_| {
+                    bad(format!(
+                        "input '{name}': shape must hold non-negative integers (at most {})",
+                        airlock_engine::contract::MAX_RANK
+                    ))
+                })?
+            }
         };
-        check_shape(spec, &shape)?;
-        let n = elements(&shape);
-        // What decoding will take, checked before anything is decoded.
-        let cost = match spec.dtype.size() {
-            Some(size) => n.saturating_mul(size as u64),
-            None => n.saturating_mul(BYTES_ELEMENT_COST),
-        };
-        spent = spent.saturating_add(cost);
-        if spent > budget {
-            return Err(RequestError::TooLarge(format!(
-                "input '{name}': shape {shape:?} of {} takes {cost} bytes or more once decoded; a request's inputs may take at most {budget}",
-                datatype(spec.dtype)
-            )));
-        }
+        let decl = assembled.declare(name, &dt, &shape)?;
+        let n = decl.elements;
         let ip = params(inp.parameters, &format!("input '{name}': "))?;
         let binary_size = opt_u64(
             ip.binary_data_size,
@@ -548,21 +390,15 @@ pub fn parse_request(
                         offset
                     ))
                 })?;
-                let chunk = &binary[offset..end];
+                let range = offset..end;
                 offset = end;
                 if spec.dtype == DType::String {
-                    let d = bytes_elements(name, chunk, n)?;
-                    spent = spent.saturating_add(chunk.len() as u64);
-                    if spent > budget {
-                        return Err(RequestError::TooLarge(format!(
-                            "input '{name}': {} BYTES elements in {} bytes take more than a request's inputs may ({budget} bytes)",
-                            n,
-                            chunk.len()
-                        )));
-                    }
+                    let d = bytes_elements(name, &binary[range.clone()], n)?;
+                    assembled.charge_text(&decl, range.len() as u64)?;
                     d
                 } else {
-                    Data::Raw(chunk.to_vec())
+                    // A slice of the body: no copy on the way to the engine.
+                    Data::Raw(binary.slice(range))
                 }
             }
             (None, Some(raw)) => {
@@ -571,11 +407,7 @@ pub fn parse_request(
                     dtype: spec.dtype,
                     want: n,
                     count: 0,
-                    raw: Vec::with_capacity(if spec.dtype.size().is_some() {
-                        cost as usize
-                    } else {
-                        0
-                    }),
+                    raw: Vec::with_capacity(decl.raw_len().unwrap_or(0) as usize),
                     strings: Vec::new(),
                 };
                 let mut d = serde_json::Deserializer::from_str(raw.get());
@@ -590,15 +422,10 @@ pub fn parse_request(
                 }
                 if spec.dtype == DType::String {
                     let text: u64 = flat.strings.iter().map(|s| s.len() as u64).sum();
-                    spent = spent.saturating_add(text);
-                    if spent > budget {
-                        return Err(RequestError::TooLarge(format!(
-                            "input '{name}': its strings take more than a request's inputs may ({budget} bytes)"
-                        )));
-                    }
+                    assembled.charge_text(&decl, text)?;
                     Data::Strings(flat.strings)
                 } else {
-                    Data::Raw(flat.raw)
+                    Data::Raw(flat.raw.into())
                 }
             }
             (None, None) => {
@@ -607,8 +434,7 @@ pub fn parse_request(
                 )))
             }
         };
-        let t = Tensor::new(name, spec.dtype, shape, data).map_err(RequestError::Bad)?;
-        by_name.insert(name, t);
+        assembled.put(decl, data)?;
     }
     if offset != binary.len() {
         return Err(bad(format!(
@@ -616,14 +442,7 @@ pub fn parse_request(
             binary.len() - offset
         )));
     }
-    let mut ordered = Vec::with_capacity(contract.inputs.len());
-    for s in &contract.inputs {
-        ordered.push(
-            by_name
-                .remove(s.name.as_str())
-                .ok_or_else(|| bad(format!("input '{}' is missing", s.name)))?,
-        );
-    }
+    let ordered = assembled.finish()?;
     let outputs = match head.outputs {
         None => (0..contract.outputs.len())
             .map(|i| (i, binary_all))
@@ -743,12 +562,7 @@ fn binary_len(t: &Tensor) -> u64 {
 fn write_binary(t: &Tensor, out: &mut Vec<u8>) {
     match &t.data {
         Data::Raw(b) => out.extend_from_slice(b),
-        Data::Strings(items) => {
-            for s in items {
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s);
-            }
-        }
+        Data::Strings(items) => airlock_engine::contract::write_bytes_elements(items, out),
     }
 }
 
@@ -892,7 +706,17 @@ pub fn encode_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_signing::manifest::{Dim, TensorSpec};
     use serde_json::{json, Value};
+
+    fn parse_bin(
+        c: &Contract,
+        header: &[u8],
+        binary: &[u8],
+        budget: u64,
+    ) -> Result<InferRequest, RequestError> {
+        parse_request(c, header, bytes::Bytes::copy_from_slice(binary), budget)
+    }
 
     fn contract() -> Contract {
         let spec = |name: &str, dtype: DType, shape: Vec<Dim>| TensorSpec {
@@ -929,29 +753,29 @@ mod tests {
     #[test]
     fn bytes_tensors_parse_and_bad_length_prefixes_are_refused() {
         let good = bytes_elems(&[b"hello", b""]);
-        let r = parse_request(&contract(), &header(good.len()), &good, 1 << 20).expect("valid");
+        let r = parse_bin(&contract(), &header(good.len()), &good, 1 << 20).expect("valid");
         assert_eq!(
             r.inputs[0].data,
             Data::Strings(vec![b"hello".to_vec(), vec![]])
         );
-        assert_eq!(r.inputs[1].data, Data::Raw(vec![1]));
-        assert_eq!(r.inputs[2].data, Data::Raw(vec![0x80, 0x7f]));
+        assert_eq!(r.inputs[1].data, Data::Raw(vec![1].into()));
+        assert_eq!(r.inputs[2].data, Data::Raw(vec![0x80, 0x7f].into()));
         // A prefix claiming more bytes than remain.
         let mut long = bytes_elems(&[b"hello", b"x"]);
         long[0] = 200;
-        let e = parse_request(&contract(), &header(long.len()), &long, 1 << 20)
+        let e = parse_bin(&contract(), &header(long.len()), &long, 1 << 20)
             .expect_err("overlong")
             .to_string();
         assert!(e.contains("BYTES element 0 claims 200 bytes"), "{e}");
         // Data that ends inside a prefix.
         let cut = [bytes_elems(&[b"hello"]), vec![1, 0]].concat();
-        let e = parse_request(&contract(), &header(cut.len()), &cut, 1 << 20)
+        let e = parse_bin(&contract(), &header(cut.len()), &cut, 1 << 20)
             .expect_err("cut")
             .to_string();
         assert!(e.contains("inside a 4-byte length prefix"), "{e}");
         // The right bytes but the wrong count for the shape.
         let three = bytes_elems(&[b"a", b"b", b"c"]);
-        let e = parse_request(&contract(), &header(three.len()), &three, 1 << 20)
+        let e = parse_bin(&contract(), &header(three.len()), &three, 1 << 20)
             .expect_err("count")
             .to_string();
         assert!(
@@ -960,7 +784,7 @@ mod tests {
         );
         // Binary data left over after every input took its share.
         let extra = [good.clone(), vec![0]].concat();
-        let e = parse_request(&contract(), &header(good.len()), &extra, 1 << 20)
+        let e = parse_bin(&contract(), &header(good.len()), &extra, 1 << 20)
             .expect_err("extra")
             .to_string();
         assert!(e.contains("belong to none of them"), "{e}");
@@ -975,7 +799,7 @@ mod tests {
                 { "name": "small", "datatype": "INT8", "shape": [2], "data": small },
             ]}))
             .expect("json");
-            parse_request(&contract(), &h, &[], 1 << 20)
+            parse_bin(&contract(), &h, &[], 1 << 20)
         };
         assert!(bad(json!([1, 2]), json!(false)).is_ok());
         assert!(bad(json!([1, 300]), json!(false))
@@ -1020,7 +844,7 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<InferRequest, RequestError> {
-        parse_request(&iris(), body.as_bytes(), &[], 1 << 20)
+        parse_bin(&iris(), body.as_bytes(), &[], 1 << 20)
     }
 
     #[test]
@@ -1082,12 +906,12 @@ mod tests {
         };
         for (item, why) in [(&b"a\xffb"[..], "not UTF-8"), (b"a\0b", "NUL byte")] {
             let data = bytes_elems(&[item]);
-            let e = parse_request(&bytes, head(data.len()).as_bytes(), &data, 1 << 20)
+            let e = parse_bin(&bytes, head(data.len()).as_bytes(), &data, 1 << 20)
                 .expect_err(why)
                 .to_string();
             assert!(e.contains(why), "{e}");
         }
-        let e = parse_request(
+        let e = parse_bin(
             &bytes,
             br#"{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"data":["a\u0000"]}]}"#,
             &[],
@@ -1114,18 +938,23 @@ mod tests {
             r#"{{"inputs":[{{"name":"s","datatype":"BYTES","shape":[{n}],"parameters":{{"binary_data_size":{}}}}}]}}"#,
             data.len()
         );
-        let e = parse_request(&bytes, head.as_bytes(), &data, 64 << 20).expect_err("budget");
-        assert!(matches!(e, RequestError::TooLarge(_)), "{e}");
+        let e = parse_bin(&bytes, head.as_bytes(), &data, 64 << 20).expect_err("budget");
+        assert!(matches!(e, InferError::TooLarge(_)), "{e}");
         // A shape that claims far more than the body holds is refused before any allocation.
         let e = parse("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1000000000000,2],\"data\":[]}]}")
             .expect_err("huge");
-        assert!(matches!(e, RequestError::TooLarge(_)), "{e}");
+        assert!(matches!(e, InferError::TooLarge(_)), "{e}");
     }
 
     #[test]
     fn responses_are_capped_while_they_are_written() {
-        let y =
-            Tensor::new("y", DType::Float32, vec![1000, 2], Data::Raw(vec![0; 8000])).expect("t");
+        let y = Tensor::new(
+            "y",
+            DType::Float32,
+            vec![1000, 2],
+            Data::Raw(vec![0; 8000].into()),
+        )
+        .expect("t");
         let z = Tensor::new(
             "z",
             DType::String,

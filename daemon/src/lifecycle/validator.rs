@@ -14,9 +14,9 @@ use airlock_updater::validate::{
     check_vectors, CaseResult, Latency, StagedModel, ValidationReport, Validator,
 };
 
-use super::model::run_session;
-use super::tensor::{self, Data, Tensor};
-use super::Runtime;
+use airlock_engine::model::run_session;
+use airlock_engine::tensor::{self, Data, Tensor};
+use airlock_engine::Runtime;
 
 /// Validates staged versions with ONNX Runtime.
 pub struct OrtValidator {
@@ -53,7 +53,7 @@ fn to_tensor(name: &str, a: &NpyArray) -> Result<Tensor, String> {
                 .collect(),
         )
     } else {
-        Data::Raw(a.data.clone())
+        Data::Raw(a.data.clone().into())
     };
     Tensor::new(name, a.header.dtype, a.header.shape.clone(), data)
 }
@@ -61,34 +61,7 @@ fn to_tensor(name: &str, a: &NpyArray) -> Result<Tensor, String> {
 /// Values as f64 for comparison (`None` for strings).
 fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
     let Data::Raw(b) = &t.data else { return None };
-    macro_rules! conv {
-        ($n:literal, $f:expr) => {
-            b.chunks_exact($n)
-                .map(|c| $f(c.try_into().unwrap_or([0; $n])) as f64)
-                .collect()
-        };
-    }
-    Some(match t.dtype {
-        DType::Bool | DType::Uint8 => b.iter().map(|x| *x as f64).collect(),
-        DType::Int8 => b.iter().map(|x| *x as i8 as f64).collect(),
-        DType::Int16 => conv!(2, i16::from_le_bytes),
-        DType::Uint16 => conv!(2, u16::from_le_bytes),
-        DType::Int32 => conv!(4, i32::from_le_bytes),
-        DType::Uint32 => conv!(4, u32::from_le_bytes),
-        DType::Int64 => conv!(8, i64::from_le_bytes),
-        DType::Uint64 => conv!(8, u64::from_le_bytes),
-        DType::Float16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        DType::Bfloat16 => b
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        DType::Float32 => conv!(4, f32::from_le_bytes),
-        DType::Float64 => conv!(8, f64::from_le_bytes),
-        DType::String => return None,
-    })
+    airlock_engine::datatype::to_f64s(t.dtype, b)
 }
 
 /// Compares `got` with `want`: (passed, max abs error, max rel error, first problem).
@@ -244,8 +217,8 @@ fn check_hardware(
         ));
     }
     if let Some(min) = &hw.min_onnxruntime {
-        let have =
-            semver::Version::parse(super::ORT_VERSION).unwrap_or(semver::Version::new(0, 0, 0));
+        let have = semver::Version::parse(airlock_engine::runtime::ORT_VERSION)
+            .unwrap_or(semver::Version::new(0, 0, 0));
         if &have < min {
             ok = false;
             notes.push(format!(
@@ -322,7 +295,7 @@ impl Validator for OrtValidator {
                 contract_change: None,
                 latency: Vec::new(),
                 passed: false,
-                engine: format!("onnxruntime {}", super::ORT_VERSION),
+                engine: format!("onnxruntime {}", airlock_engine::runtime::ORT_VERSION),
                 provider,
                 cases,
                 notes,
@@ -377,7 +350,7 @@ impl Validator for OrtValidator {
                     }
                     Some(o) => {
                         if let ort::value::ValueType::Tensor { ty, shape, .. } = o.dtype() {
-                            if tensor::dtype_of(*ty) != Some(spec.dtype) {
+                            if airlock_engine::datatype::from_ort(*ty) != Some(spec.dtype) {
                                 contract_ok = false;
                                 notes.push(format!(
                                     "{what} '{}': the model says {ty:?}, the manifest {}",
@@ -467,7 +440,7 @@ impl Validator for OrtValidator {
         // 5. Latency at batch 1 and at the maximum batch, from the first vector's first row.
         let mut latency = Vec::new();
         if let Some(case) = m.vectors.first() {
-            let max = if super::model::batchable(&m.contract) {
+            let max = if airlock_engine::model::batchable(&m.contract) {
                 u64::from(settings.max_batch_size)
             } else {
                 1
@@ -498,7 +471,7 @@ impl Validator for OrtValidator {
             contract_change: None,
             latency,
             passed: contract_ok && hw_ok && cases.iter().all(|c| c.passed),
-            engine: format!("onnxruntime {}", super::ORT_VERSION),
+            engine: format!("onnxruntime {}", airlock_engine::runtime::ORT_VERSION),
             provider: provider_name,
             cases,
             notes,

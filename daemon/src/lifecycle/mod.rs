@@ -24,10 +24,12 @@ use airlock_config::Config;
 use airlock_updater::{Actor, Updater, ValidationReport, VersionState};
 use semver::Version;
 
-use crate::api::AppState;
-use crate::engine::model::LoadedModel;
-use crate::engine::sandbox::{SandboxedValidator, ValidationLimits};
-use crate::engine::Runtime;
+use airlock_engine::{Infer, LoadedModel, Runtime};
+use sandbox::{SandboxedValidator, ValidationLimits};
+
+pub mod sandbox;
+pub mod serving;
+pub mod validator;
 
 /// Why a lifecycle step was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +151,8 @@ pub enum Event {
 pub struct Lifecycle {
     /// The registry and store.
     pub updater: Arc<Updater>,
-    /// What is served.
-    pub app: Arc<AppState>,
+    /// The inference core and its routing table (what is served).
+    pub infer: Arc<Infer>,
     runtime: &'static Runtime,
     config: Config,
     /// `[lifecycle]`, replaced live on reload (drain timeout, retention, auto-rollback).
@@ -187,10 +189,10 @@ pub struct ImportedVersion {
 }
 
 impl Lifecycle {
-    /// A lifecycle engine over `updater`, serving into `app`.
+    /// A lifecycle engine over `updater`, serving through `infer`.
     pub fn new(
         updater: Arc<Updater>,
-        app: Arc<AppState>,
+        infer: Arc<Infer>,
         runtime: &'static Runtime,
         config: Config,
     ) -> Arc<Self> {
@@ -207,7 +209,7 @@ impl Lifecycle {
             validator: SandboxedValidator::new(vconfig),
             settings: arc_swap::ArcSwap::from_pointee(config.lifecycle.clone()),
             updater,
-            app,
+            infer,
             runtime,
             config,
             importing: Mutex::new(None),
@@ -779,7 +781,7 @@ impl Lifecycle {
 
     /// Routes requests to `loaded` atomically, then drains and releases the version it replaced.
     fn swap(&self, loaded: Arc<LoadedModel>) {
-        let Some(old) = self.app.models.swap(loaded) else {
+        let Some(old) = self.infer.models().swap(loaded) else {
             return;
         };
         let timeout = self.settings.load().drain_timeout.get();
@@ -811,7 +813,7 @@ impl Lifecycle {
             l.auto_rollback_latency.get(),
             l.auto_rollback_min_requests,
         );
-        let Ok(served) = self.app.models.get(model, Some(&version.to_string())) else {
+        let Ok(served) = self.infer.models().get(model, Some(&version.to_string())) else {
             return;
         };
         let me = self.clone();
@@ -826,14 +828,14 @@ impl Lifecycle {
                 // Only the version that is still the active one is judged (a later promotion or
                 // a manual rollback ends the watch).
                 let still_active = me
-                    .app
-                    .models
+                    .infer
+                    .models()
                     .get(&model, None)
                     .is_ok_and(|a| Arc::ptr_eq(&a, &m));
                 if !still_active {
                     return;
                 }
-                let s = &m.stats;
+                let s = m.stats();
                 use std::sync::atomic::Ordering::Relaxed;
                 let (ok, bad) = (s.success.load(Relaxed), s.failure.load(Relaxed));
                 let (execs, ns) = (s.executions.load(Relaxed), s.compute_ns.load(Relaxed));

@@ -1,14 +1,5 @@
-//! The inference engine: finding and loading ONNX Runtime, building sessions with the configured
-//! execution provider (CUDA with the configured fallback, or CPU), and running each model version
-//! on dedicated threads fed by a bounded queue with dynamic batching.
-//!
-//! Invariant: ONNX Runtime is only ever called from the engine's own threads, never from the
-//! async runtime; a full queue is refused at once (429) and memory never grows with overload.
-
-pub mod model;
-pub mod sandbox;
-pub mod tensor;
-pub mod validator;
+//! Finding and loading ONNX Runtime (once per process) and building sessions with the
+//! configured execution provider (CUDA with its options, or CPU).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

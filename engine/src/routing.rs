@@ -2,18 +2,15 @@
 //! version go to. The table is swapped atomically (`arc-swap`), so a promotion replaces the
 //! active version in one step while requests in flight keep their `Arc` to the old one.
 //!
-//! Invariant: only versions the registry says are `active` are loaded here at start-up or on
-//! activation; the engine never serves anything the lifecycle did not approve.
+//! Invariant: only the daemon's lifecycle puts versions in (those the registry says are
+//! `active`, at start-up or on activation); the engine never serves anything it did not approve.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use airlock_config::Config;
-use airlock_updater::Updater;
 use arc_swap::ArcSwap;
 
-use crate::engine::model::LoadedModel;
-use crate::engine::{EngineError, Runtime};
+use crate::model::LoadedModel;
 
 /// One model's loaded versions.
 #[derive(Clone)]
@@ -108,54 +105,6 @@ impl Models {
             });
         }
         replaced
-    }
-
-    /// Loads and activates every version the registry says is active. One that cannot be
-    /// loaded (a store file missing or damaged, a model the runtime refuses) does not stop the
-    /// others: it is marked unavailable, logged naming the file, and returned, so that the
-    /// caller can audit it; the others are served.
-    pub fn load_active(
-        &self,
-        runtime: &'static Runtime,
-        updater: &Updater,
-        config: &Config,
-    ) -> Result<(usize, Vec<(String, Unavailable)>), EngineError> {
-        let mut n = 0;
-        let mut failed = Vec::new();
-        let models = updater
-            .registry()
-            .models()
-            .map_err(|e| EngineError::Session(e.to_string()))?;
-        for m in models {
-            let Some(active) = &m.active else { continue };
-            let loaded = updater
-                .stored_manifest(&m.name, active)
-                .map_err(|e| e.to_string())
-                .and_then(|(manifest, dir)| {
-                    let digest = m.versions[active].manifest_digest.clone();
-                    let settings = config
-                        .serving
-                        .with(config.models.get(&m.name).unwrap_or(&Default::default()));
-                    LoadedModel::load(runtime, &manifest, dir, digest, settings)
-                        .map_err(|e| format!("{} {active} cannot be loaded: {e}", m.name))
-                });
-            match loaded {
-                Ok(l) => {
-                    self.swap(l);
-                    n += 1;
-                }
-                Err(reason) => {
-                    tracing::error!(model = %m.name, version = %active, reason = %reason, "model unavailable: its active version cannot be served (every other model is)");
-                    let u = Unavailable {
-                        version: active.clone(),
-                        reason,
-                    };
-                    self.mark_unavailable(&m.name, u.clone());
-                    failed.push((m.name.clone(), u));
-                }
-            }
-        }
-        Ok((n, failed))
     }
 
     /// Unloads everything (at shutdown), letting queued work finish.

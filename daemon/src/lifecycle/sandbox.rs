@@ -62,7 +62,7 @@ fn failed(why: String) -> ValidationReport {
         contract_change: None,
         latency: Vec::new(),
         passed: false,
-        engine: format!("onnxruntime {}", super::ORT_VERSION),
+        engine: format!("onnxruntime {}", airlock_engine::runtime::ORT_VERSION),
         provider: None,
         cases: Vec::new(),
         notes: vec![why],
@@ -244,7 +244,7 @@ pub fn worker() -> anyhow::Result<()> {
     std::io::stdin().take(64 << 20).read_to_end(&mut input)?;
     let req: Request = serde_json::from_slice(&input)?;
     let config: Config = toml::from_str(&req.config)?;
-    let runtime = super::Runtime::get(&config)?;
+    let runtime = airlock_engine::Runtime::get(&config)?;
     let report = super::validator::OrtValidator::new(runtime, config).validate(&StagedModel {
         manifest: &req.manifest,
         dir: &req.dir,

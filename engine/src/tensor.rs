@@ -2,17 +2,22 @@
 //! byte strings for BYTES) — and their conversion to and from ONNX Runtime values, plus the
 //! concatenation and split along dimension 0 that dynamic batching needs.
 //!
+//! Raw data is a [`Bytes`]: a front end hands the engine a slice of the request buffer it
+//! received (the binary extension's tail, gRPC's `raw_input_contents`) without copying it, and
+//! a batched output is split into per-request slices of one buffer.
+//!
 //! Invariant: a `Tensor`'s data length always matches its shape and element type (checked by
 //! [`Tensor::new`]); nothing downstream re-checks it.
 
 use airlock_signing::manifest::DType;
-use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use bytes::Bytes;
+use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
 
 /// Tensor payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     /// Fixed-size elements, little-endian.
-    Raw(Vec<u8>),
+    Raw(Bytes),
     /// BYTES / string elements.
     Strings(Vec<Vec<u8>>),
 }
@@ -91,7 +96,7 @@ fn bytes_of<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
 pub fn to_ort(t: &Tensor) -> ort::Result<DynValue> {
     let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
     let raw = match &t.data {
-        Data::Raw(b) => b.as_slice(),
+        Data::Raw(b) => &b[..],
         Data::Strings(items) => {
             // The parser admits only UTF-8 without NUL (what the runtime's strings carry);
             // nothing is rewritten on the way.
@@ -129,33 +134,12 @@ pub fn to_ort(t: &Tensor) -> ort::Result<DynValue> {
     })
 }
 
-/// The element type of an ONNX Runtime element type, if airlock serves it.
-pub fn dtype_of(t: TensorElementType) -> Option<DType> {
-    Some(match t {
-        TensorElementType::Bool => DType::Bool,
-        TensorElementType::Int8 => DType::Int8,
-        TensorElementType::Uint8 => DType::Uint8,
-        TensorElementType::Int16 => DType::Int16,
-        TensorElementType::Uint16 => DType::Uint16,
-        TensorElementType::Int32 => DType::Int32,
-        TensorElementType::Uint32 => DType::Uint32,
-        TensorElementType::Int64 => DType::Int64,
-        TensorElementType::Uint64 => DType::Uint64,
-        TensorElementType::Float16 => DType::Float16,
-        TensorElementType::Bfloat16 => DType::Bfloat16,
-        TensorElementType::Float32 => DType::Float32,
-        TensorElementType::Float64 => DType::Float64,
-        TensorElementType::String => DType::String,
-        _ => return None,
-    })
-}
-
 /// Converts an output value back.
 pub fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, String> {
     let ValueType::Tensor { ty, .. } = v.dtype() else {
         return Err(format!("output '{name}' is not a tensor"));
     };
-    let dtype = dtype_of(*ty)
+    let dtype = crate::datatype::from_ort(*ty)
         .ok_or_else(|| format!("output '{name}' has unsupported element type {ty:?}"))?;
     let err = |e: ort::Error| format!("output '{name}': {e}");
     macro_rules! ex {
@@ -163,7 +147,7 @@ pub fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, String> {
             let (shape, data) = v.try_extract_tensor::<$t>().map_err(err)?;
             (
                 shape.iter().map(|d| *d as u64).collect::<Vec<u64>>(),
-                Data::Raw(bytes_of(data, $f)),
+                Data::Raw(bytes_of(data, $f).into()),
             )
         }};
     }
@@ -172,7 +156,7 @@ pub fn from_ort(name: &str, v: &DynValue) -> Result<Tensor, String> {
             let (shape, data) = v.try_extract_tensor::<bool>().map_err(err)?;
             (
                 shape.iter().map(|d| *d as u64).collect(),
-                Data::Raw(data.iter().map(|b| *b as u8).collect()),
+                Data::Raw(data.iter().map(|b| *b as u8).collect::<Vec<u8>>().into()),
             )
         }
         DType::Int8 => ex!(i8, i8::to_le_bytes),
@@ -211,15 +195,23 @@ pub fn concat(parts: &[&Tensor]) -> Result<Tensor, String> {
     }
     shape[0] = rows;
     let data = match &first.data {
-        Data::Raw(_) => Data::Raw(
-            parts
-                .iter()
-                .flat_map(|t| match &t.data {
-                    Data::Raw(b) => b.iter().copied(),
-                    Data::Strings(_) => [].iter().copied(),
-                })
-                .collect(),
-        ),
+        Data::Raw(_) => {
+            let mut all = Vec::with_capacity(
+                parts
+                    .iter()
+                    .map(|t| match &t.data {
+                        Data::Raw(b) => b.len(),
+                        Data::Strings(_) => 0,
+                    })
+                    .sum(),
+            );
+            for t in parts {
+                if let Data::Raw(b) = &t.data {
+                    all.extend_from_slice(b);
+                }
+            }
+            Data::Raw(all.into())
+        }
         Data::Strings(_) => Data::Strings(
             parts
                 .iter()
@@ -252,7 +244,7 @@ pub fn split(t: &Tensor, rows: &[u64]) -> Result<Vec<Tensor>, String> {
         let data = match &t.data {
             Data::Raw(b) => {
                 let size = t.dtype.size().unwrap_or(1);
-                Data::Raw(b[at * size..(at + n) * size].to_vec())
+                Data::Raw(b.slice(at * size..(at + n) * size))
             }
             Data::Strings(s) => Data::Strings(s[at..at + n].to_vec()),
         };

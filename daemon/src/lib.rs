@@ -10,19 +10,15 @@
 // the size of `Response` in the error arm is irrelevant next to the request it answers.
 #![allow(clippy::result_large_err)]
 
-pub mod admin;
-pub mod api;
-pub mod bodies;
-pub mod dbus;
+pub mod auth;
 pub mod dev;
+pub mod events;
+pub mod http;
 pub mod lifecycle;
 pub mod limits;
-pub mod logging;
 pub mod metrics;
-pub mod privileges;
-pub mod systemd;
-pub mod tls;
-pub mod usb;
+pub mod system;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,9 +128,9 @@ fn first_boot(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<()>
     println!("url={scheme}://{host}:{}/", addr.port());
     if config.server.tls {
         // Generated (or renewed within 30 days of its end) when airlockd made it; logged.
-        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
-        let (cert, key) = tls::paths(&config.paths.data_dir);
-        let (_, fingerprint) = tls::load(&cert, &key)?;
+        system::tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
+        let (cert, key) = system::tls::paths(&config.paths.data_dir);
+        let (_, fingerprint) = system::tls::load(&cert, &key)?;
         println!("tls_sha256={fingerprint}");
     }
     println!("identity=ed25519:{}", public.to_hex());
@@ -164,9 +160,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    privileges::check_user(&config, dev).map_err(|e| ConfigInvalid(e.0))?;
-    privileges::check_files(&config, args.config.as_deref()).map_err(|e| ConfigInvalid(e.0))?;
-    let log_guard = Arc::new(logging::init(&config.logging).context("cannot set up logging")?);
+    system::privileges::check_user(&config, dev).map_err(|e| ConfigInvalid(e.0))?;
+    system::privileges::check_files(&config, args.config.as_deref())
+        .map_err(|e| ConfigInvalid(e.0))?;
+    let log_guard =
+        Arc::new(system::logging::init(&config.logging).context("cannot set up logging")?);
     let listen = match (&args.listen, dev) {
         (Some(l), _) => l.clone(),
         (None, true) => "127.0.0.1:8080".to_string(),
@@ -197,13 +195,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     report(&updater)?;
-    let tokens = admin::load_tokens(&updater)?;
+    let tokens = auth::Tokens::load(updater.clone())?;
     let metrics = metrics::Metrics::new();
     let infer = Arc::new(airlock_engine::Infer::new(
         Arc::new(airlock_engine::Models::default()),
         Arc::new(metrics::Observe(metrics.clone())),
     ));
-    let state = Arc::new(api::AppState {
+    let state = Arc::new(http::AppState {
         infer: infer.clone(),
         max_body: config.server.max_body_size.0,
         max_response: config.server.max_response_size.0,
@@ -238,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.once {
         lifecycle.resume()?;
     }
-    let admin_state = Arc::new(admin::AdminState {
+    let admin_state = Arc::new(http::admin::AdminState {
         lifecycle: lifecycle.clone(),
         tokens: tokens.clone(),
         token_overlap: config.server.token_overlap.get(),
@@ -260,10 +258,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let tls = if config.server.tls {
-        tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
-        tls::warn_if_expiring(&config.paths.data_dir);
-        let (cert, key) = tls::paths(&config.paths.data_dir);
-        Some(tls::Reloadable::new(cert, key)?)
+        system::tls::ensure_certificate(&config.paths.data_dir, certificate_names())?;
+        system::tls::warn_if_expiring(&config.paths.data_dir);
+        let (cert, key) = system::tls::paths(&config.paths.data_dir);
+        Some(system::tls::Reloadable::new(cert, key)?)
     } else {
         None
     };
@@ -275,22 +273,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
-        let admin_listener = admin::bind(&config.admin.socket, config.admin.socket_mode)?;
+        let admin_listener = http::admin::bind(&config.admin.socket, config.admin.socket_mode)?;
         // Signal handlers exist before anyone is told the daemon is ready.
         let stop_signals = stop_signals()?;
         tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
         let status = {
             let (infer, updater) = (infer.clone(), updater.clone());
-            move || systemd::status_line(infer.models(), awaiting_approval(&updater))
+            move || system::systemd::status_line(infer.models(), awaiting_approval(&updater))
         };
-        systemd::ready(&status());
+        system::systemd::ready(&status());
         // The watchdog is petted from the serving runtime itself: if it wedges, systemd restarts us.
-        if let Some(every) = systemd::watchdog_interval() {
+        if let Some(every) = system::systemd::watchdog_interval() {
             tracing::info!(interval_ms = every.as_millis() as u64, "systemd watchdog enabled");
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    systemd::watchdog();
+                    system::systemd::watchdog();
                 }
             });
         }
@@ -303,19 +301,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     let now = tokio::task::spawn_blocking(status.clone()).await.unwrap_or_default();
                     if now != last {
-                        systemd::status(&now);
+                        system::systemd::status(&now);
                         last = now;
                     }
                 }
             });
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let usb_task = tokio::spawn(usb::watch(
+        let usb_task = tokio::spawn(system::usb::watch(
             lifecycle.clone(),
             config.media.clone(),
             shutdown.clone(),
         ));
-        let dbus_task = tokio::spawn(dbus::serve(
+        let dbus_task = tokio::spawn(system::dbus::serve(
             lifecycle.clone(),
             config.admin.roles.clone(),
             shutdown.clone(),
@@ -323,7 +321,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let timeouts = limits::ConnTimeouts::from_config(&config.server);
         let (server_cap, admin_cap) =
             limits::fit_caps(config.server.max_connections, config.admin.max_connections);
-        let admin_task = tokio::spawn(admin::serve(
+        let admin_task = tokio::spawn(http::admin::serve(
             admin_listener,
             config.admin.socket.clone(),
             admin_state.clone(),
@@ -342,8 +340,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         // SIGHUP reloads what can change live: the TLS certificate and the token records.
         {
-            let (tls, tokens, updater, status) =
-                (tls.clone(), tokens.clone(), updater.clone(), status.clone());
+            let (tls, tokens, status) = (tls.clone(), tokens.clone(), status.clone());
             let (config_file, lifecycle, log_guard) =
                 (args.config.clone().filter(|_| !dev), lifecycle.clone(), log_guard.clone());
             let mut running = config.clone();
@@ -351,19 +348,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the TLS certificate and tokens");
-                    systemd::reloading();
+                    system::systemd::reloading();
                     if let Some(path) = &config_file {
                         config_changes(path, &mut running, &lifecycle, &log_guard);
                     }
                     if let Some(t) = &tls {
                         t.reload();
                     }
-                    match updater.registry().tokens() {
-                        Ok(all) => tokens.store(Arc::new(all)),
-                        Err(e) => tracing::error!(error = %e, "token reload failed"),
+                    if let Err(e) = tokens.refresh() {
+                        tracing::error!(error = %e, "token reload failed");
                     }
                     let line = tokio::task::spawn_blocking(status.clone()).await.unwrap_or_default();
-                    systemd::ready(&line);
+                    system::systemd::ready(&line);
                     tracing::info!("reload done");
                 }
             });
@@ -372,16 +368,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let drain = config.server.shutdown_timeout.get();
         tokio::spawn(async move {
             wait_for_stop(stop_signals).await;
-            systemd::stopping(&format!(
+            system::systemd::stopping(&format!(
                 "stopping: finishing requests in flight (at most {} s)",
                 drain.as_secs()
             ));
             stop.cancel();
         });
-        api::serve(
+        http::serve(
             listener,
             // The admin API on the TCP listener only where tokens authenticate it (not --dev).
-            api::router(state.clone(), (!dev).then(|| admin::router(admin_state.clone()))),
+            http::router(state.clone(), (!dev).then(|| http::admin::router(admin_state.clone()))),
             acceptor,
             timeouts,
             limits::ConnCap::new("inference", server_cap, server_cap),
@@ -410,7 +406,7 @@ fn config_changes(
     path: &std::path::Path,
     running: &mut Config,
     lifecycle: &lifecycle::Lifecycle,
-    log: &logging::LogGuard,
+    log: &system::logging::LogGuard,
 ) {
     match airlock_config::load(path) {
         Err(e) => {

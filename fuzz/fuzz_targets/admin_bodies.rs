@@ -1,9 +1,9 @@
-//! Fuzzes the admin API's request bodies (`airlockd::bodies`: approvals, rejections,
+//! Fuzzes the admin API's request bodies (`airlockd::http::bodies`: approvals, rejections,
 //! promotions, rollbacks, path imports, token requests), the trust root a `POST /trust` carries,
 //! and token scopes. No input may panic; a refusal always says why.
 #![no_main]
 
-use airlockd::bodies;
+use airlockd::http::bodies;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -115,8 +115,14 @@ pub fn verify<'a>(
 ) -> Option<&'a TokenRecord> {
     let (id, secret) = split_token(token)?;
     let rec = records.get(id)?;
+    verify_secret(rec, secret, now).then_some(rec)
+}
+
+/// Whether `secret` (the part of a token after its id) is `rec`'s current secret, or its
+/// previous one within the rotation overlap; a revoked record matches nothing.
+pub fn verify_secret(rec: &TokenRecord, secret: &str, now: i64) -> bool {
     if rec.revoked_at.is_some() {
-        return None;
+        return false;
     }
     let presented = hash_secret(secret);
     let current = constant_time_eq(&rec.secret_sha256, &presented);
@@ -124,7 +130,7 @@ pub fn verify<'a>(
         (Some(h), Some(until)) => now < until && constant_time_eq(h, &presented),
         _ => false,
     };
-    (current || previous).then_some(rec)
+    current || previous
 }
 
 /// Fresh random id (8 bytes) and secret (32 bytes), hex.

@@ -27,6 +27,8 @@ use semver::Version;
 use airlock_engine::{Infer, LoadedModel, Runtime};
 use sandbox::{SandboxedValidator, ValidationLimits};
 
+pub use crate::events::Event;
+
 pub mod sandbox;
 pub mod serving;
 pub mod validator;
@@ -103,50 +105,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
 pub use airlock_updater::fault_point;
 
-/// What happened, for the D-Bus signals (and anyone else who subscribes).
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A bundle was imported: its version is staged and validation starts.
-    Staged {
-        /// The model.
-        model: String,
-        /// The version.
-        version: String,
-    },
-    /// Validation ended.
-    Validated {
-        /// The model.
-        model: String,
-        /// The version.
-        version: String,
-        /// Its verdict.
-        passed: bool,
-    },
-    /// A version went into service.
-    Promoted {
-        /// The model.
-        model: String,
-        /// The version now active.
-        version: String,
-    },
-    /// A removable medium with bundles appeared.
-    MediaBundles {
-        /// Where it is mounted.
-        mount: String,
-        /// The bundle files on it.
-        bundles: Vec<String>,
-    },
-    /// A rollback put an earlier version back.
-    RolledBack {
-        /// The model.
-        model: String,
-        /// The version now active.
-        version: String,
-        /// Why (empty when none was given).
-        reason: String,
-    },
-}
-
 /// The lifecycle engine, shared by the admin API's handlers (which call it on blocking threads).
 pub struct Lifecycle {
     /// The registry and store.
@@ -164,10 +122,10 @@ pub struct Lifecycle {
     validating: Mutex<()>,
     /// Promotion and rollback of one model are serialised.
     model_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
-    /// Removable media with bundles, by UDisks2 object path (`crate::usb`).
-    pub media: Mutex<BTreeMap<String, crate::usb::Medium>>,
-    /// Lifecycle events (a subscriber that falls behind misses old ones, never blocks a step).
-    pub events: tokio::sync::broadcast::Sender<Event>,
+    /// Removable media with bundles, by UDisks2 object path (filled by `system::usb`).
+    pub media: Arc<crate::events::Media>,
+    /// Lifecycle and media events.
+    pub events: crate::events::Bus,
     /// Versions waiting for or in validation in the background (`status`, `validating`).
     pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
     /// Models whose retention should run, for the retention thread (off the request path).
@@ -216,8 +174,8 @@ impl Lifecycle {
             validating: Mutex::new(()),
             model_locks: Mutex::new(BTreeMap::new()),
             in_validation: Mutex::new(std::collections::BTreeSet::new()),
-            events: tokio::sync::broadcast::channel(64).0,
-            media: Mutex::new(BTreeMap::new()),
+            events: crate::events::bus(),
+            media: Arc::new(crate::events::Media::default()),
         });
         // Retention deletes files (a large version takes a while): never inside a request.
         let weak = Arc::downgrade(&me);
@@ -403,7 +361,6 @@ impl Lifecycle {
         let mount = self
             .media
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .find(|m| m.listing.bundles.iter().any(|b| b.path == path))
             .map(|m| m.mount.clone())

@@ -21,8 +21,9 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
-use crate::admin::{identity_of, permitted, Identity};
-use crate::lifecycle::{Event, Lifecycle, LifecycleError};
+use crate::auth::{identity_of, permitted, Identity};
+use crate::events::Event;
+use crate::lifecycle::{Lifecycle, LifecycleError};
 
 /// The bus name.
 pub const NAME: &str = "org.airlock.Daemon1";

@@ -10,15 +10,13 @@
 //! exists only in the response to its creation; blocking work (imports, loads, sled) runs on
 //! blocking threads, never on the runtime's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_config::Role;
 use airlock_updater::registry::{ModelRecord, VersionRecord};
-use airlock_updater::tokens::{Scope, TokenRecord};
-use airlock_updater::{Actor, Updater};
-use arc_swap::ArcSwap;
+use airlock_updater::tokens::TokenRecord;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -30,134 +28,22 @@ use serde_json::{json, Value};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::error;
+use crate::auth::{peer_identity, permitted, Identity};
+use crate::http::error;
 use crate::lifecycle::{Lifecycle, LifecycleError};
-
-/// The hashed token records the serving path checks against (`None`: no authentication, --dev).
-pub type TokenCache = Arc<ArcSwap<BTreeMap<String, TokenRecord>>>;
-
-/// Loads the token cache from the registry.
-pub fn load_tokens(updater: &Updater) -> anyhow::Result<TokenCache> {
-    Ok(Arc::new(ArcSwap::from_pointee(
-        updater.registry().tokens()?,
-    )))
-}
-
-/// Who is calling, and what they may do.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// As recorded in the audit log (`uid:1000(alice)`, `token:ID(NAME)`).
-    pub actor: Actor,
-    /// Roles held.
-    pub roles: BTreeSet<Role>,
-}
-
-impl Identity {
-    fn may(&self, needed: Role) -> bool {
-        self.roles.contains(&Role::Admin)
-            || self.roles.contains(&needed)
-            || (needed == Role::Viewer && !self.roles.is_empty())
-    }
-}
-
-/// Roles a token's scopes grant on the TLS listener.
-pub fn token_identity(rec: &TokenRecord) -> Option<Identity> {
-    let roles: BTreeSet<Role> = rec
-        .scopes
-        .iter()
-        .filter_map(|s| match s {
-            Scope::Admin(r) => Some(*r),
-            _ => None,
-        })
-        .collect();
-    let actor = Actor::new(&format!("token:{}({})", rec.id, rec.name)).ok()?;
-    (!roles.is_empty()).then_some(Identity { actor, roles })
-}
-
-/// The local user and group databases (`/etc/passwd`, `/etc/group`), as the appliance has them.
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-        .ok()
-        .flatten()
-        .map(|g| g.name)
-}
-
-/// The identity of a socket peer: roles from `[admin.roles]` by uid, gid, group id and name.
-pub fn peer_identity(table: &BTreeMap<String, Role>, uid: u32, gid: u32) -> Identity {
-    identity_of(table, uid, &[gid])
-}
-
-/// The identity of a local user: roles by uid, by any of `gids` (the first is the primary one,
-/// as the kernel reported it with the connection), and by the user's groups in the group
-/// database. A process's supplementary groups are not read from `/proc/PID` after the fact: by
-/// then the PID may belong to another process (and the unit's ProtectProc=invisible hides it).
-/// Over D-Bus, `gids` are the bus's record of the caller's groups, taken at its connection.
-pub fn identity_of(table: &BTreeMap<String, Role>, uid: u32, known_gids: &[u32]) -> Identity {
-    let gid = known_gids.first().copied().unwrap_or(u32::MAX);
-    let mut gids = known_gids.to_vec();
-    if let Some(name) = user_name(uid).and_then(|n| std::ffi::CString::new(n).ok()) {
-        if let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)) {
-            gids.extend(list.into_iter().map(|g| g.as_raw()));
-        }
-    }
-    gids.sort_unstable();
-    gids.dedup();
-    let mut keys = vec![format!("uid:{uid}")];
-    for g in &gids {
-        keys.push(format!("gid:{g}"));
-        keys.extend(group_name(*g).map(|n| format!("group:{n}")));
-    }
-    let roles = keys.iter().filter_map(|k| table.get(k).copied()).collect();
-    let name = match user_name(uid) {
-        Some(n) => format!("uid:{uid}({n})"),
-        None => format!("uid:{uid}"),
-    };
-    Identity {
-        actor: Actor::new(&name).unwrap_or_else(|_| Actor::system()),
-        roles,
-    }
-}
 
 /// What the handlers share.
 pub struct AdminState {
     /// The lifecycle engine.
     pub lifecycle: Arc<Lifecycle>,
-    /// The token cache the serving path uses (refreshed on every change).
-    pub tokens: TokenCache,
+    /// The token records every front end checks (refreshed on every change).
+    pub tokens: Arc<crate::auth::Tokens>,
     /// How long a rotated token's previous secret keeps working.
     pub token_overlap: std::time::Duration,
 }
 
 type S = State<Arc<AdminState>>;
 type Who = Extension<Identity>;
-
-/// `Err(why)` when `who` lacks the role `needed` for `what` (the message names the role).
-pub fn permitted(who: &Identity, needed: Role, what: &str) -> Result<(), String> {
-    if who.may(needed) {
-        return Ok(());
-    }
-    let held = if who.roles.is_empty() {
-        "no role".to_string()
-    } else {
-        who.roles
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Err(format!(
-        "{} ({held}) may not {what}: that needs the {} role",
-        who.actor,
-        needed.as_str()
-    ))
-}
 
 fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
     permitted(who, needed, what).map_err(|m| error(StatusCode::FORBIDDEN, m))
@@ -227,7 +113,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn version(v: &str) -> Result<Version, Response> {
-    crate::bodies::version(v).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+    crate::http::bodies::version(v).map_err(|e| error(StatusCode::BAD_REQUEST, e))
 }
 
 fn version_summary(v: &VersionRecord) -> Value {
@@ -421,7 +307,7 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
 /// `POST /bundles/import {"path": "/media/…/x.airlock"}`: a bundle on removable media the
 /// daemon offers (and nothing else: the caller's file is streamed with `POST /bundles`).
 async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    let path = match crate::bodies::import_path(&body) {
+    let path = match crate::http::bodies::import_path(&body) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -463,7 +349,7 @@ async fn approve(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (ver, req) = match (version(&v), crate::bodies::approve(&body)) {
+    let (ver, req) = match (version(&v), crate::http::bodies::approve(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) => return r,
         (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
@@ -494,7 +380,7 @@ async fn reject(
     UrlPath((m, v)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (ver, reason) = match (version(&v), crate::bodies::reject(&body)) {
+    let (ver, reason) = match (version(&v), crate::http::bodies::reject(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) => return r,
         (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
@@ -515,7 +401,7 @@ async fn promote(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let ver = match crate::bodies::promote(&body) {
+    let ver = match crate::http::bodies::promote(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -534,7 +420,7 @@ async fn rollback(
     UrlPath(m): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let req = match crate::bodies::rollback(&body) {
+    let req = match crate::http::bodies::rollback(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -552,7 +438,6 @@ async fn media_list(State(s): S, _: Who) -> Response {
         .lifecycle
         .media
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .values()
         .map(|m| {
             json!({
@@ -635,9 +520,7 @@ fn public(r: &TokenRecord) -> Value {
 }
 
 fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
-    let all = s.lifecycle.updater.registry().tokens()?;
-    s.tokens.store(Arc::new(all));
-    Ok(())
+    Ok(s.tokens.refresh()?)
 }
 
 async fn tokens_list(State(s): S, _: Who) -> Response {
@@ -651,7 +534,7 @@ async fn tokens_list(State(s): S, _: Who) -> Response {
 }
 
 async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
-    let crate::bodies::NewToken { name, scopes } = match crate::bodies::token(&body) {
+    let crate::http::bodies::NewToken { name, scopes } = match crate::http::bodies::token(&body) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -849,7 +732,7 @@ async fn guard(rule: Rule, req: axum::extract::Request, next: axum::middleware::
             .run(axum::extract::Request::from_parts(parts, Body::empty()))
             .await;
     }
-    let bytes = match crate::api::read_limited(max, &parts.headers, body).await {
+    let bytes = match crate::http::read_limited(max, &parts.headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -6,7 +6,9 @@
 //! alone turns them into status codes (not found 404, unavailable 503, internal 500, queue full
 //! 429 with `Retry-After`, deadline 504, anything else 400).
 
-pub mod v2;
+pub mod admin;
+pub mod bodies;
+pub mod wire;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub struct AppState {
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Token records to authenticate against; `None` only in `--dev` (no authentication).
-    pub tokens: Option<crate::admin::TokenCache>,
+    pub tokens: Option<Arc<crate::auth::Tokens>>,
 }
 
 type S = State<Arc<AppState>>;
@@ -187,13 +189,8 @@ async fn authorize(
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let records = cache.load();
-    let Some(rec) =
-        presented.and_then(|t| airlock_updater::tokens::verify(&records, t, unix_now()))
-    else {
+        .and_then(|v| v.to_str().ok());
+    let Some(rec) = cache.authenticate(presented) else {
         let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -202,7 +199,7 @@ async fn authorize(
     let (mut parts, body) = req.into_parts();
     if route == "/api/v1" || route.starts_with("/api/v1/") {
         // The admin API: the token's admin:ROLE scopes are its roles.
-        let Some(who) = crate::admin::token_identity(rec) else {
+        let Some(who) = crate::auth::token_identity(&rec) else {
             return error(
                 StatusCode::FORBIDDEN,
                 "this token does not grant access to the admin API",
@@ -236,59 +233,22 @@ async fn authorize(
         }
     }
     tracing::debug!(token = %rec.id, "authenticated");
-    parts.extensions.insert(Caller(Some(Arc::new(rec.clone()))));
+    parts.extensions.insert(Caller(Some(rec)));
     next.run(axum::extract::Request::from_parts(parts, body))
         .await
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), if valid.
-pub fn trace_id(traceparent: &str) -> Option<&str> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    (hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace != "0".repeat(32)
-        && hex(span, 16)
-        && hex(flags, 2)
-        && parts.next().is_none())
-    .then_some(trace)
 }
 
 /// Gives every request an id (echoed as `x-request-id`), a span carrying it and the client's
 /// W3C trace id, and one log line when it ends (errors at warn/info, successes at debug).
 /// Only the method, path, status and timing are logged — never headers or bodies.
 async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    use std::hash::BuildHasher;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use tracing::Instrument;
-    // Unique per request and unpredictable: a counter under a keyed hash whose key is drawn
-    // at start, so the id tells a client neither the daemon's PID nor how many requests it served.
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let id = format!(
-        "{:016x}",
-        KEY.get_or_init(std::hash::RandomState::new).hash_one(n)
-    );
+    let id = crate::trace::request_id();
     let trace = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(trace_id)
+        .and_then(crate::trace::trace_id)
         .map(str::to_string);
     let span = tracing::info_span!(
         "request",
@@ -355,7 +315,7 @@ async fn model_metadata(State(s): S, m: String, v: Option<String>) -> Response {
     let tensors = |specs: &[airlock_signing::manifest::TensorSpec]| {
         specs
             .iter()
-            .map(|t| json!({ "name": t.name, "datatype": v2::datatype(t.dtype), "shape": v2::metadata_shape(t) }))
+            .map(|t| json!({ "name": t.name, "datatype": wire::datatype(t.dtype), "shape": wire::metadata_shape(t) }))
             .collect::<Vec<_>>()
     };
     let mut params = json!({ "model_digest": model.digest, "execution_provider": format!("{:?}", model.provider).to_lowercase() });
@@ -389,7 +349,7 @@ async fn model_config(State(s): S, m: String, v: Option<String>) -> Response {
     // Triton's convention: with max_batch_size > 0 the dims leave out the batch dimension.
     let batched = model.batched;
     let dims = |t: &airlock_signing::manifest::TensorSpec| {
-        let d = v2::metadata_shape(t);
+        let d = wire::metadata_shape(t);
         if batched {
             d[1..].to_vec()
         } else {
@@ -397,7 +357,7 @@ async fn model_config(State(s): S, m: String, v: Option<String>) -> Response {
         }
     };
     let tensors = |specs: &[airlock_signing::manifest::TensorSpec]| {
-        specs.iter().map(|t| json!({ "name": t.name, "data_type": v2::config_type(t.dtype), "dims": dims(t) })).collect::<Vec<_>>()
+        specs.iter().map(|t| json!({ "name": t.name, "data_type": wire::config_type(t.dtype), "dims": dims(t) })).collect::<Vec<_>>()
     };
     let st = &model.settings;
     Json(json!({
@@ -615,7 +575,7 @@ async fn infer(
     // than their values; BYTES elements cost more than their bytes).
     let budget = s.max_body.saturating_mul(2);
     let model = call.model().clone();
-    let req = match v2::parse_request(
+    let req = match wire::parse_request(
         &model.contract,
         &body[..header_len],
         body.slice(header_len..),
@@ -633,7 +593,7 @@ async fn infer(
         Err(e) => return infer_error(e),
     };
     let version = model.version.to_string();
-    let who = v2::Answering {
+    let who = wire::Answering {
         model: &model.name,
         version: &version,
         digest: &model.digest,
@@ -641,15 +601,15 @@ async fn infer(
         degraded_request_for: call.degraded_request_for(),
     };
     let (body, json_len) =
-        match v2::encode_response(&who, &answer.outputs, &req.outputs, s.max_response) {
+        match wire::encode_response(&who, &answer.outputs, &req.outputs, s.max_response) {
             Ok(x) => x,
-            Err(v2::ResponseTooLarge { json: true }) => {
+            Err(wire::ResponseTooLarge { json: true }) => {
                 return infer_error(call.refuse(InferError::BadRequest(format!(
                     "the answer would be larger than the response limit of {} bytes; ask for binary outputs (binary_data_output) or fewer rows",
                     s.max_response
                 ))))
             }
-            Err(v2::ResponseTooLarge { json: false }) => {
+            Err(wire::ResponseTooLarge { json: false }) => {
                 return infer_error(call.refuse(InferError::Internal(format!(
                     "the model's outputs are larger than the response limit of {} bytes ([server] max_response_size)",
                     s.max_response

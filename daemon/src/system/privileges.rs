@@ -55,7 +55,7 @@ fn mode_at_most(path: &Path, forbidden: u32, what: &str, fix: &str) -> Result<()
 /// Checks the ownership-sensitive files of the data directory and the configuration file.
 pub fn check_files(config: &Config, config_file: Option<&Path>) -> Result<(), Refusal> {
     let d = &config.paths.data_dir;
-    let (_, key) = crate::tls::paths(d);
+    let (_, key) = crate::system::tls::paths(d);
     mode_at_most(
         &key,
         0o077,

@@ -1,5 +1,5 @@
 //! The admin API's request bodies, parsed: pure functions from bytes (at most the route's body
-//! limit, see `admin::routes`) to what a handler needs, each refusal naming the field. Fuzzed
+//! limit, see `http::admin::routes`) to what a handler needs, each refusal naming the field. Fuzzed
 //! (`fuzz/fuzz_targets/admin_bodies.rs`).
 //!
 //! Invariant: nothing here touches state; a body that parses here is the only input a handler

@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_config::Media;
-use airlock_updater::media::{list_bundles, MediaLimits, MediaListing};
+use airlock_updater::media::{list_bundles, MediaLimits};
 use airlock_updater::Actor;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use zbus::fdo::{ManagedObjects, ObjectManagerProxy};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
-use crate::lifecycle::{Event, Lifecycle};
+use crate::events::{Event, Medium};
+use crate::lifecycle::Lifecycle;
 
 const UDISKS: &str = "org.freedesktop.UDisks2";
 const FS: &str = "org.freedesktop.UDisks2.Filesystem";
@@ -33,19 +34,6 @@ const BLOCK: &str = "org.freedesktop.UDisks2.Block";
 const DRIVE: &str = "org.freedesktop.UDisks2.Drive";
 /// The only mount options airlockd ever asks for.
 pub const MOUNT_OPTIONS: &str = "ro,nosuid,nodev,noexec";
-
-/// A removable filesystem and the bundles on it.
-#[derive(Debug, Clone)]
-pub struct Medium {
-    /// The block device (`/dev/sdb1`).
-    pub device: String,
-    /// Its label, if any.
-    pub label: String,
-    /// Where it is mounted.
-    pub mount: PathBuf,
-    /// What is on it.
-    pub listing: MediaListing,
-}
 
 fn prop<'a>(
     objects: &'a ManagedObjects,
@@ -188,7 +176,7 @@ pub async fn watch(lc: Arc<Lifecycle>, conf: Media, shutdown: CancellationToken)
             Err(e) if !warned => {
                 warned = true;
                 tracing::debug!(error = %e, "UDisks2 is not answering; removable media are not watched");
-                lc.media.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                lc.media.lock().clear();
             }
             Err(_) => {}
         }
@@ -233,20 +221,9 @@ async fn rescan(
         };
         present.insert(path.to_string(), (device, label, mount));
     }
-    let known: Vec<String> = lc
-        .media
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let known: Vec<String> = lc.media.lock().keys().cloned().collect();
     for gone in known.iter().filter(|k| !present.contains_key(*k)) {
-        if let Some(m) = lc
-            .media
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(gone)
-        {
+        if let Some(m) = lc.media.lock().remove(gone) {
             tracing::info!(device = %m.device, mount = %m.mount.display(), "removable medium gone");
         }
     }
@@ -273,7 +250,7 @@ async fn rescan(
             .iter()
             .map(|b| b.path.display().to_string())
             .collect();
-        lc.media.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        lc.media.lock().insert(
             key,
             Medium {
                 device: device.clone(),

@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn traceparent_trace_ids() {
-        use crate::api::trace_id;
+        use crate::trace::trace_id;
         let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(trace_id(t), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         for bad in [

@@ -7,7 +7,6 @@
 //! medium that vanishes mid-import fails that import cleanly with nothing left in staging.
 
 // In tests a panic is the failure report; unwrapping is the assertion.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

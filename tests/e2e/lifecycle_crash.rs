@@ -7,7 +7,6 @@
 //! empty, and the audit chain verifies.
 
 // In tests a panic is the failure report; unwrapping is the assertion.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

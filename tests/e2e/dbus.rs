@@ -4,7 +4,6 @@
 //! the signals, read with `dbus-monitor`. And without any bus: one warning, serving goes on.
 
 // In tests a panic is the failure report; unwrapping is the assertion.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::process::{Command, Stdio};

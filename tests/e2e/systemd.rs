@@ -4,7 +4,6 @@
 //! flight complete, new connections are refused, the exit is bounded by the shutdown timeout.
 
 // In tests a panic is the failure report; unwrapping is the assertion.
-#![allow(clippy::unwrap_used)]
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;

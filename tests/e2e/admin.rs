@@ -6,7 +6,6 @@
 //! one runs). Other identities are real uids: `airlockctl` runs under `setpriv`.
 
 // In tests a panic is the failure report; unwrapping is the assertion.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod dev;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod lifecycle;

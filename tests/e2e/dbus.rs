@@ -186,6 +186,33 @@ fn the_interface_serves_properties_methods_by_role_and_signals() {
     assert!(ok && out.contains("\"1.0.0\""), "{out}");
     let (ok, out) = call(&bus, None, "Promote", "ss", &["demo-iris", "not-a-version"]);
     assert!(!ok && out.contains("is not a version"), "{out}");
+    // Every failure has its own error name and keeps its kind (as the HTTP bodies do).
+    let send = |version: &str| {
+        let out = Command::new("dbus-send")
+            .arg(format!("--bus={}", bus.address))
+            .args([
+                "--print-reply",
+                "--dest=org.airlock.Daemon1",
+                "/org/airlock/Daemon1",
+                "org.airlock.Daemon1.Promote",
+                "string:demo-iris",
+            ])
+            .arg(format!("string:{version}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = send("9.9.9");
+    assert!(
+        err.contains("org.airlock.Error.NotFound: unknown_version: demo-iris has no version 9.9.9"),
+        "{err}"
+    );
+    let err = send("1.1.0");
+    assert!(
+        err.contains("org.airlock.Error.Conflict: "),
+        "promoting a retired version over D-Bus: {err}"
+    );
     wait_until("ModelRolledBack", || {
         seen.lock().unwrap().contains("member=ModelRolledBack")
     });

@@ -121,6 +121,10 @@ fn metadata_health_config_stats_and_index() {
     let (code, _, body) = post(&s, "/v2/models/nope/infer", &[], &json_request());
     assert_eq!(code, 404);
     assert!(error_of(&body).contains("nope"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["kind"],
+        "not_found"
+    );
     // Stats count what ran.
     assert_eq!(post(&s, &format!("{M}/infer"), &[], &json_request()).0, 200);
     let (code, stats) = get_json(&s, &format!("{M}/stats"));
@@ -447,10 +451,14 @@ fn full_queue_is_429_with_retry_after_and_a_passed_deadline_is_504() {
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|v| v >= 1));
     assert!(error_of(&body).contains("queue of model demo-iris is full"));
+    let kind =
+        |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json")["kind"].clone();
+    assert_eq!(kind(&body), "queue_full", "the kind is in every error body");
     assert_eq!(running.join().expect("thread").0, 200);
     let (code, _, body) = late.join().expect("thread");
     assert_eq!(code, 504, "{}", String::from_utf8_lossy(&body));
     assert!(error_of(&body).contains("deadline passed"));
+    assert_eq!(kind(&body), "deadline_exceeded");
     let (_, stats) = get_json(&s, &format!("{M}/stats"));
     assert_eq!(stats["model_stats"][0]["rejected_count"], 1);
     assert_eq!(stats["model_stats"][0]["timed_out_count"], 1);

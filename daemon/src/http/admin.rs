@@ -29,6 +29,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{peer_identity, permitted, Identity};
+use crate::error::Class;
 use crate::http::error;
 use crate::lifecycle::{Lifecycle, LifecycleError};
 
@@ -46,57 +47,12 @@ type S = State<Arc<AdminState>>;
 type Who = Extension<Identity>;
 
 fn check(who: &Identity, needed: Role, what: &str) -> Result<(), Response> {
-    permitted(who, needed, what).map_err(|m| error(StatusCode::FORBIDDEN, m))
+    permitted(who, needed, what).map_err(|m| error(Class::Forbidden, m))
 }
 
-/// Maps a lifecycle error to its status: unknown 404, refused by the rules 409, a bundle
-/// refusal 422, no space 507, busy 409, anything else 500.
+/// A lifecycle error as an HTTP answer (its class's status, its kind in the body).
 fn lc_error(e: LifecycleError) -> Response {
-    use airlock_updater::Error as E;
-    let status = match &e {
-        LifecycleError::Updater(u) => match u {
-            E::UnknownModel(_) | E::UnknownVersion { .. } | E::UnknownToken(_) => {
-                StatusCode::NOT_FOUND
-            }
-            E::IllegalTransition { .. }
-            | E::Conflict { .. }
-            | E::SelfApproval { .. }
-            | E::DuplicateApproval { .. }
-            | E::AntiRollback { .. } => StatusCode::CONFLICT,
-            // The bytes never arrived whole: the client's transfer, not the bundle.
-            E::Bundle(b) if b.kind() == "transport" => StatusCode::BAD_REQUEST,
-            E::Bundle(_) | E::TrustRootRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            E::InsufficientSpace { .. } | E::StateDiskFull { .. } => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
-            E::InvalidActor(_) => StatusCode::BAD_REQUEST,
-            E::StateUnavailable(_) | E::NotRecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // The version's files on this appliance, not the request: roll back or repair.
-            E::StoreDamaged { .. } => StatusCode::CONFLICT,
-            E::AuditChainBroken { .. }
-            | E::TrustChain(_)
-            | E::Database(_)
-            | E::StateUnopenable { .. }
-            | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        },
-        LifecycleError::Busy(_) | LifecycleError::Refused(_) => StatusCode::CONFLICT,
-        LifecycleError::Load(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        LifecycleError::BadInput(_) => StatusCode::BAD_REQUEST,
-        LifecycleError::NotOffered(_) => StatusCode::FORBIDDEN,
-    };
-    let kind = match &e {
-        LifecycleError::Updater(u) => u.kind(),
-        LifecycleError::Busy(_) => "busy",
-        LifecycleError::Refused(_) => "refused",
-        LifecycleError::Load(_) => "load_failed",
-        LifecycleError::BadInput(_) => "bad_request",
-        LifecycleError::NotOffered(_) => "not_offered",
-    };
-    (
-        status,
-        Json(json!({ "error": e.to_string(), "kind": kind })),
-    )
-        .into_response()
+    crate::error::Failure::from(e).into_response()
 }
 
 /// Runs blocking lifecycle work off the runtime's threads.
@@ -106,14 +62,14 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(lc_error),
         Err(e) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            Class::Internal,
             format!("the operation panicked: {e}"),
         )),
     }
 }
 
 fn version(v: &str) -> Result<Version, Response> {
-    crate::http::bodies::version(v).map_err(|e| error(StatusCode::BAD_REQUEST, e))
+    crate::http::bodies::version(v).map_err(|e| error(Class::BadRequest, e))
 }
 
 fn version_summary(v: &VersionRecord) -> Value {
@@ -244,7 +200,7 @@ async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, Str
         Err(r) => return r,
     };
     let Some(vr) = rec.versions.get(&ver) else {
-        return error(StatusCode::NOT_FOUND, format!("{m} has no version {ver}"));
+        return error(Class::NotFound, format!("{m} has no version {ver}"));
     };
     let mut out = version_summary(vr);
     out["model"] = json!(m);
@@ -309,7 +265,7 @@ fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
 async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
     let path = match crate::http::bodies::import_path(&body) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(Class::BadRequest, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -352,7 +308,7 @@ async fn approve(
     let (ver, req) = match (version(&v), crate::http::bodies::approve(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) => return r,
-        (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        (_, Err(e)) => return error(Class::BadRequest, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -383,7 +339,7 @@ async fn reject(
     let (ver, reason) = match (version(&v), crate::http::bodies::reject(&body)) {
         (Ok(v), Ok(b)) => (v, b),
         (Err(r), _) => return r,
-        (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        (_, Err(e)) => return error(Class::BadRequest, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -403,7 +359,7 @@ async fn promote(
 ) -> Response {
     let ver = match crate::http::bodies::promote(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(Class::BadRequest, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -422,7 +378,7 @@ async fn rollback(
 ) -> Response {
     let req = match crate::http::bodies::rollback(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(Class::BadRequest, e),
     };
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
@@ -481,12 +437,8 @@ async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
         .collect();
     let num = |k: &str, d: u64| -> Result<u64, Response> {
         q.get(k).map_or(Ok(d), |v| {
-            v.parse().map_err(|_| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{k}={v:?} is not a number"),
-                )
-            })
+            v.parse()
+                .map_err(|_| error(Class::BadRequest, format!("{k}={v:?} is not a number")))
         })
     };
     let (from, limit) = match (num("from", 0), num("limit", 100)) {
@@ -536,7 +488,7 @@ async fn tokens_list(State(s): S, _: Who) -> Response {
 async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
     let crate::http::bodies::NewToken { name, scopes } = match crate::http::bodies::token(&body) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(Class::BadRequest, e),
     };
     let st = s.clone();
     let actor = who.actor.clone();
@@ -708,7 +660,7 @@ async fn drain(body: Body, max: u64) {
 /// `Content-Length` before reading) so that the handler gets it whole.
 async fn guard(rule: Rule, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let Some(who) = req.extensions().get::<Identity>() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "no caller identity");
+        return error(Class::Internal, "no caller identity");
     };
     if let Some(role) = rule.role {
         if let Err(r) = check(who, role, rule.what) {
@@ -865,7 +817,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             )),
         );
     }
-    r.fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
+    r.fallback(|| async { error(Class::NotFound, "no such admin endpoint") })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }

@@ -28,6 +28,8 @@ use tokio_util::task::TaskTracker;
 
 use airlock_engine::{Infer, InferError, LoadedModel, Outcome};
 
+use crate::error::{Class, Failure};
+
 /// What every handler shares.
 pub struct AppState {
     /// The inference core (and its routing table).
@@ -53,32 +55,66 @@ pub const EXTENSIONS: [&str; 5] = [
     "schedule_policy",
 ];
 
-/// A v2 error body with a status.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// The one mapping of failure classes to HTTP statuses.
+pub fn status(class: Class) -> StatusCode {
+    match class {
+        Class::BadRequest => StatusCode::BAD_REQUEST,
+        Class::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Class::Forbidden => StatusCode::FORBIDDEN,
+        Class::NotFound => StatusCode::NOT_FOUND,
+        Class::Conflict => StatusCode::CONFLICT,
+        Class::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Class::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        Class::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        Class::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+        Class::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Class::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        Class::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
-/// The one mapping of the engine's error kinds to HTTP: the status, the message, the kind.
-pub fn infer_error(e: InferError) -> Response {
-    let status = match &e {
-        InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        InferError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        InferError::NotFound(_) => StatusCode::NOT_FOUND,
-        InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        InferError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        InferError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        InferError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-    };
-    let mut r = (
-        status,
-        Json(json!({ "error": e.to_string(), "kind": e.kind() })),
-    )
-        .into_response();
-    if let InferError::QueueFull { retry_after, .. } = e {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+impl IntoResponse for Failure {
+    /// `{"error": message, "kind": kind}` with the class's status (and `Retry-After`).
+    fn into_response(self) -> Response {
+        let mut r = (
+            status(self.class),
+            Json(json!({ "error": self.message, "kind": self.kind })),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
     }
-    r
+}
+
+/// An error body of `class`, its kind the class's general one.
+pub fn error(class: Class, message: impl Into<String>) -> Response {
+    let kind = match class {
+        Class::BadRequest => "bad_request",
+        Class::Unauthenticated => "unauthenticated",
+        Class::Forbidden => "forbidden",
+        Class::NotFound => "not_found",
+        Class::Conflict => "conflict",
+        Class::TooLarge => "too_large",
+        Class::BodyTimeout => "body_timeout",
+        Class::Unprocessable => "unprocessable",
+        Class::QueueFull => "queue_full",
+        Class::DeadlineExceeded => "deadline_exceeded",
+        Class::Unavailable => "unavailable",
+        Class::InsufficientStorage => "insufficient_storage",
+        Class::UnsupportedMedia => "unsupported_media",
+        Class::Internal => "internal",
+    };
+    Failure::new(class, kind, message).into_response()
+}
+
+/// An engine error as an HTTP answer.
+pub fn infer_error(e: InferError) -> Response {
+    Failure::from(e).into_response()
 }
 
 /// The router.
@@ -141,7 +177,7 @@ pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
         None => r,
     };
     r.route_layer(axum::middleware::from_fn_with_state(state, authorize))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(|| async { error(Class::NotFound, "no such endpoint") })
         .layer(axum::middleware::from_fn(trace_request))
 }
 
@@ -191,7 +227,7 @@ async fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let Some(rec) = cache.authenticate(presented) else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        let mut r = error(Class::Unauthenticated, "a valid bearer token is required");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
@@ -201,7 +237,7 @@ async fn authorize(
         // The admin API: the token's admin:ROLE scopes are its roles.
         let Some(who) = crate::auth::token_identity(&rec) else {
             return error(
-                StatusCode::FORBIDDEN,
+                Class::Forbidden,
                 "this token does not grant access to the admin API",
             );
         };
@@ -227,7 +263,7 @@ async fn authorize(
     if let Some(scope) = needed {
         if !rec.grants(&scope) {
             return error(
-                StatusCode::FORBIDDEN,
+                Class::Forbidden,
                 "this token does not grant access to this resource",
             );
         }
@@ -337,7 +373,7 @@ async fn model_ready(State(s): S, m: String, v: Option<String>) -> Response {
     match s.infer.models().get(&m, v.as_deref()) {
         Ok(model) if s.infer.can_answer(&model) => StatusCode::OK.into_response(),
         Ok(_) => StatusCode::BAD_REQUEST.into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(Class::BadRequest, e),
     }
 }
 
@@ -458,7 +494,7 @@ pub async fn read_limited(
 ) -> Result<bytes::Bytes, Response> {
     let too_large = || {
         error(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            Class::TooLarge,
             format!("the request body is larger than the limit of {max} bytes"),
         )
     };
@@ -466,12 +502,7 @@ pub async fn read_limited(
         match len.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
             Some(n) if n > max => return Err(too_large()),
             Some(_) => {}
-            None => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "Content-Length is not a number",
-                ))
-            }
+            None => return Err(error(Class::BadRequest, "Content-Length is not a number")),
         }
     }
     Ok(http_body_util::Limited::new(body, max as usize)
@@ -481,10 +512,10 @@ pub async fn read_limited(
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
             } else if let Some(slow) = crate::limits::too_slow(&*e) {
-                error(StatusCode::REQUEST_TIMEOUT, slow.to_string())
+                error(Class::BodyTimeout, slow.to_string())
             } else {
                 error(
-                    StatusCode::BAD_REQUEST,
+                    Class::BadRequest,
                     "the request body was cut off before its end",
                 )
             }
@@ -507,13 +538,13 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<bytes::B
                 .read_to_end(&mut out)
                 .map_err(|e| {
                     error(
-                        StatusCode::BAD_REQUEST,
+                        Class::BadRequest,
                         format!("the gzip body does not decompress: {e}"),
                     )
                 })?;
             if out.len() as u64 > max {
                 return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Class::TooLarge,
                     format!("the request body is larger than the limit of {max} bytes once decompressed"),
                 ));
             }
@@ -527,7 +558,7 @@ async fn read_body(max: u64, headers: &HeaderMap, body: Body) -> Result<bytes::B
                 })
                 .unwrap_or("(unprintable)");
             Err(error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Class::UnsupportedMedia,
                 format!("Content-Encoding {name} is not supported (gzip and identity are)"),
             ))
         }

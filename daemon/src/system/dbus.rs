@@ -22,6 +22,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
 use crate::auth::{identity_of, permitted, Identity};
+use crate::error::{Class, Failure};
 use crate::events::Event;
 use crate::lifecycle::{Lifecycle, LifecycleError};
 
@@ -37,17 +38,90 @@ pub struct Daemon1 {
     state: Arc<std::sync::Mutex<&'static str>>,
 }
 
-fn failed(e: LifecycleError) -> fdo::Error {
-    match e {
-        LifecycleError::NotOffered(m) => fdo::Error::AccessDenied(m),
-        LifecycleError::BadInput(m) => fdo::Error::InvalidArgs(m),
-        other => fdo::Error::Failed(other.to_string()),
+/// A refusal or failure as a D-Bus error: one error name per failure class (the standard
+/// names where D-Bus has one: `AccessDenied`, `InvalidArgs`, `AuthFailed`; `org.airlock.Error.*`
+/// for the others) and the kind in front of the message (`anti_rollback: …`).
+#[derive(Debug)]
+pub struct BusError {
+    name: String,
+    description: String,
+}
+
+/// The one mapping of failure classes to D-Bus error names.
+pub fn error_name(class: Class) -> &'static str {
+    match class {
+        Class::Forbidden => "org.freedesktop.DBus.Error.AccessDenied",
+        Class::BadRequest => "org.freedesktop.DBus.Error.InvalidArgs",
+        Class::Unauthenticated => "org.freedesktop.DBus.Error.AuthFailed",
+        Class::NotFound => "org.airlock.Error.NotFound",
+        Class::Conflict => "org.airlock.Error.Conflict",
+        Class::TooLarge => "org.airlock.Error.TooLarge",
+        Class::BodyTimeout => "org.airlock.Error.Timeout",
+        Class::Unprocessable => "org.airlock.Error.Refused",
+        Class::QueueFull => "org.airlock.Error.QueueFull",
+        Class::DeadlineExceeded => "org.airlock.Error.DeadlineExceeded",
+        Class::Unavailable => "org.airlock.Error.Unavailable",
+        Class::InsufficientStorage => "org.airlock.Error.InsufficientStorage",
+        Class::UnsupportedMedia => "org.airlock.Error.Unsupported",
+        Class::Internal => "org.airlock.Error.Failed",
     }
 }
 
-fn version(v: &str) -> fdo::Result<Version> {
-    Version::parse(v)
-        .map_err(|_| fdo::Error::InvalidArgs(format!("{v:?} is not a version (MAJOR.MINOR.PATCH)")))
+impl From<Failure> for BusError {
+    fn from(f: Failure) -> BusError {
+        BusError {
+            name: error_name(f.class).to_string(),
+            description: format!("{}: {}", f.kind, f.message),
+        }
+    }
+}
+
+impl From<fdo::Error> for BusError {
+    fn from(e: fdo::Error) -> BusError {
+        use zbus::DBusError;
+        BusError {
+            name: e.name().to_string(),
+            description: e.description().unwrap_or_default().to_string(),
+        }
+    }
+}
+
+impl From<zbus::Error> for BusError {
+    fn from(e: zbus::Error) -> BusError {
+        BusError::from(fdo::Error::from(e))
+    }
+}
+
+impl zbus::DBusError for BusError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::message::Message> {
+        zbus::message::Message::error(call, self.name())?.build(&(self.description.as_str(),))
+    }
+
+    fn name(&self) -> zbus::names::ErrorName<'_> {
+        zbus::names::ErrorName::from_str_unchecked(&self.name)
+    }
+
+    fn description(&self) -> Option<&str> {
+        Some(&self.description)
+    }
+}
+
+impl std::fmt::Display for BusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.description)
+    }
+}
+
+impl std::error::Error for BusError {}
+
+fn failed(e: LifecycleError) -> BusError {
+    Failure::from(e).into()
+}
+
+fn version(v: &str) -> Result<Version, BusError> {
+    Version::parse(v).map_err(|_| {
+        fdo::Error::InvalidArgs(format!("{v:?} is not a version (MAJOR.MINOR.PATCH)")).into()
+    })
 }
 
 fn opt(s: &str) -> Option<&str> {
@@ -56,7 +130,7 @@ fn opt(s: &str) -> Option<&str> {
 
 impl Daemon1 {
     /// Who sent this call, and their roles.
-    async fn caller(&self, hdr: &Header<'_>, conn: &Connection) -> fdo::Result<Identity> {
+    async fn caller(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Identity, BusError> {
         let sender = hdr
             .sender()
             .ok_or_else(|| fdo::Error::AccessDenied("the call has no sender".into()))?;
@@ -77,7 +151,7 @@ impl Daemon1 {
         conn: &Connection,
         role: Role,
         what: &str,
-    ) -> fdo::Result<Identity> {
+    ) -> Result<Identity, BusError> {
         let who = self.caller(hdr, conn).await?;
         permitted(&who, role, what).map_err(fdo::Error::AccessDenied)?;
         Ok(who)
@@ -86,7 +160,7 @@ impl Daemon1 {
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(Arc<Lifecycle>) -> Result<T, LifecycleError> + Send + 'static,
-    ) -> fdo::Result<T> {
+    ) -> Result<T, BusError> {
         let lc = self.lc.clone();
         tokio::task::spawn_blocking(move || f(lc))
             .await
@@ -147,7 +221,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         path: String,
-    ) -> fdo::Result<(String, String)> {
+    ) -> Result<(String, String), BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Operator, "import bundles")
             .await?;
@@ -165,7 +239,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         file: zbus::zvariant::OwnedFd,
-    ) -> fdo::Result<(String, String)> {
+    ) -> Result<(String, String), BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Operator, "import bundles")
             .await?;
@@ -185,7 +259,7 @@ impl Daemon1 {
         version: String,
         comment: String,
         acknowledge_contract_change: bool,
-    ) -> fdo::Result<String> {
+    ) -> Result<String, BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Approver, "approve versions")
             .await?;
@@ -213,7 +287,7 @@ impl Daemon1 {
         model: String,
         version: String,
         reason: String,
-    ) -> fdo::Result<()> {
+    ) -> Result<(), BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Approver, "reject versions")
             .await?;
@@ -229,7 +303,7 @@ impl Daemon1 {
         #[zbus(connection)] conn: &Connection,
         model: String,
         version: String,
-    ) -> fdo::Result<()> {
+    ) -> Result<(), BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Operator, "promote versions")
             .await?;
@@ -245,7 +319,7 @@ impl Daemon1 {
         #[zbus(connection)] conn: &Connection,
         model: String,
         reason: String,
-    ) -> fdo::Result<String> {
+    ) -> Result<String, BusError> {
         let who = self
             .allowed(&hdr, conn, Role::Operator, "roll back")
             .await?;

@@ -4,8 +4,8 @@
 //! impossible values with a [`ConfigError`] that names the key, the line and what is allowed;
 //! nothing downstream re-checks what the types already guarantee.
 //!
-//! Later issues add their sections here; every section has defaults, so an empty file is a
-//! valid configuration.
+//! Every section has defaults, so an empty file is a valid configuration; `--print-config`
+//! shows the effective one.
 #![deny(missing_docs)]
 
 mod units;

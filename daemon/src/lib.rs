@@ -1,8 +1,13 @@
-//! `airlockd`, the appliance daemon. At this stage a skeleton: it loads and validates the
-//! configuration, opens the data directory through `airlock-updater` (recovering from any
-//! interrupted import or promotion), and in `--dev` mode bootstraps a development appliance by
-//! taking the demo model through the real bundle pipeline. Serving (issue 3), the admin API and
-//! `airlockctl` (issue 4) and systemd/D-Bus integration (issue 5) build on this.
+//! `airlockd`, the appliance daemon: the composition root. [`run`] loads the configuration (or
+//! the `--dev` one), loads ONNX Runtime, opens the state through `airlock-updater`, builds the
+//! inference core (`airlock-engine`'s `Infer` over the routing table), the lifecycle and the
+//! token records, and wires the adapters to them: `http` (Open Inference Protocol v2 and the
+//! admin API), `system` (systemd, D-Bus, UDisks2, TLS, logging, privileges).
+//!
+//! Layering inside the crate (no circle): `auth`, `events`, `trace`, `metrics` and `limits`
+//! import nothing of the daemon; `lifecycle` uses `events`; `error` knows the engine's and the
+//! lifecycle's errors; the adapters (`http`, `system`) use those; nothing but this file imports
+//! an adapter.
 //!
 //! Invariant: `main.rs` stays thin; everything here is reachable from [`run`].
 #![deny(missing_docs)]

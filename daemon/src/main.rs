@@ -1,4 +1,5 @@
-//! `airlockd`: parse arguments, set up logging, run, map the outcome to an exit code.
+//! `airlockd`: parse arguments, run ([`airlockd::run`] does everything else), map the outcome
+//! to an exit code.
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration or usage.
 
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
 //! Expiry checks against a *trusted* "now" under an explicit enforcement mode.
 //!
 //! Invariant: the caller supplies the trusted time (the appliance uses the later of its clock and
-//! a persisted floor, see `airlock-updater::timefloor`); this module never reads the clock itself,
+//! the time floor its registry keeps, `airlock_updater::Updater::now`); this module never reads
+//! the clock itself,
 //! and `warn`/`grace` outcomes are returned as warnings, never silently dropped.
 
 use airlock_config::ExpiryEnforcement;

@@ -1,10 +1,11 @@
-//! The HTTP layer: the Open Inference Protocol v2 routes (and Triton's extensions its clients
-//! call), error mapping to status codes, request body limits, and the connection loop
-//! (TCP_NODELAY, header read timeout against slow clients, graceful shutdown).
+//! The HTTP front end: the Open Inference Protocol v2 routes (and Triton's extensions its
+//! clients call) over the engine's `Infer`, the admin API (`admin`), bearer-token authorisation
+//! and request tracing middleware, request body limits, the one mapping of failure classes to
+//! statuses ([`status`]), and the connection loop (TCP_NODELAY, header read timeout against
+//! slow clients, graceful shutdown).
 //!
-//! API boundary: only this module knows HTTP; the engine reports `InferError`s and this module
-//! alone turns them into status codes (not found 404, unavailable 503, internal 500, queue full
-//! 429 with `Retry-After`, deadline 504, anything else 400).
+//! API boundary: the HTTP adapter. It uses the engine, `auth`, `lifecycle` and `metrics`; no
+//! other module of the daemon imports it (only the composition root in `lib.rs` wires it).
 
 pub mod admin;
 pub mod bodies;

@@ -248,6 +248,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         token_overlap: config.server.token_overlap.get(),
     });
     if args.once {
+        lifecycle.shutdown(
+            config
+                .server
+                .shutdown_timeout
+                .get()
+                .min(std::time::Duration::from_secs(5)),
+        );
         infer.models().unload_all();
         // A check (the image build runs one): a model that cannot be served fails it.
         if !unavailable.is_empty() {
@@ -398,6 +405,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
+    lifecycle.shutdown(
+        config
+            .server
+            .shutdown_timeout
+            .get()
+            .min(std::time::Duration::from_secs(5)),
+    );
     infer.models().unload_all();
     updater.registry().flush()?;
     Ok(())

@@ -229,3 +229,39 @@ fn retention_removes_old_retired_versions_only() {
     assert_eq!(iris_infer(&s.addr, "").1, "1.2.0");
     assert!(s.stop());
 }
+
+/// A stop right after a promotion: the background work the promotion started — the drain that
+/// releases the replaced version, the auto-rollback watch of the new one — is joined before the
+/// daemon exits, not cut off by it (the drain waits at least 100 ms before it releases).
+#[test]
+fn a_stop_right_after_a_promotion_joins_its_drain_and_watch() {
+    let s = DevServer::start(Some("[lifecycle]\nauto_rollback_window = \"1h\"\n"), &[]);
+    let dd = s.dir.path().join("airlock-dev");
+    let sock = dd.join("admin.sock");
+    let b = iris_bundle(&dd, "1.1.0", 1.1, 0.0).expect("bundle");
+    let (code, out, err) = airlockctl_as(
+        None,
+        &sock,
+        &["bundle", "import", &b.display().to_string(), "--watch"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = airlockctl_as(None, &sock, &["model", "promote", "demo-iris", "1.1.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let started = std::time::Instant::now();
+    let (clean, log) = s.stop_with_log();
+    assert!(clean, "{log}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the one-hour watch did not hold up the stop"
+    );
+    let unloaded: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("model unloaded"))
+        .collect();
+    assert!(
+        unloaded.iter().any(|l| l.contains("1.0.0"))
+            && unloaded.iter().any(|l| l.contains("1.1.0")),
+        "both versions released before the exit: {unloaded:?}\n{log}"
+    );
+    assert!(!log.contains("still running at shutdown"), "{log}");
+}

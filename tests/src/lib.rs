@@ -149,6 +149,14 @@ impl DevServer {
         self.terminate()
     }
 
+    /// Stops the daemon with SIGTERM; whether it exited cleanly, and everything it logged.
+    pub fn stop_with_log(mut self) -> (bool, String) {
+        let clean = self.terminate();
+        // The log reader ends with the process's stderr; give it a moment to take the rest.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        (clean, self.log())
+    }
+
     fn terminate(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -128,8 +128,14 @@ pub struct Lifecycle {
     pub events: crate::events::Bus,
     /// Versions waiting for or in validation in the background (`status`, `validating`).
     pub in_validation: Mutex<std::collections::BTreeSet<(String, Version)>>,
-    /// Models whose retention should run, for the retention thread (off the request path).
-    retention: std::sync::mpsc::Sender<String>,
+    /// Models whose retention should run, for the retention thread (off the request path);
+    /// taken at shutdown, which ends the thread.
+    retention: Mutex<Option<std::sync::mpsc::Sender<String>>>,
+    /// The background threads (retention, validation, drains, auto-rollback watches), joined by
+    /// [`Lifecycle::shutdown`].
+    threads: Mutex<Vec<(String, std::thread::JoinHandle<()>)>>,
+    /// Set by `shutdown`: watches end, nothing new starts.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The version an import created.
@@ -163,7 +169,9 @@ impl Lifecycle {
         // One entry per promotion and per model at start: bounded by what people do.
         let (retention, queue) = std::sync::mpsc::channel::<String>();
         let me = Arc::new(Lifecycle {
-            retention,
+            retention: Mutex::new(Some(retention)),
+            threads: Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             validator: SandboxedValidator::new(vconfig),
             settings: arc_swap::ArcSwap::from_pointee(config.lifecycle.clone()),
             updater,
@@ -179,23 +187,73 @@ impl Lifecycle {
         });
         // Retention deletes files (a large version takes a while): never inside a request.
         let weak = Arc::downgrade(&me);
-        let spawned = std::thread::Builder::new()
-            .name("retention".into())
-            .spawn(move || {
-                while let Ok(model) = queue.recv() {
-                    let Some(me) = weak.upgrade() else { return };
-                    me.retain(&model);
-                }
-            });
+        let spawned = me.spawn("retention", move || {
+            while let Ok(model) = queue.recv() {
+                let Some(me) = weak.upgrade() else { return };
+                me.retain(&model);
+            }
+        });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the retention thread; old versions stay on disk");
         }
         me
     }
 
+    /// Starts a background thread that [`Lifecycle::shutdown`] joins.
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(f)?;
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|(_, h)| !h.is_finished());
+        threads.push((name.to_string(), handle));
+        Ok(())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// At shutdown: ends the auto-rollback watches and the retention thread (after the model it
+    /// is on), and joins every background thread — drains release their versions, a retention
+    /// finishes its files — waiting at most `within`. A validation still running then is left
+    /// to end with the process (its worker dies with the daemon) and is said to resume at the
+    /// next start, which it does: its version is still `staged`.
+    pub fn shutdown(&self, within: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let until = Instant::now() + within;
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for (name, handle) in threads {
+            while !handle.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(thread = %name, "still running at shutdown; it ends with the process (an interrupted validation resumes at the next start)");
+            }
+        }
+    }
+
     /// Asks the retention thread to apply `[lifecycle] retain_versions` to `model`.
     fn retain_later(&self, model: &str) {
-        if self.retention.send(model.to_string()).is_err() {
+        let sent = self
+            .retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(model.to_string()).is_ok());
+        if !sent {
             tracing::warn!(
                 model,
                 "the retention thread is not running; old versions stay on disk until the next start"
@@ -331,20 +389,22 @@ impl Lifecycle {
             .unwrap_or_else(|p| p.into_inner())
             .extend(versions.iter().cloned());
         let me = self.clone();
-        std::thread::Builder::new()
-            .name(thread.to_string())
-            .spawn(move || {
-                for (model, version) in versions {
-                    if let Err(e) = me.validate(&model, &version) {
-                        tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
-                    }
-                    me.in_validation
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&(model, version));
+        self.spawn(thread, move || {
+            for (model, version) in versions {
+                // At shutdown the rest wait, staged, for the next start.
+                if me.stopping() {
+                    break;
                 }
-            })
-            .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
+                if let Err(e) = me.validate(&model, &version) {
+                    tracing::error!(model = %model, version = %version, error = %e, "validation could not run");
+                }
+                me.in_validation
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(model, version));
+            }
+        })
+        .map_err(|e| LifecycleError::Busy(format!("cannot start validation: {e}")))?;
         Ok(())
     }
 
@@ -742,7 +802,8 @@ impl Lifecycle {
             return;
         };
         let timeout = self.settings.load().drain_timeout.get();
-        std::thread::spawn(move || {
+        let name = format!("drain-{}", old.name);
+        let drain = move || {
             // Requests that were routed to `old` before the swap finish on it. A request that
             // loaded the old table but has not registered yet does so within microseconds: the
             // grace period covers it.
@@ -755,7 +816,10 @@ impl Lifecycle {
                 tracing::warn!(model = %old.name, version = %old.version, requests = old.in_flight(), "drain timeout passed; releasing the replaced version anyway");
             }
             old.unload();
-        });
+        };
+        if let Err(e) = self.spawn(&name, drain) {
+            tracing::error!(error = %e, "cannot start the drain thread; the replaced version stays loaded");
+        }
     }
 
     /// Watches a freshly promoted version for the auto-rollback window.
@@ -777,9 +841,10 @@ impl Lifecycle {
         let model = model.to_string();
         let weak = Arc::downgrade(&served);
         drop(served);
-        std::thread::spawn(move || {
+        let name = format!("watch-{model}");
+        let watch = move || {
             let start = Instant::now();
-            while start.elapsed() < window {
+            while start.elapsed() < window && !me.stopping() {
                 std::thread::sleep(Duration::from_millis(250));
                 let Some(m) = weak.upgrade() else { return };
                 // Only the version that is still the active one is judged (a later promotion or
@@ -837,7 +902,10 @@ impl Lifecycle {
                     return;
                 }
             }
-        });
+        };
+        if let Err(e) = self.spawn(&name, watch) {
+            tracing::error!(error = %e, "cannot start the auto-rollback watch");
+        }
     }
 
     /// Removes from disk the approved versions of `model` beyond the newest

@@ -21,7 +21,7 @@ impl fmt::Display for ByteSize {
             ("KiB", 1 << 10),
         ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -133,7 +133,7 @@ impl Serialize for HumanDuration {
         let (unit, size) = DURATION_UNITS
             .iter()
             .rev()
-            .find(|(_, size)| us % size == 0 && us >= *size)
+            .find(|(_, size)| us.is_multiple_of(*size) && us >= *size)
             .copied()
             .unwrap_or(("s", 1_000_000));
         s.serialize_str(&format!("{}{unit}", us / size))

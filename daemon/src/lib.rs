@@ -19,6 +19,7 @@ pub mod auth;
 pub mod dev;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

@@ -31,6 +31,8 @@ pub struct Config {
     pub approval: Approval,
     /// The HTTP server.
     pub server: Server,
+    /// The gRPC server (the Open Inference Protocol's `GRPCInferenceService`).
+    pub grpc: Grpc,
     /// Where ONNX Runtime comes from.
     pub engine: Engine,
     /// Serving settings for every model (each key can be overridden per model).
@@ -265,6 +267,30 @@ impl Default for Server {
             send_timeout: HumanDuration::from_secs(30),
             max_connections: 1024,
             max_response_size: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// `[grpc]`: the Open Inference Protocol over gRPC, on a listener of its own (HTTP/2). It takes
+/// the same tokens, TLS certificate (`[server] tls`) and connection limits as `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    /// Serve gRPC at all.
+    pub enabled: bool,
+    /// Listen address (Triton's gRPC port by default; `--dev`: 127.0.0.1:8001).
+    pub listen: String,
+    /// Largest message a client may send (a request with its raw tensor contents); larger
+    /// ones are refused before they are buffered.
+    pub max_message_size: ByteSize,
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Grpc {
+            enabled: true,
+            listen: "0.0.0.0:8001".into(),
+            max_message_size: ByteSize(64 << 20),
         }
     }
 }
@@ -898,6 +924,23 @@ mod tests {
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("unknown field `grase`"), "{e}");
         assert!(e.message.contains("grace"), "says what is allowed: {e}");
+    }
+
+    #[test]
+    fn grpc_section_parses_and_its_keys_are_checked() {
+        let c = parse("[grpc]\nlisten = \"127.0.0.1:9001\"\nmax_message_size = \"8MiB\"\n")
+            .expect("valid");
+        assert_eq!(c.grpc.listen, "127.0.0.1:9001");
+        assert_eq!(c.grpc.max_message_size, ByteSize(8 << 20));
+        assert!(c.grpc.enabled, "on by default");
+        assert_eq!(
+            Config::default().grpc.listen,
+            "0.0.0.0:8001",
+            "Triton's port"
+        );
+        let e = parse("[grpc]\nport = 8001\n").expect_err("invalid");
+        assert!(e.message.contains("unknown field `port`"), "{e}");
+        assert_eq!(e.line, Some(2));
     }
 
     #[test]

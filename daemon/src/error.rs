@@ -1,7 +1,7 @@
 //! One error kind per failure, whatever the front end: a [`Failure`] has a stable, fine-grained
 //! `kind` (`anti_rollback`, `queue_full`, …, kept in every error body) and a [`Class`] that each
-//! transport maps exactly once — HTTP status (`http::failure`), gRPC code, D-Bus error name
-//! (`system::dbus`).
+//! transport maps exactly once — HTTP status (`http::status`), D-Bus error name
+//! (`system::dbus::error_name`); the gRPC front end, being built, gets its code mapping here too.
 
 use airlock_engine::InferError;
 

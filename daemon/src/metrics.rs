@@ -26,7 +26,8 @@ pub struct Outcome {
     pub model: String,
     /// Model version.
     pub version: String,
-    /// `success`, `bad_request`, `not_found`, `unavailable`, `rejected`, `timeout`, `error`.
+    /// `success`, `bad_request`, `not_found`, `unavailable`, `rejected`, `timeout`, `error`,
+    /// `cancelled` (the client went away before the answer).
     pub outcome: String,
 }
 
@@ -194,12 +195,13 @@ impl Metrics {
             metrics: self.clone(),
             model: model.to_string(),
             version: version.to_string(),
+            label,
             outcomes: Default::default(),
-            in_flight: self.in_flight.get_or_create(&label).clone(),
-            request_seconds: self.request_seconds.get_or_create(&label).clone(),
-            queue_seconds: self.queue_seconds.get_or_create(&label).clone(),
-            compute_seconds: self.compute_seconds.get_or_create(&label).clone(),
-            batch_size: self.batch_size.get_or_create(&label).clone(),
+            in_flight: OnceLock::new(),
+            request_seconds: OnceLock::new(),
+            queue_seconds: OnceLock::new(),
+            compute_seconds: OnceLock::new(),
+            batch_size: OnceLock::new(),
         }
     }
 
@@ -249,26 +251,41 @@ impl Metrics {
     }
 }
 
-/// One model version's metric handles, resolved once (no label lookup per request).
+/// One model version's metric handles, each resolved once, when first used (no label lookup per
+/// request, and no series before it has something to say).
 struct ModelMetrics {
     metrics: Arc<Metrics>,
     model: String,
     version: String,
+    label: ModelLabel,
     outcomes: [OnceLock<Counter>; Ended::ALL.len()],
-    in_flight: Gauge<i64, AtomicI64>,
-    request_seconds: Histogram,
-    queue_seconds: Histogram,
-    compute_seconds: Histogram,
-    batch_size: Histogram,
+    in_flight: OnceLock<Gauge<i64, AtomicI64>>,
+    request_seconds: OnceLock<Histogram>,
+    queue_seconds: OnceLock<Histogram>,
+    compute_seconds: OnceLock<Histogram>,
+    batch_size: OnceLock<Histogram>,
+}
+
+type Seconds = Family<ModelLabel, Histogram, fn() -> Histogram>;
+
+impl ModelMetrics {
+    fn in_flight(&self) -> &Gauge<i64, AtomicI64> {
+        self.in_flight
+            .get_or_init(|| self.metrics.in_flight.get_or_create(&self.label).clone())
+    }
+
+    fn histogram<'a>(&self, cell: &'a OnceLock<Histogram>, family: &Seconds) -> &'a Histogram {
+        cell.get_or_init(|| family.get_or_create(&self.label).clone())
+    }
 }
 
 impl RequestObserver for ModelMetrics {
     fn started(&self) {
-        self.in_flight.inc();
+        self.in_flight().inc();
     }
 
     fn finished(&self, outcome: Ended, elapsed: Option<Duration>) {
-        self.in_flight.dec();
+        self.in_flight().dec();
         let i = Ended::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         self.outcomes[i]
             .get_or_init(|| {
@@ -283,14 +300,19 @@ impl RequestObserver for ModelMetrics {
             })
             .inc();
         if let Some(e) = elapsed {
-            self.request_seconds.observe(e.as_secs_f64());
+            self.histogram(&self.request_seconds, &self.metrics.request_seconds)
+                .observe(e.as_secs_f64());
         }
     }
 
     fn answered(&self, a: &Answer) {
-        self.queue_seconds.observe(a.queue.as_secs_f64());
-        self.compute_seconds.observe(a.compute.as_secs_f64());
-        self.batch_size.observe(a.batch_rows as f64);
+        let m = &self.metrics;
+        self.histogram(&self.queue_seconds, &m.queue_seconds)
+            .observe(a.queue.as_secs_f64());
+        self.histogram(&self.compute_seconds, &m.compute_seconds)
+            .observe(a.compute.as_secs_f64());
+        self.histogram(&self.batch_size, &m.batch_size)
+            .observe(a.batch_rows as f64);
     }
 }
 

@@ -140,14 +140,17 @@ impl<'c> Inputs<'c> {
         })
     }
 
-    /// Charges the text of an input's BYTES elements (beyond their per-element cost).
-    pub fn charge_text(&mut self, d: &Declared, bytes: u64) -> Result<(), InferError> {
+    /// Charges the text of an input's BYTES elements (beyond their per-element cost); over the
+    /// budget, `TooLarge` with the message `why(budget)` makes (the wire format says best what
+    /// it was given).
+    pub fn charge_text(
+        &mut self,
+        bytes: u64,
+        why: impl FnOnce(u64) -> String,
+    ) -> Result<(), InferError> {
         self.spent = self.spent.saturating_add(bytes);
         if self.spent > self.budget {
-            return Err(InferError::TooLarge(format!(
-                "input '{}': its {} BYTES elements take more than a request's inputs may ({} bytes)",
-                self.contract.inputs[d.index].name, d.elements, self.budget
-            )));
+            return Err(InferError::TooLarge(why(self.budget)));
         }
         Ok(())
     }
@@ -388,7 +391,14 @@ mod tests {
         assert_eq!(e.kind(), "too_large");
         let mut i = Inputs::new(&c, 1000);
         let s = i.declare("s", "BYTES", &[10]).expect("960 bytes");
-        assert_eq!(i.charge_text(&s, 41).expect_err("over").kind(), "too_large");
+        assert_eq!(s.elements, 10);
+        let e = i
+            .charge_text(41, |b| format!("over {b}"))
+            .expect_err("over");
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            ("too_large", "over 1000")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Why a request was not answered with outputs. Each variant is one kind of failure with a
-//! stable name ([`InferError::kind`]); every front end maps the kinds once (HTTP status, gRPC
-//! code) and keeps the name in its error body.
+//! stable name ([`InferError::kind`]); every front end maps the kinds once (the HTTP status; the gRPC
+//! code, in the front end being built) and keeps the name in its error body.
 
 /// Why a request was not answered with outputs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -320,6 +320,10 @@ impl Starter {
                 .collect();
             match built {
                 Ok(sessions) => {
+                    // Unloaded while the sessions were built: nothing to start.
+                    if !m.queue.is_open() {
+                        return;
+                    }
                     if self.start(sessions).is_ok() {
                         *m.degraded.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         tracing::info!(model = %m.name, "recovered: the CUDA sessions are up");

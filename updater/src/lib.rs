@@ -199,11 +199,14 @@ impl Updater {
 
     /// The expiry check imports run under.
     pub fn expiry_check(&self) -> Result<ExpiryCheck> {
-        let now = self.now()?;
+        // One reading of the clock and of the floor: the trusted now is the later of the two,
+        // and how far it is ahead of the clock is how far the clock is behind the floor.
         let system = OffsetDateTime::now_utc();
+        let now = self.registry.trusted_now(system)?;
         let skew =
             time::Duration::try_from(self.time.max_clock_skew.get()).unwrap_or(time::Duration::DAY);
-        if let Some(behind) = self.clock_behind()? {
+        let behind = now - system;
+        if behind.whole_seconds() > skew.whole_seconds() {
             tracing::warn!(
                 behind_s = behind.whole_seconds(),
                 floor = %airlock_signing::clock::rfc3339(now),

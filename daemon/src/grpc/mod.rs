@@ -1,8 +1,6 @@
-//! The gRPC front end: the Open Inference Protocol's `inference.GRPCInferenceService` (KServe's
-//! RPCs and Triton's extensions) over the engine's `Infer`.
-//!
-//! API boundary: the gRPC adapter. It uses the engine, `auth`, `metrics` and `error`; no other
-//! module of the daemon imports it.
+//! The gRPC front end, being built: so far the Open Inference Protocol's messages and the
+//! `inference.GRPCInferenceService` trait generated from the vendored protos. The service over
+//! the engine's `Infer` comes next; like `http`, no other module of the daemon will import it.
 
 /// The messages and the service trait generated from `daemon/proto/grpc_service.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -616,6 +616,7 @@ async fn infer(
         Ok(r) => r,
         Err(e) => return infer_error(call.refuse(e)),
     };
+    // (Raw tensors are slices of the body: it is freed when the answer is.)
     drop(body);
     let answer = match call
         .infer(req.inputs, req.timeout_us.map(Duration::from_micros))

@@ -394,7 +394,12 @@ pub fn parse_request(
                 offset = end;
                 if spec.dtype == DType::String {
                     let d = bytes_elements(name, &binary[range.clone()], n)?;
-                    assembled.charge_text(&decl, range.len() as u64)?;
+                    assembled.charge_text(range.len() as u64, |budget| {
+                        format!(
+                            "input '{name}': {n} BYTES elements in {} bytes take more than a request's inputs may ({budget} bytes)",
+                            range.len()
+                        )
+                    })?;
                     d
                 } else {
                     // A slice of the body: no copy on the way to the engine.
@@ -422,7 +427,9 @@ pub fn parse_request(
                 }
                 if spec.dtype == DType::String {
                     let text: u64 = flat.strings.iter().map(|s| s.len() as u64).sum();
-                    assembled.charge_text(&decl, text)?;
+                    assembled.charge_text(text, |budget| {
+                        format!("input '{name}': its strings take more than a request's inputs may ({budget} bytes)")
+                    })?;
                     Data::Strings(flat.strings)
                 } else {
                     Data::Raw(flat.raw.into())

@@ -201,6 +201,9 @@ impl Lifecycle {
 
     /// Starts a background thread that [`Lifecycle::shutdown`] joins.
     fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        if self.stopping() {
+            return Err(std::io::Error::other("the daemon is stopping"));
+        }
         let handle = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(f)?;
@@ -846,6 +849,9 @@ impl Lifecycle {
             let start = Instant::now();
             while start.elapsed() < window && !me.stopping() {
                 std::thread::sleep(Duration::from_millis(250));
+                if me.stopping() {
+                    return;
+                }
                 let Some(m) = weak.upgrade() else { return };
                 // Only the version that is still the active one is judged (a later promotion or
                 // a manual rollback ends the watch).

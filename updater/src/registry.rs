@@ -585,8 +585,10 @@ impl Registry {
             }
         }
         drop(failed);
-        // Readers hold the handle only for a lookup: give them a moment to let go.
-        for _ in 0..50 {
+        // Readers hold the handle only for a lookup: give them a moment to let go (up to 2 s: a
+        // reader descheduled on a loaded machine holds it longer than its lookup takes, and
+        // sled will not open files this process still holds).
+        for _ in 0..1000 {
             if released.strong_count() == 0 {
                 break;
             }

@@ -176,17 +176,6 @@ impl Metrics {
         })
     }
 
-    /// Counts one request outcome.
-    pub fn outcome(&self, model: &str, version: &str, outcome: &str) {
-        self.requests
-            .get_or_create(&Outcome {
-                model: model.into(),
-                version: version.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
     fn observer(self: &Arc<Self>, model: &str, version: &str) -> ModelMetrics {
         let label = ModelLabel {
             model: model.to_string(),

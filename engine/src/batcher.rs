@@ -182,11 +182,6 @@ impl Queue {
         }
     }
 
-    /// The batching policy.
-    pub fn policy(&self) -> &BatchPolicy {
-        &self.policy
-    }
-
     /// Requests waiting.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::SeqCst)

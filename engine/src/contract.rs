@@ -72,6 +72,10 @@ impl<'c> Inputs<'c> {
     /// The spec of the input named `name`: refused when the model has none of that name or it
     /// was given already.
     pub fn expect(&self, name: &str) -> Result<&'c TensorSpec, InferError> {
+        self.position(name).map(|i| &self.contract.inputs[i])
+    }
+
+    fn position(&self, name: &str) -> Result<usize, InferError> {
         let index = self
             .contract
             .inputs
@@ -84,11 +88,13 @@ impl<'c> Inputs<'c> {
                     self.names()
                 ))
             })?;
-        let spec = &self.contract.inputs[index];
         if self.got[index].is_some() {
-            return Err(bad(format!("input '{}' is given twice", spec.name)));
+            return Err(bad(format!(
+                "input '{}' is given twice",
+                self.contract.inputs[index].name
+            )));
         }
-        Ok(spec)
+        Ok(index)
     }
 
     /// Checks an input's name, datatype (the protocol's name, e.g. `FP32`) and shape against
@@ -99,13 +105,8 @@ impl<'c> Inputs<'c> {
         datatype: &str,
         shape: &[u64],
     ) -> Result<Declared, InferError> {
-        let spec = self.expect(name)?;
-        let index = self
-            .contract
-            .inputs
-            .iter()
-            .position(|s| std::ptr::eq(s, spec))
-            .unwrap_or(0);
+        let index = self.position(name)?;
+        let spec = &self.contract.inputs[index];
         let name = spec.name.as_str();
         let want = datatype::v2_name(spec.dtype);
         if datatype != want {
@@ -164,15 +165,6 @@ impl<'c> Inputs<'c> {
         let t = Tensor::new(&spec.name, d.dtype, d.shape, data).map_err(InferError::BadRequest)?;
         self.got[d.index] = Some(t);
         Ok(())
-    }
-
-    /// Whether an input of this name was given.
-    pub fn has(&self, name: &str) -> bool {
-        self.contract
-            .inputs
-            .iter()
-            .position(|s| s.name == name)
-            .is_some_and(|i| self.got[i].is_some())
     }
 
     /// The inputs in the contract's order; a missing one is named.

@@ -40,26 +40,6 @@ pub trait Observers: Send + Sync {
     fn unknown(&self) -> Arc<dyn RequestObserver>;
 }
 
-/// Observers that count nothing (tools and tests without metrics).
-pub struct NoObservers;
-
-struct Nothing;
-
-impl RequestObserver for Nothing {
-    fn started(&self) {}
-    fn finished(&self, _: Outcome, _: Option<Duration>) {}
-    fn answered(&self, _: &Answer) {}
-}
-
-impl Observers for NoObservers {
-    fn model(&self, _: &LoadedModel) -> Arc<dyn RequestObserver> {
-        Arc::new(Nothing)
-    }
-    fn unknown(&self) -> Arc<dyn RequestObserver> {
-        Arc::new(Nothing)
-    }
-}
-
 /// The inference core: the routing table and the observers.
 pub struct Infer {
     models: Arc<Models>,

@@ -229,11 +229,6 @@ impl LoadedModel {
         self.queue.submit(job)
     }
 
-    /// Estimated seconds until the current queue drains (at least 1).
-    pub fn retry_after_secs(&self) -> u64 {
-        self.queue.retry_after_secs()
-    }
-
     /// Marks a request as using this version until the guard drops: a replaced version is
     /// released only when none is left (or the drain timeout passed).
     pub fn enter(self: &Arc<Self>) -> InFlight {

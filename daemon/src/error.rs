@@ -40,6 +40,28 @@ pub enum Class {
     Internal,
 }
 
+impl Class {
+    /// The general kind of a failure of this class (where no finer kind applies).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Class::BadRequest => "bad_request",
+            Class::Unauthenticated => "unauthenticated",
+            Class::Forbidden => "forbidden",
+            Class::NotFound => "not_found",
+            Class::Conflict => "conflict",
+            Class::TooLarge => "too_large",
+            Class::BodyTimeout => "body_timeout",
+            Class::Unprocessable => "unprocessable",
+            Class::QueueFull => "queue_full",
+            Class::DeadlineExceeded => "deadline_exceeded",
+            Class::Unavailable => "unavailable",
+            Class::InsufficientStorage => "insufficient_storage",
+            Class::UnsupportedMedia => "unsupported_media",
+            Class::Internal => "internal",
+        }
+    }
+}
+
 /// A refusal or failure, ready for any transport.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -62,21 +84,6 @@ impl Failure {
             message: message.into(),
             retry_after: None,
         }
-    }
-
-    /// A malformed or refused request (`bad_request`).
-    pub fn bad_request(message: impl Into<String>) -> Failure {
-        Failure::new(Class::BadRequest, "bad_request", message)
-    }
-
-    /// A caller without the role (`forbidden`).
-    pub fn forbidden(message: impl Into<String>) -> Failure {
-        Failure::new(Class::Forbidden, "forbidden", message)
-    }
-
-    /// A failure on the appliance's side (`internal`).
-    pub fn internal(message: impl Into<String>) -> Failure {
-        Failure::new(Class::Internal, "internal", message)
     }
 }
 

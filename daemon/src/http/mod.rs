@@ -94,23 +94,7 @@ impl IntoResponse for Failure {
 
 /// An error body of `class`, its kind the class's general one.
 pub fn error(class: Class, message: impl Into<String>) -> Response {
-    let kind = match class {
-        Class::BadRequest => "bad_request",
-        Class::Unauthenticated => "unauthenticated",
-        Class::Forbidden => "forbidden",
-        Class::NotFound => "not_found",
-        Class::Conflict => "conflict",
-        Class::TooLarge => "too_large",
-        Class::BodyTimeout => "body_timeout",
-        Class::Unprocessable => "unprocessable",
-        Class::QueueFull => "queue_full",
-        Class::DeadlineExceeded => "deadline_exceeded",
-        Class::Unavailable => "unavailable",
-        Class::InsufficientStorage => "insufficient_storage",
-        Class::UnsupportedMedia => "unsupported_media",
-        Class::Internal => "internal",
-    };
-    Failure::new(class, kind, message).into_response()
+    Failure::new(class, class.kind(), message).into_response()
 }
 
 /// An engine error as an HTTP answer.

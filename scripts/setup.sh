@@ -42,12 +42,12 @@ if [[ ! -f $ort_dir/libonnxruntime.so.$ort_version ]]; then
   rm -rf "$tmp"
 fi
 
-# Python test clients (tritonclient, numpy, prometheus_client) in their own virtual environment.
+# Python test clients (tritonclient over HTTP and gRPC, numpy, prometheus_client) in their own virtual environment.
 venv=$cache/venv
-if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.http.aio, numpy, prometheus_client' 2>/dev/null; then
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import tritonclient.http, tritonclient.http.aio, tritonclient.grpc, tritonclient.grpc.aio, numpy, prometheus_client' 2>/dev/null; then
   echo "setup: creating the Python test environment in $venv" >&2
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http]==2.73.0" numpy prometheus_client
+  "$venv/bin/pip" install -q --disable-pip-version-check "tritonclient[http,grpc]==2.73.0" numpy prometheus_client
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install the Rust toolchain (rustup)" >&2; exit 2; }

@@ -871,6 +871,30 @@ impl Config {
             }
             Ok(_) => {}
         }
+        match self.grpc.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                return fail(
+                    "grpc.listen",
+                    format!(
+                        "{:?} is not an address (allowed: IP:PORT, e.g. \"0.0.0.0:8001\")",
+                        self.grpc.listen
+                    ),
+                )
+            }
+            Ok(a) if self.grpc.enabled && !self.server.tls && !a.ip().is_loopback() => {
+                return fail(
+                    "grpc.listen",
+                    format!("{a} is not loopback, and plaintext gRPC (server.tls = false) is allowed only on loopback: set grpc.listen to a loopback address, grpc.enabled = false, or server.tls = true"),
+                )
+            }
+            Ok(_) => {}
+        }
+        if self.grpc.max_message_size.0 < 4096 || self.grpc.max_message_size.0 > (1 << 31) {
+            return fail(
+                "grpc.max_message_size",
+                format!("{} is outside 4KiB..2GiB", self.grpc.max_message_size),
+            );
+        }
         if !self.paths.data_dir.is_absolute() {
             return fail(
                 "paths.data_dir",
@@ -938,6 +962,17 @@ mod tests {
             "0.0.0.0:8001",
             "Triton's port"
         );
+        let e = parse("[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n")
+            .expect_err("plaintext gRPC off loopback");
+        assert!(e.message.contains("plaintext gRPC"), "{e}");
+        assert!(parse(
+            "[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n[grpc]\nlisten = \"127.0.0.1:8001\"\n"
+        )
+        .is_ok());
+        assert!(parse(
+            "[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n[grpc]\nenabled = false\n"
+        )
+        .is_ok());
         let e = parse("[grpc]\nport = 8001\n").expect_err("invalid");
         assert!(e.message.contains("unknown field `port`"), "{e}");
         assert_eq!(e.line, Some(2));
@@ -1023,7 +1058,10 @@ mod tests {
             .expect_err("plain on the network");
         assert_eq!(e.key, "server.tls");
         assert_eq!(e.line, Some(3));
-        assert!(parse("[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n").is_ok());
+        assert!(parse(
+            "[server]\nlisten = \"127.0.0.1:8080\"\ntls = false\n[grpc]\nlisten = \"[::1]:8001\"\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -53,6 +53,20 @@ impl Tokens {
     }
 }
 
+/// The caller of a serving route or RPC: the token it presented (`None` in `--dev`, where
+/// nothing is authenticated). Listings filter by it: a token sees the models it may call.
+#[derive(Clone)]
+pub struct Caller(pub Option<Arc<TokenRecord>>);
+
+impl Caller {
+    /// Whether this caller may see (and call) `model`.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|r| r.grants(&Scope::Model(model.to_string())))
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -40,6 +40,8 @@ pub fn config(base: Option<Config>) -> anyhow::Result<Config> {
     c.approval.approvers = None;
     c.logging.dir = c.paths.data_dir.join("logs");
     c.server.tls = false;
+    // Plaintext, so loopback only (`--grpc-listen` overrides).
+    c.grpc.listen = "127.0.0.1:8001".into();
     c.admin.socket = c.paths.data_dir.join("admin.sock");
     c.admin.roles = [(format!("uid:{}", nix_uid()), airlock_config::Role::Admin)].into();
     c.admin.socket_mode = 0o600;

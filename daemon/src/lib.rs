@@ -50,6 +50,9 @@ pub struct Args {
     /// Listen address (dev default 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<String>,
+    /// gRPC listen address (default `[grpc] listen`; dev 127.0.0.1:8001).
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
     /// Internal: run one validation handed over on stdin (the daemon starts these).
     #[arg(long, hide = true, conflicts_with_all = ["config", "dev", "init", "once"])]
     pub validate_worker: bool,
@@ -187,6 +190,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let grpc_addr: Option<std::net::SocketAddr> = match (&args.grpc_listen, config.grpc.enabled) {
+        (None, false) => None,
+        (l, _) => {
+            let l = l.clone().unwrap_or_else(|| config.grpc.listen.clone());
+            let a: std::net::SocketAddr = l.parse().map_err(|_| {
+                ConfigInvalid(format!("--grpc-listen {l:?} is not an address (IP:PORT)"))
+            })?;
+            if !config.server.tls && !a.ip().is_loopback() {
+                return Err(ConfigInvalid(format!(
+                    "gRPC listen address {a} is not loopback: plaintext gRPC is refused there (set [server] tls = true)"
+                ))
+                .into());
+            }
+            Some(a)
+        }
+    };
     if args.init {
         return first_boot(&config, addr);
     }
@@ -287,10 +306,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        let grpc_listener = match grpc_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (gRPC)"))?,
+            ),
+            None => None,
+        };
+        let grpc_bound = match &grpc_listener {
+            Some(l) => l.local_addr()?.to_string(),
+            None => "off".to_string(),
+        };
         let admin_listener = http::admin::bind(&config.admin.socket, config.admin.socket_mode)?;
         // Signal handlers exist before anyone is told the daemon is ready.
         let stop_signals = stop_signals()?;
-        tracing::info!(listen = %bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2");
+        tracing::info!(listen = %bound, grpc = %grpc_bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2 (HTTP and gRPC)");
         let status = {
             let (infer, updater) = (infer.clone(), updater.clone());
             move || system::systemd::status_line(infer.models(), awaiting_approval(&updater))
@@ -349,7 +380,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
         let acceptor = match &tls {
-            Some(r) => Some(tokio_rustls::TlsAcceptor::from(r.server_config()?)),
+            Some(r) => Some(tokio_rustls::TlsAcceptor::from(r.server_config(&[b"http/1.1"])?)),
+            None => None,
+        };
+        // One cap for both inference listeners: what fit_caps sized against the fd limit.
+        let inference_cap = limits::ConnCap::new("inference", server_cap, server_cap);
+        let grpc_task = match grpc_listener {
+            Some(l) => {
+                let grpc_tls = match &tls {
+                    Some(r) => Some(tokio_rustls::TlsAcceptor::from(r.server_config(&[b"h2"])?)),
+                    None => None,
+                };
+                let grpc_state = Arc::new(grpc::GrpcState {
+                    infer: infer.clone(),
+                    tokens: if dev { None } else { Some(tokens.clone()) },
+                    max_message: config.grpc.max_message_size.0 as usize,
+                    max_response: config.server.max_response_size.0.min(config.grpc.max_message_size.0),
+                    shutdown: shutdown.clone(),
+                });
+                Some(tokio::spawn(grpc::serve(
+                    l,
+                    grpc_state,
+                    grpc_tls,
+                    timeouts,
+                    inference_cap.clone(),
+                    shutdown.clone(),
+                    config.server.shutdown_timeout.get(),
+                )))
+            }
             None => None,
         };
         // SIGHUP reloads what can change live: the TLS certificate and the token records.
@@ -394,12 +452,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             http::router(state.clone(), (!dev).then(|| http::admin::router(admin_state.clone()))),
             acceptor,
             timeouts,
-            limits::ConnCap::new("inference", server_cap, server_cap),
+            inference_cap,
             shutdown.clone(),
             config.server.shutdown_timeout.get(),
         )
         .await;
         shutdown.cancel();
+        if let Some(t) = grpc_task {
+            let _ = t.await;
+        }
         admin_task.await??;
         let _ = dbus_task.await;
         let _ = usb_task.await;

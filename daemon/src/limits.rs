@@ -503,6 +503,81 @@ impl AcceptBackoff {
     }
 }
 
+/// What an accept loop does with one accepted connection (plain or TLS): serve it until the
+/// client closes, a timeout ends it, or `shutdown` (then what is in flight finishes first).
+pub trait ConnHandler: Clone + Send + Sync + 'static {
+    /// Serves one connection.
+    fn serve<T>(
+        self,
+        stream: T,
+        peer: String,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+}
+
+/// One listener's accept loop, shared by every TCP front end (HTTP/1.1, gRPC over HTTP/2):
+/// each connection is admitted under `cap` (over it: closed at once, the client retries
+/// elsewhere), gets TCP_NODELAY, a TLS handshake within `handshake` when `tls` is given, and
+/// is served by `handler`. On `shutdown` the listener closes at once and open connections get
+/// `drain` to finish what they have in flight.
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_loop<H: ConnHandler>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
+    cap: Arc<ConnCap>,
+    handler: H,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut backoff = AcceptBackoff::new(name);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff.ok(); x }
+                Err(e) => { backoff.failed(e).await; continue; }
+            },
+        };
+        let Some(permit) = cap.admit(None) else {
+            continue;
+        };
+        // Responses go out in one write; without NODELAY, delayed ACKs stall clients by 40 ms.
+        let _ = stream.set_nodelay(true);
+        let (handler, token, tls) = (handler.clone(), shutdown.clone(), tls.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let peer = peer.to_string();
+            match tls {
+                None => handler.serve(stream, peer, token).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => handler.serve(tls_stream, peer, token).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    // Stop listening at once: new clients are refused (a load balancer moves on) while the
+    // connections we have finish.
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            listener = name,
+            connections = tracker.len(),
+            timeout_s = drain.as_secs(),
+            "shutdown timeout passed with connections still open; exiting anyway"
+        );
+    }
+}
+
 /// Descriptors kept for everything but connections (models, the state database, logs,
 /// ONNX Runtime, imports).
 pub const FD_RESERVE: u64 = 256;

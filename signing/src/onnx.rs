@@ -423,6 +423,48 @@ pub fn string_identity() -> Vec<u8> {
     })
 }
 
+/// The element types [`every_type_identity`] carries: (ONNX element code, the suffix of its
+/// tensors' names — the Open Inference Protocol name in lower case).
+pub const EVERY_TYPE: [(i32, &str); 14] = [
+    (9, "bool"),
+    (2, "uint8"),
+    (4, "uint16"),
+    (12, "uint32"),
+    (13, "uint64"),
+    (3, "int8"),
+    (5, "int16"),
+    (6, "int32"),
+    (7, "int64"),
+    (10, "fp16"),
+    (1, "fp32"),
+    (11, "fp64"),
+    (16, "bf16"),
+    (8, "bytes"),
+];
+
+/// A model that answers each input unchanged: for every element type airlock serves, an input
+/// `x_NAME` of shape [batch, 2] and an output `y_NAME = Identity(x_NAME)` (`NAME` as in
+/// [`EVERY_TYPE`]) — a fixture for every datatype end to end, over every protocol.
+pub fn every_type_identity() -> Vec<u8> {
+    let dims = [Err("batch"), Ok(2)];
+    opset13_model(GraphProto {
+        name: "every_type_identity".into(),
+        node: EVERY_TYPE
+            .iter()
+            .map(|(_, n)| identity(&format!("x_{n}"), &format!("y_{n}")))
+            .collect(),
+        initializer: vec![],
+        input: EVERY_TYPE
+            .iter()
+            .map(|(c, n)| typed_value(&format!("x_{n}"), *c, &dims))
+            .collect(),
+        output: EVERY_TYPE
+            .iter()
+            .map(|(c, n)| typed_value(&format!("y_{n}"), *c, &dims))
+            .collect(),
+    })
+}
+
 /// The demo model: a linear classifier `y = softmax(x · W + b)` over 4 features and 3 classes,
 /// with a dynamic batch dimension. Runs on any ONNX Runtime (opset 13).
 pub fn linear_classifier(weights: &[f32; 12], bias: &[f32; 3]) -> Vec<u8> {

@@ -298,6 +298,8 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         !s.log().contains("PRIVATE KEY"),
         "the key never reaches the log"
     );
+    // gRPC serves the same certificate (ALPN h2).
+    crate::grpc::grpc_tls_ok(&s, &data.join("cert.pem"));
     // A new certificate, then SIGHUP: new handshakes get it; the daemon keeps serving.
     new_pair(&data.join("key.pem"), &data.join("cert2.pem"));
     // A client holds a keep-alive connection across the reload.
@@ -335,6 +337,7 @@ fn production_serves_tls_and_reloads_the_certificate_on_sighup() {
         (0, "200".to_string()),
         "the new certificate is served"
     );
+    crate::grpc::grpc_tls_ok(&s, &data.join("cert2.pem"));
     // The held connection finishes on the old certificate; a new handshake sees the new one.
     let again = ask("held");
     assert_eq!(

@@ -113,7 +113,13 @@ fn dev_mode_bootstraps_through_the_pipeline_and_reruns_at_once() {
 fn dev_mode_runs_until_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut child = Command::new(bin("airlockd"))
-        .args(["--dev", "--listen", "127.0.0.1:0"])
+        .args([
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())

@@ -117,7 +117,7 @@ fn once_config(dir: &Path, state_reserve: &str) -> PathBuf {
         format!(
             "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
              [approval]\nmode = \"unattended-dev\"\n\
-             [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[logging]\ndir = \"{d}/logs\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n[grpc]\nlisten = \"127.0.0.1:0\"\n[logging]\ndir = \"{d}/logs\"\n\
              [bundles]\nreserve_free_space = \"0B\"\n[state]\nreserve_free_space = \"{state_reserve}\"\n\
              [daemon]\nallow_root = true\n[admin]\nsocket = \"{d}/once.sock\"\n"
         ),

@@ -10,6 +10,7 @@ mod daemon_dev;
 mod dbus;
 mod failover;
 mod faults;
+mod grpc;
 mod hardening;
 mod image;
 mod image_lock;

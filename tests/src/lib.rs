@@ -50,6 +50,8 @@ pub struct DevServer {
     child: std::process::Child,
     /// `IP:PORT` it listens on.
     pub addr: String,
+    /// `IP:PORT` its gRPC listener is on (`off` when it serves none).
+    pub grpc: String,
     /// The scratch directory (holds `airlock-dev/`).
     pub dir: tempfile::TempDir,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -68,11 +70,15 @@ impl DevServer {
         Self::spawn(dir, &args, env)
     }
 
-    /// Starts `airlockd ARGS` in `dir` and waits until it serves.
+    /// Starts `airlockd ARGS` in `dir` and waits until it serves. Unless ARGS name one, the
+    /// gRPC listener is on an ephemeral loopback port (tests run side by side).
     pub fn spawn(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> DevServer {
         use std::io::BufRead;
         let mut cmd = Command::new(bin("airlockd"));
         cmd.args(args).current_dir(dir.path());
+        if !args.iter().any(|a| a == "--grpc-listen") {
+            cmd.args(["--grpc-listen", "127.0.0.1:0"]);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -92,18 +98,21 @@ impl DevServer {
                 .map_while(Result::ok)
             {
                 // Logged first, so that a test that saw "ready" also finds the line in log().
-                let addr = line
-                    .split("listen=")
-                    .nth(1)
+                let field = |key: &str| {
+                    line.split(key)
+                        .nth(1)
+                        .map(|a| a.split_whitespace().next().unwrap_or("").to_string())
+                };
+                let addr = field(" listen=")
                     .filter(|_| line.contains("ready: serving"))
-                    .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
+                    .map(|a| (a, field(" grpc=").unwrap_or_else(|| "off".into())));
                 sink.lock().expect("log").push(line);
                 if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
             }
         });
-        let addr = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        let (addr, grpc) = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -116,6 +125,7 @@ impl DevServer {
         DevServer {
             child,
             addr,
+            grpc,
             dir,
             log,
         }
@@ -501,7 +511,7 @@ pub fn production_server_in(
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
          [approval]\n{approval}\n\
-         [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n{server}\n[logging]\ndir = \"{d}/logs\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ntls = false\n{server}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[logging]\ndir = \"{d}/logs\"\n\
          [bundles]\nreserve_free_space = \"1MiB\"\n\
          [daemon]\nallow_root = true\n{extra}\n\
          [admin]\nsocket = \"{}\"\nsocket_mode = 0o666\n{admin}\n[admin.roles]\n{table}",

@@ -25,7 +25,6 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use airlock_engine::{Infer, InferError, LoadedModel, Outcome};
 
@@ -166,19 +165,7 @@ pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
         .layer(axum::middleware::from_fn(trace_request))
 }
 
-/// The caller of a serving route: the token it presented (`None` in `--dev`, where nothing is
-/// authenticated). Listings filter by it: a token sees the models it may call.
-#[derive(Clone)]
-pub struct Caller(pub Option<Arc<airlock_updater::tokens::TokenRecord>>);
-
-impl Caller {
-    /// Whether this caller may see (and call) `model`.
-    pub fn may_use(&self, model: &str) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|r| r.grants(&airlock_updater::tokens::Scope::Model(model.to_string())))
-    }
-}
+use crate::auth::Caller;
 
 /// Bearer-token authorisation, decided on the route the router matched (never on the raw
 /// path): the health routes stay open for load-balancer probes; `/metrics` needs the `metrics`
@@ -666,56 +653,32 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) {
-    let tracker = TaskTracker::new();
-    let mut backoff = crate::limits::AcceptBackoff::new("inference");
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff.ok(); x }
-                Err(e) => { backoff.failed(e).await; continue; }
-            },
-        };
-        // Over the cap: closed at once (the client sees a reset and retries elsewhere).
-        let Some(permit) = cap.admit(None) else {
-            continue;
-        };
-        // Responses go out in one write; without NODELAY, delayed ACKs stall clients by 40 ms.
-        let _ = stream.set_nodelay(true);
-        let (app, token, tls) = (app.clone(), shutdown.clone(), tls.clone());
-        tracker.spawn(async move {
-            let _permit = permit;
-            let peer = peer.to_string();
-            match tls {
-                None => crate::limits::serve_http1(stream, app, timeouts, token, &peer).await,
-                Some(acceptor) => {
-                    // The handshake gets the same time budget as a request head.
-                    match tokio::time::timeout(timeouts.header, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            crate::limits::serve_http1(tls_stream, app, timeouts, token, &peer)
-                                .await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-    // Stop listening at once: new clients are refused (a load balancer moves on) while the
-    // connections we have finish.
-    drop(listener);
-    tracker.close();
-    // Connections finish their request in flight (keep-alive ones close after it); a client
-    // that holds on longer than the drain timeout is cut off.
-    if tokio::time::timeout(drain_timeout, tracker.wait())
-        .await
-        .is_err()
+    // The handshake gets the same time budget as a request head.
+    crate::limits::accept_loop(
+        "inference",
+        listener,
+        tls,
+        timeouts.header,
+        cap,
+        Http1 { app, timeouts },
+        shutdown,
+        drain_timeout,
+    )
+    .await;
+}
+
+/// HTTP/1.1 connections under every timeout ([`crate::limits::serve_http1`]).
+#[derive(Clone)]
+struct Http1 {
+    app: Router,
+    timeouts: crate::limits::ConnTimeouts,
+}
+
+impl crate::limits::ConnHandler for Http1 {
+    async fn serve<T>(self, stream: T, peer: String, shutdown: CancellationToken)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        tracing::warn!(
-            connections = tracker.len(),
-            timeout_s = drain_timeout.as_secs(),
-            "shutdown timeout passed with connections still open; exiting anyway"
-        );
+        crate::limits::serve_http1(stream, self.app, self.timeouts, shutdown, &peer).await
     }
 }

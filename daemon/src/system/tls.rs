@@ -203,14 +203,19 @@ impl Reloadable {
         }
     }
 
-    /// A rustls server configuration that asks this resolver on every handshake.
-    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    /// A rustls server configuration that asks this resolver on every handshake (so a reload
+    /// reaches every listener), offering the ALPN protocols `alpn` (`http/1.1` for the
+    /// inference and admin listener, `h2` for gRPC).
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }

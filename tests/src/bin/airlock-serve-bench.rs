@@ -405,7 +405,14 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     let mut child = Command::new(&airlockd)
-        .args(["--dev", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&config)
         .current_dir(&dir)
         .env("ORT_DYLIB_PATH", &lib)

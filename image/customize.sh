@@ -71,7 +71,7 @@ if [[ -n ${AIRLOCK_SSH_KEY:-} ]]; then
     > "$r/etc/ssh/sshd_config.d/50-airlock.conf"
   install -D -m 0644 "$AIRLOCK_SSH_KEY" "$r/etc/ssh/authorized_keys/admin"
   rm -f "$r"/etc/ssh/ssh_host_*   # generated at first boot (sshd-keygen / ssh.service's ExecStartPre)
-  sed -i 's/define console_ports = { 8443 }/define console_ports = { 8443, 22 }/' "$r/etc/nftables.conf"
+  sed -i 's/define console_ports = { 8443, 8001 }/define console_ports = { 8443, 8001, 22 }/' "$r/etc/nftables.conf"
 fi
 
 # The test variant: the boot self-test, its configuration and bundle.

@@ -36,7 +36,7 @@ fn production(admins: &[u32], tls: bool) -> (DevServer, String) {
         .collect();
     let config = format!(
         "[paths]\ndata_dir = \"{d}/airlock-dev\"\ninitial_trust_root = \"{d}/airlock-dev/dev/root.json\"\n\
-         [server]\nlisten = \"127.0.0.1:0\"\ntls = {tls}\n[logging]\ndir = \"{d}/logs\"\n\
+         [server]\nlisten = \"127.0.0.1:0\"\ntls = {tls}\n[grpc]\nlisten = \"127.0.0.1:0\"\n[logging]\ndir = \"{d}/logs\"\n\
          [daemon]\nallow_root = true\n[admin]\nsocket = \"{socket}\"\n[admin.roles]\n{roles}"
     );
     std::fs::write(dir.path().join("prod.toml"), config).expect("config");

@@ -497,3 +497,98 @@ fn a_tls_reload_that_would_break_tls_keeps_the_running_pair() {
         "TLS went down"
     );
 }
+
+/// `airlockctl` from another machine: over HTTPS with a token file, trusting the appliance's
+/// certificate by CA file or by fingerprint; the token's `admin:ROLE` decides, as on the socket.
+#[test]
+fn airlockctl_over_https_with_a_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, socket) = production(&[uid()], true);
+    let port = s.addr.rsplit(':').next().expect("port").to_string();
+    let url = format!("https://localhost:{port}");
+    let cert = s.dir.path().join("airlock-dev/tls/cert.pem");
+    let cert = cert.to_str().expect("utf-8");
+    let (code, out, err) = ctl(
+        &socket,
+        &[
+            "token",
+            "create",
+            "--name",
+            "remote",
+            "--scope",
+            "admin:viewer",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let token = out
+        .lines()
+        .find(|l| l.starts_with("al_"))
+        .expect("the token is printed")
+        .to_string();
+    let file = s.dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).expect("token file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = file.to_str().expect("utf-8").to_string();
+    let remote = |extra: &[&str], args: &[&str]| {
+        let mut all = vec!["--url", url.as_str(), "--token-file", file.as_str()];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        ctl("/nonexistent/admin.sock", &all)
+    };
+
+    // Who we are is the token; reading is a viewer's right.
+    let (code, out, err) = remote(&["--ca", cert], &["whoami"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("token:") && out.contains("viewer"), "{out}");
+    let (code, out, err) = remote(&["--ca", cert], &["--json", "models", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["models"][0]["name"], "demo-iris", "{v}");
+    // Writing is not: refused by airlockd (exit 1) with its reason.
+    let (code, out, err) = remote(
+        &["--ca", cert],
+        &["token", "create", "--name", "x", "--scope", "metrics"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("refused (403)"), "{err}");
+
+    // Pinned by fingerprint (as airlockd logs it): the right one works, another is refused
+    // before any request is sent.
+    let log = s.log();
+    let fp = log
+        .split("sha256=")
+        .nth(1)
+        .and_then(|t| t.get(..64))
+        .expect("the fingerprint is logged")
+        .to_string();
+    let (code, out, err) = remote(&["--fingerprint", &fp], &["whoami"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let wrong = "00".repeat(32);
+    let (code, _, err) = remote(&["--fingerprint", &wrong], &["whoami"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not the fingerprint given"), "{err}");
+
+    // A token file others may read, a missing trust anchor, or plain http: refused here.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, _, err) = remote(&["--ca", cert], &["whoami"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("chmod 600") && !err.contains(&token), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, _, err) = remote(&[], &["whoami"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ca"), "{err}");
+    let (code, _, err) = ctl(
+        "/nonexistent/admin.sock",
+        &[
+            "--url",
+            &format!("http://localhost:{port}"),
+            "--token-file",
+            &file,
+            "whoami",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("https://"), "{err}");
+    // The secret never reaches airlockd's log.
+    assert!(!s.log().contains(&token));
+}

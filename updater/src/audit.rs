@@ -10,29 +10,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
-/// One audit record, as stored (its SHA-256 is taken over the stored JSON bytes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditRecord {
-    /// Position in the chain, from 0.
-    pub seq: u64,
-    /// When (trusted time, RFC 3339).
-    pub time: String,
-    /// Who.
-    pub actor: String,
-    /// What (`import`, `import_refused`, `validate`, `approve`, `promote`, `rollback`, ...).
-    pub action: String,
-    /// Which model, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Which version, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Details (state change, error kind, digests, ...).
-    pub detail: serde_json::Value,
-    /// SHA-256 (hex) of the previous record's stored bytes; 64 zeros for the first.
-    pub prev: String,
-}
+/// One record of the log (defined with the API's types: stored and shown the same).
+pub use airlock_api::AuditRecord;
 
 /// The position and hash of the last record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

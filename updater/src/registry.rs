@@ -33,42 +33,8 @@ use crate::audit::{self, AuditEntry, AuditRecord, ChainHead};
 use crate::error::{Error, Result};
 use crate::validate::ValidationReport;
 
-/// A version's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VersionState {
-    /// Verified and in the store; not yet validated.
-    Staged,
-    /// Passed validation on this machine.
-    Validated,
-    /// Failed validation.
-    ValidationFailed,
-    /// Approved per the policy; may be promoted.
-    Approved,
-    /// Rejected by a person.
-    Rejected,
-    /// Serving.
-    Active,
-    /// Served before; may be rolled back to.
-    Retired,
-    /// Retired and removed from disk by retention; history only.
-    Removed,
-}
-
-impl fmt::Display for VersionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VersionState::Staged => "staged",
-            VersionState::Validated => "validated",
-            VersionState::ValidationFailed => "validation_failed",
-            VersionState::Approved => "approved",
-            VersionState::Rejected => "rejected",
-            VersionState::Active => "active",
-            VersionState::Retired => "retired",
-            VersionState::Removed => "removed",
-        })
-    }
-}
+/// A version's lifecycle state (defined with the API's types: stored and shown the same).
+pub use airlock_api::VersionState;
 
 /// Who did something: a local user, a token, the daemon itself, or a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

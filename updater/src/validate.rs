@@ -8,9 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-
 use airlock_signing::manifest::{GoldenVector, Manifest};
 use airlock_signing::npy::{self, NpyArray};
 
@@ -42,62 +39,9 @@ impl StagedModel<'_> {
     }
 }
 
-/// The result of one golden vector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseResult {
-    /// The case's name.
-    pub name: String,
-    /// Whether it passed.
-    pub passed: bool,
-    /// What went wrong, or what was checked.
-    pub detail: String,
-    /// Largest absolute error over all outputs (when the model was executed).
-    pub max_abs_error: Option<f64>,
-    /// Largest relative error over all outputs (when the model was executed).
-    pub max_rel_error: Option<f64>,
-}
-
-/// A validation report, stored with the version and shown to approvers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidationReport {
-    /// Overall verdict.
-    pub passed: bool,
-    /// What validated (e.g. `contract-check`, `onnxruntime 1.31.1`).
-    pub engine: String,
-    /// The execution provider actually used, if the model was executed.
-    pub provider: Option<String>,
-    /// Per-vector results.
-    pub cases: Vec<CaseResult>,
-    /// Other findings (requirements, latency, contract changes).
-    pub notes: Vec<String>,
-    /// How the I/O contract differs from the version active at validation time, if it does:
-    /// approval must then acknowledge it explicitly.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contract_change: Option<String>,
-    /// Latency measured on this machine's provider, per batch size.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub latency: Vec<Latency>,
-}
-
-/// Latency of one batch size during validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// Rows per run.
-    pub batch: u64,
-    /// Runs timed.
-    pub runs: u32,
-    /// Median, µs.
-    pub p50_us: f64,
-    /// 99th percentile, µs.
-    pub p99_us: f64,
-}
-
-impl ValidationReport {
-    /// SHA-256 (hex) of the report's JSON: what signed approvals cover.
-    pub fn digest(&self) -> String {
-        hex::encode(Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
-    }
-}
+/// The report and its parts are defined with the API's types: what is stored is what approvers
+/// are shown, byte for byte (a signed approval covers the report's SHA-256).
+pub use airlock_api::{CaseResult, Latency, ValidationReport};
 
 /// Validates a staged version. Implementations must bound their resources and must not disturb
 /// serving beyond their configured share.

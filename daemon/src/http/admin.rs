@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airlock_api as api;
 use airlock_config::Role;
 use airlock_updater::registry::{ModelRecord, VersionRecord};
 use airlock_updater::tokens::TokenRecord;
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use semver::Version;
-use serde_json::{json, Value};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -72,61 +72,90 @@ fn version(v: &str) -> Result<Version, Response> {
     crate::http::bodies::version(v).map_err(|e| error(Class::BadRequest, e))
 }
 
-fn version_summary(v: &VersionRecord) -> Value {
-    json!({
-        "version": v.version.to_string(),
-        "state": v.state,
-        "manifest_sha256": v.manifest_digest,
-        "payload_size": v.payload_size,
-        "imported_by": v.imported_by,
-        "imported_at": v.imported_at,
-        "source": v.source,
-        "approvals": v.approvals,
-        "validation_passed": v.validation.as_ref().map(|r| r.passed),
-        "contract_change": v.validation.as_ref().and_then(|r| r.contract_change.clone()),
-        "changed_at": v.changed_at,
-    })
+/// A signature as the API shows it (the same hex `airlock-sign` writes).
+fn signature_hex(s: &airlock_signing::Signature) -> Option<api::SignatureHex> {
+    serde_json::to_value(s)
+        .and_then(serde_json::from_value)
+        .ok()
 }
 
-fn model_json(m: &ModelRecord, s: &AdminState, full: bool) -> Value {
-    let served = s.lifecycle.infer.models().get(&m.name, None).ok();
-    let mut v = json!({
-        "name": m.name,
-        "active": m.active.as_ref().map(|v| v.to_string()),
-        "promoting": m.promoting,
-        "highest_seen": m.highest_seen.to_string(),
-        "anti_rollback_floor": m.floor().map(|v| v.to_string()),
-        "serving": served.as_ref().map(|l| json!({
-            "version": l.version.to_string(),
-            "ready": l.ready(),
-            "provider": format!("{:?}", l.provider).to_lowercase(),
-            "degraded": l.degraded(),
-        })),
-        "rollback_target": m.rollback_target().ok().map(|v| v.to_string()),
-        "unavailable": s.lifecycle.infer.models().unavailable().get(&m.name).map(|u| json!({
-            "version": u.version.to_string(),
-            "reason": u.reason,
-        })),
-    });
-    if full {
-        v["versions"] = m.versions.values().rev().map(version_summary).collect();
-    } else {
-        v["versions"] = json!(m.versions.len());
-        v["awaiting_approval"] = json!(m
+fn version_summary(v: &VersionRecord) -> api::VersionSummary {
+    api::VersionSummary {
+        version: v.version.to_string(),
+        state: v.state,
+        manifest_sha256: v.manifest_digest.clone(),
+        payload_size: v.payload_size,
+        imported_by: v.imported_by.as_str().to_string(),
+        imported_at: v.imported_at.clone(),
+        source: v.source.clone(),
+        approvals: v
+            .approvals
+            .iter()
+            .map(|a| api::Approval {
+                by: a.by.as_str().to_string(),
+                at: a.at.clone(),
+                comment: a.comment.clone(),
+                signature: a.signature.as_ref().and_then(signature_hex),
+            })
+            .collect(),
+        validation_passed: v.validation.as_ref().map(|r| r.passed),
+        contract_change: v
+            .validation
+            .as_ref()
+            .and_then(|r| r.contract_change.clone()),
+        changed_at: v.changed_at.clone(),
+    }
+}
+
+fn model_head(m: &ModelRecord, s: &AdminState) -> api::ModelHead {
+    let models = s.lifecycle.infer.models();
+    let served = models.get(&m.name, None).ok();
+    api::ModelHead {
+        name: m.name.clone(),
+        active: m.active.as_ref().map(|v| v.to_string()),
+        promoting: m.promoting.as_ref().map(|p| api::Promotion {
+            from: p.from.as_ref().map(|v| v.to_string()),
+            to: p.to.to_string(),
+            by: p.by.as_str().to_string(),
+            started_at: p.started_at.clone(),
+        }),
+        highest_seen: m.highest_seen.to_string(),
+        anti_rollback_floor: m.floor().map(|v| v.to_string()),
+        serving: served.as_ref().map(|l| api::Serving {
+            version: l.version.to_string(),
+            ready: l.ready(),
+            provider: format!("{:?}", l.provider).to_lowercase(),
+            degraded: l.degraded(),
+        }),
+        rollback_target: m.rollback_target().ok().map(|v| v.to_string()),
+        unavailable: models.unavailable().get(&m.name).map(|u| api::Unavailable {
+            version: u.version.to_string(),
+            reason: u.reason.clone(),
+        }),
+    }
+}
+
+fn model_summary(m: &ModelRecord, s: &AdminState) -> api::ModelSummary {
+    api::ModelSummary {
+        head: model_head(m, s),
+        versions: m.versions.len(),
+        awaiting_approval: m
             .versions
             .values()
             .filter(|v| v.state == airlock_updater::VersionState::Validated)
-            .count());
+            .count(),
     }
-    v
+}
+
+fn whoami_of(who: &Identity) -> api::Whoami {
+    api::Whoami {
+        actor: who.actor.as_str().to_string(),
+        roles: who.roles.iter().map(|r| r.as_str().to_string()).collect(),
+    }
 }
 
 async fn whoami(Extension(who): Who) -> Response {
-    Json(json!({
-        "actor": who.actor,
-        "roles": who.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-    }))
-    .into_response()
+    Json(whoami_of(&who)).into_response()
 }
 
 async fn status(State(s): S, Extension(who): Who) -> Response {
@@ -142,31 +171,48 @@ async fn status(State(s): S, Extension(who): Who) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let validating: Vec<Value> = s
+    let validating = s
         .lifecycle
         .in_validation
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(m, v)| json!({ "model": m, "version": v.to_string() }))
+        .map(|(m, v)| api::ModelVersion {
+            model: m.clone(),
+            version: v.to_string(),
+        })
         .collect();
-    Json(json!({
-        "daemon": { "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() },
-        "you": { "actor": who.actor, "roles": who.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>() },
-        "models": models.iter().map(|m| model_json(m, &s, false)).collect::<Vec<_>>(),
-        "validating": validating,
-        "trust_root_version": trust,
-        "audit": match audit { Ok(n) => json!({ "records": n, "verified": true }), Err(e) => json!({ "verified": false, "error": e.to_string() }) },
-    }))
+    Json(api::Status {
+        daemon: api::Daemon {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+        },
+        you: whoami_of(&who),
+        models: models.iter().map(|m| model_summary(m, &s)).collect(),
+        validating,
+        trust_root_version: trust,
+        audit: match audit {
+            Ok(n) => api::AuditState {
+                verified: true,
+                records: Some(n),
+                error: None,
+            },
+            Err(e) => api::AuditState {
+                verified: false,
+                records: None,
+                error: Some(e.to_string()),
+            },
+        },
+    })
     .into_response()
 }
 
 async fn models_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().models()?)).await {
-        Ok(models) => Json(json!({
-            "models": models.iter().map(|m| model_json(m, &s, false)).collect::<Vec<_>>()
-        }))
+        Ok(models) => Json(api::ModelList {
+            models: models.iter().map(|m| model_summary(m, &s)).collect(),
+        })
         .into_response(),
         Err(r) => r,
     }
@@ -185,7 +231,11 @@ async fn model_record(s: &AdminState, name: String) -> Result<ModelRecord, Respo
 
 async fn model_show(State(s): S, _: Who, UrlPath(m): UrlPath<String>) -> Response {
     match model_record(&s, m).await {
-        Ok(rec) => Json(model_json(&rec, &s, true)).into_response(),
+        Ok(rec) => Json(api::ModelDetail {
+            head: model_head(&rec, &s),
+            versions: rec.versions.values().rev().map(version_summary).collect(),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -202,62 +252,75 @@ async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, Str
     let Some(vr) = rec.versions.get(&ver) else {
         return error(Class::NotFound, format!("{m} has no version {ver}"));
     };
-    let mut out = version_summary(vr);
-    out["model"] = json!(m);
-    out["validation"] = json!(vr.validation);
-    out["validation_sha256"] = json!(vr.report_digest());
-    out["validating"] = json!(s
+    let validating = s
         .lifecycle
         .in_validation
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .contains(&(m.clone(), ver.clone())));
-    out["signers"] = json!(vr.signers);
+        .contains(&(m.clone(), ver.clone()));
     // The version's history, from the audit log.
     let lc = s.lifecycle.clone();
     let (mm, vv) = (m.clone(), ver.to_string());
-    if let Ok(records) =
-        blocking(move || Ok(lc.updater.registry().audit_records(0, usize::MAX)?)).await
-    {
-        out["history"] = records
-            .iter()
-            .filter(|r| {
-                r.model.as_deref() == Some(mm.as_str()) && r.version.as_deref() == Some(vv.as_str())
-            })
-            .map(|r| json!({ "seq": r.seq, "time": r.time, "actor": r.actor, "action": r.action, "detail": r.detail }))
-            .collect();
-    }
-    Json(out).into_response()
+    let history = blocking(move || Ok(lc.updater.registry().audit_records(0, usize::MAX)?))
+        .await
+        .ok()
+        .map(|records| {
+            records
+                .into_iter()
+                .filter(|r| {
+                    r.model.as_deref() == Some(mm.as_str())
+                        && r.version.as_deref() == Some(vv.as_str())
+                })
+                .map(|r| api::HistoryEntry {
+                    seq: r.seq,
+                    time: r.time,
+                    actor: r.actor,
+                    action: r.action,
+                    detail: r.detail,
+                })
+                .collect()
+        });
+    Json(api::VersionDetail {
+        summary: version_summary(vr),
+        validation: vr.validation.clone(),
+        validation_sha256: vr.report_digest(),
+        validating,
+        signers: vr.signers.clone(),
+        history,
+        model: m,
+    })
+    .into_response()
 }
 
 async fn bundles_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().models()?)).await {
         Ok(models) => {
-            let mut all = Vec::new();
-            for m in &models {
-                for v in m.versions.values() {
-                    let mut j = version_summary(v);
-                    j["model"] = json!(m.name);
-                    all.push(j);
-                }
-            }
-            Json(json!({ "bundles": all })).into_response()
+            let bundles = models
+                .iter()
+                .flat_map(|m| {
+                    m.versions.values().map(|v| api::BundleEntry {
+                        model: m.name.clone(),
+                        summary: version_summary(v),
+                    })
+                })
+                .collect();
+            Json(api::BundleList { bundles }).into_response()
         }
         Err(r) => r,
     }
 }
 
-fn imported_json(i: &crate::lifecycle::ImportedVersion) -> Value {
-    json!({
-        "model": i.model,
-        "version": i.version.to_string(),
-        "manifest_sha256": i.digest,
+fn imported(i: &crate::lifecycle::ImportedVersion) -> api::Imported {
+    api::Imported {
+        model: i.model.clone(),
+        version: i.version.to_string(),
+        manifest_sha256: i.digest.clone(),
         // A repair leaves the version's state as it was.
-        "state": if i.repaired { Value::Null } else { json!("staged") },
-        "repaired": i.repaired,
-        "validating": !i.repaired,
-    })
+        state: (!i.repaired).then_some(api::VersionState::Staged),
+        repaired: i.repaired,
+        validating: !i.repaired,
+    }
 }
 
 /// `POST /bundles/import {"path": "/media/…/x.airlock"}`: a bundle on removable media the
@@ -270,7 +333,7 @@ async fn bundle_import_path(State(s): S, Extension(who): Who, body: axum::body::
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     match blocking(move || lc.import_offered(&path, &actor)).await {
-        Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
+        Ok(i) => (StatusCode::CREATED, Json(imported(&i))).into_response(),
         Err(r) => r,
     }
 }
@@ -294,7 +357,7 @@ async fn bundle_upload(State(s): S, Extension(who): Who, body: Body) -> Response
     })
     .await
     {
-        Ok(i) => (StatusCode::CREATED, Json(imported_json(&i))).into_response(),
+        Ok(i) => (StatusCode::CREATED, Json(imported(&i))).into_response(),
         Err(r) => r,
     }
 }
@@ -325,7 +388,13 @@ async fn approve(
     })
     .await
     {
-        Ok(state) => Json(json!({ "model": m, "version": ver.to_string(), "state": state, "approved_by": who.actor })).into_response(),
+        Ok(state) => Json(api::Approved {
+            model: m,
+            version: ver.to_string(),
+            state,
+            approved_by: who.actor.as_str().to_string(),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -345,8 +414,12 @@ async fn reject(
     let actor = who.actor.clone();
     let (mm, vv) = (m.clone(), ver.clone());
     match blocking(move || lc.reject(&mm, &vv, &actor, reason.as_deref())).await {
-        Ok(()) => Json(json!({ "model": m, "version": ver.to_string(), "state": "rejected" }))
-            .into_response(),
+        Ok(()) => Json(api::Rejected {
+            model: m,
+            version: ver.to_string(),
+            state: api::VersionState::Rejected,
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -365,7 +438,11 @@ async fn promote(
     let actor = who.actor.clone();
     let (mm, vv) = (m.clone(), ver.clone());
     match blocking(move || lc.promote(&mm, &vv, &actor)).await {
-        Ok(()) => Json(json!({ "model": m, "active": ver.to_string() })).into_response(),
+        Ok(()) => Json(api::Active {
+            model: m,
+            active: ver.to_string(),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -384,34 +461,51 @@ async fn rollback(
     let actor = who.actor.clone();
     let mm = m.clone();
     match blocking(move || lc.rollback(&mm, req.to.as_ref(), &actor, req.reason.as_deref())).await {
-        Ok(v) => Json(json!({ "model": m, "active": v.to_string() })).into_response(),
+        Ok(v) => Json(api::Active {
+            model: m,
+            active: v.to_string(),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
 
 async fn media_list(State(s): S, _: Who) -> Response {
-    let media: Vec<Value> = s
+    let media = s
         .lifecycle
         .media
         .lock()
         .values()
-        .map(|m| {
-            json!({
-                "device": m.device,
-                "label": m.label,
-                "mount": m.mount,
-                "truncated": m.listing.truncated,
-                "bundles": m.listing.bundles.iter().map(|b| json!({ "path": b.path, "size": b.size })).collect::<Vec<_>>(),
-            })
+        .map(|m| api::Medium {
+            device: m.device.clone(),
+            label: m.label.clone(),
+            mount: m.mount.to_string_lossy().into_owned(),
+            truncated: m.listing.truncated,
+            bundles: m
+                .listing
+                .bundles
+                .iter()
+                .map(|b| api::MediaBundle {
+                    path: b.path.to_string_lossy().into_owned(),
+                    size: b.size,
+                })
+                .collect(),
         })
         .collect();
-    Json(json!({ "media": media })).into_response()
+    Json(api::MediaList { media }).into_response()
+}
+
+fn trust_root(root: &airlock_signing::TrustRoot) -> api::TrustRoot {
+    api::TrustRoot {
+        version: root.version(),
+        root: serde_json::to_value(root.body()).unwrap_or_default(),
+    }
 }
 
 async fn trust_show(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.trust_root()?)).await {
-        Ok(root) => Json(json!({ "version": root.version(), "root": root.body() })).into_response(),
+        Ok(root) => Json(trust_root(&root)).into_response(),
         Err(r) => r,
     }
 }
@@ -422,7 +516,7 @@ async fn trust_import(State(s): S, Extension(who): Who, body: axum::body::Bytes)
     match blocking(move || Ok(lc.updater.rotate_trust_root(&body, &actor)?)).await {
         Ok(root) => {
             tracing::warn!(version = root.version(), by = %who.actor, "trust root rotated");
-            Json(json!({ "version": root.version(), "root": root.body() })).into_response()
+            Json(trust_root(&root)).into_response()
         }
         Err(r) => r,
     }
@@ -447,7 +541,7 @@ async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
     };
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().audit_records(from, limit)?)).await {
-        Ok(records) => Json(json!({ "records": records })).into_response(),
+        Ok(records) => Json(api::AuditRecords { records }).into_response(),
         Err(r) => r,
     }
 }
@@ -455,20 +549,24 @@ async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
 async fn audit_verify(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().verify_audit()?)).await {
-        Ok(n) => Json(json!({ "verified": true, "records": n })).into_response(),
+        Ok(n) => Json(api::AuditVerified {
+            verified: true,
+            records: n,
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
 
-fn public(r: &TokenRecord) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "scopes": r.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        "created_by": r.created_by,
-        "created_at": r.created_at,
-        "revoked_at": r.revoked_at,
-    })
+fn public(r: &TokenRecord) -> api::Token {
+    api::Token {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        scopes: r.scopes.iter().map(|s| s.to_string()).collect(),
+        created_by: r.created_by.clone(),
+        created_at: r.created_at.clone(),
+        revoked_at: r.revoked_at.clone(),
+    }
 }
 
 fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
@@ -478,9 +576,10 @@ fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
 async fn tokens_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
     match blocking(move || Ok(lc.updater.registry().tokens()?)).await {
-        Ok(all) => {
-            Json(json!({ "tokens": all.values().map(public).collect::<Vec<_>>() })).into_response()
-        }
+        Ok(all) => Json(api::TokenList {
+            tokens: all.values().map(public).collect(),
+        })
+        .into_response(),
         Err(r) => r,
     }
 }
@@ -506,8 +605,11 @@ async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes)
     {
         Ok((rec, token)) => {
             tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token created");
-            let mut v = public(&rec);
-            v["token"] = json!(token);
+            let v = api::TokenSecret {
+                info: public(&rec),
+                token,
+                previous_valid_for_s: None,
+            };
             (StatusCode::CREATED, Json(v)).into_response()
         }
         Err(r) => r,
@@ -533,10 +635,12 @@ async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
     {
         Ok((rec, token)) => {
             tracing::info!(id = %rec.id, name = %rec.name, by = %who.actor, "token rotated");
-            let mut v = public(&rec);
-            v["token"] = json!(token);
-            v["previous_valid_for_s"] = json!(s.token_overlap.as_secs());
-            Json(v).into_response()
+            Json(api::TokenSecret {
+                info: public(&rec),
+                token,
+                previous_valid_for_s: Some(s.token_overlap.as_secs()),
+            })
+            .into_response()
         }
         Err(r) => r,
     }
@@ -565,7 +669,7 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
     }
 }
 
-fn time_json(lc: &Lifecycle) -> Result<Value, LifecycleError> {
+fn time_info(lc: &Lifecycle) -> Result<api::TimeInfo, LifecycleError> {
     let u = &lc.updater;
     let fmt = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
@@ -574,17 +678,17 @@ fn time_json(lc: &Lifecycle) -> Result<Value, LifecycleError> {
     };
     let floor = u.registry().time_floor()?;
     let behind = u.clock_behind()?;
-    Ok(json!({
-        "system": airlock_signing::clock::rfc3339(time::OffsetDateTime::now_utc()),
-        "floor": fmt(floor),
-        "trusted": airlock_signing::clock::rfc3339(u.now()?),
-        "clock_behind_floor_s": behind.map(|d| d.whole_seconds()),
-    }))
+    Ok(api::TimeInfo {
+        system: airlock_signing::clock::rfc3339(time::OffsetDateTime::now_utc()),
+        floor: fmt(floor),
+        trusted: airlock_signing::clock::rfc3339(u.now()?),
+        clock_behind_floor_s: behind.map(|d| d.whole_seconds()),
+    })
 }
 
 async fn time_show(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || time_json(&lc)).await {
+    match blocking(move || time_info(&lc)).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
@@ -596,7 +700,7 @@ async fn time_reset(State(s): S, Extension(who): Who) -> Response {
     let actor = who.actor.clone();
     match blocking(move || {
         let (old, new) = lc.updater.reset_time_floor(&actor)?;
-        Ok((old, new, time_json(&lc)?))
+        Ok((old, new, time_info(&lc)?))
     })
     .await
     {

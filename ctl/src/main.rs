@@ -1,15 +1,20 @@
-//! `airlockctl`: the operator's CLI over airlockd's admin API on the Unix socket (who you are is
-//! your uid and groups; `[admin.roles]` decides what you may do). Tables for people, `--json`
-//! for scripts. Exit codes: 0 ok, 1 refused by the daemon, 2 usage or connection problem.
+//! `airlockctl`: the operator's CLI over airlockd's admin API, a typed client of `airlock-api`.
+//! On the appliance it talks over the Unix socket (who you are is your uid and groups;
+//! `[admin.roles]` decides what you may do); from elsewhere over HTTPS with a token
+//! (`--url`, `--token-file`, `--ca` or `--fingerprint`; the token's `admin:ROLE` scopes decide).
+//! Tables for people, `--json` (the API's answer as it came) for scripts. Exit codes: 0 ok, 1
+//! refused by the daemon, 2 usage or connection problem.
 
-use std::io::{IsTerminal, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use airlock_api::{self as api, paths};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+mod client;
 
 /// `println!` that ends the process quietly, as a SIGPIPE would (status 141), when stdout is a
 /// closed pipe (`airlockctl audit list | head`), instead of panicking.
@@ -55,6 +60,21 @@ struct Cli {
         default_value = "/run/airlock/admin.sock"
     )]
     socket: PathBuf,
+    /// Talk to airlockd over HTTPS instead (`https://HOST:PORT`, its TLS listener), as the
+    /// token in --token-file: for another machine or a fleet.
+    #[arg(long, env = "AIRLOCK_URL", global = true)]
+    url: Option<String>,
+    /// With --url: a file holding the token (`al_…`, with an admin:ROLE scope); only its owner
+    /// may read it (mode 0600).
+    #[arg(long, env = "AIRLOCK_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// With --url: trust this PEM CA or certificate for the appliance.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// With --url: trust exactly the certificate with this SHA-256 (as airlockd logs it at
+    /// start: `TLS certificate loaded sha256=…`).
+    #[arg(long, global = true, value_name = "SHA256")]
+    fingerprint: Option<String>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -243,85 +263,7 @@ enum TokenCmd {
     },
 }
 
-/// A failure: refused by the daemon (exit 1) or could not talk to it (exit 2).
-enum Fail {
-    Refused(String),
-    Connection(String),
-}
-
-fn connect(socket: &Path) -> Result<UnixStream, Fail> {
-    UnixStream::connect(socket).map_err(|e| {
-        Fail::Connection(format!(
-            "cannot connect to {} ({e}); is airlockd running, and may you use its socket?",
-            socket.display()
-        ))
-    })
-}
-
-fn read_response(mut s: UnixStream) -> Result<(u16, Value), Fail> {
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| Fail::Connection(e.to_string()))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(Fail::Connection("incomplete response from airlockd".into()))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or(Fail::Connection("malformed response from airlockd".into()))?;
-    let value = serde_json::from_slice(&raw[split + 4..]).unwrap_or(Value::Null);
-    Ok((status, value))
-}
-
-fn ok(status: u16, v: Value) -> Result<Value, Fail> {
-    if (200..300).contains(&status) {
-        Ok(v)
-    } else {
-        Err(Fail::Refused(format!(
-            "refused ({status}): {}",
-            v["error"].as_str().unwrap_or("no reason given")
-        )))
-    }
-}
-
-fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Fail> {
-    let mut s = connect(socket)?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let written = s.write_all(req.as_bytes());
-    answer(s, written)
-}
-
-/// The daemon's answer; when writing the request failed (it may refuse before reading the
-/// body, and close), the answer is still read: it says why.
-fn answer(s: UnixStream, written: std::io::Result<()>) -> Result<Value, Fail> {
-    match read_response(s) {
-        Ok((status, v)) => ok(status, v),
-        Err(e) => Err(match written {
-            Err(w) => Fail::Connection(w.to_string()),
-            Ok(()) => e,
-        }),
-    }
-}
-
-/// A request whose body is sent byte for byte (e.g. a signed file that must not be re-encoded).
-fn call_raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<Value, Fail> {
-    let mut s = connect(socket)?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let written = s
-        .write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body));
-    answer(s, written)
-}
+use client::{typed, Client, Fail};
 
 fn bar(done: u64, total: u64, what: &str) {
     let width = 30;
@@ -339,7 +281,7 @@ fn bar(done: u64, total: u64, what: &str) {
 /// here, with the caller's own permissions (airlockd never opens a caller's path), must be a
 /// regular file, and is sent exactly as long as it was when the upload began: a file that
 /// shrinks meanwhile ends the upload with an error (airlockd then drops the partial import).
-fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
+fn upload(client: &Client, path: &Path) -> Result<Value, Fail> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -354,152 +296,103 @@ fn upload(socket: &Path, path: &Path) -> Result<Value, Fail> {
         )));
     }
     let total = meta.len();
-    let mut s = connect(socket)?;
-    // A daemon that stops reading (or never answers) does not hang the client forever.
-    let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
-    let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
-    let head = format!(
-        "POST /api/v1/bundles HTTP/1.1\r\nHost: airlockd\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
-    );
     let tty = std::io::stderr().is_terminal();
-    let mut sent = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let written = (|| -> std::io::Result<()> {
-        s.write_all(head.as_bytes())?;
-        let mut last = Instant::now();
-        while sent < total {
-            let want = buf.len().min((total - sent) as usize);
-            let n = f.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while it was sent", path.display()),
-                ));
-            }
-            s.write_all(&buf[..n])?;
-            sent += n as u64;
-            if tty && last.elapsed() > Duration::from_millis(100) {
-                bar(sent, total, "importing");
-                last = Instant::now();
-            }
+    let mut last = Instant::now();
+    let mut shown = false;
+    let r = client.stream("/api/v1/bundles", &mut f, total, &mut |sent| {
+        if tty && (sent == total || last.elapsed() > Duration::from_millis(100)) {
+            bar(sent, total, "importing");
+            last = Instant::now();
+            shown = true;
         }
-        Ok(())
-    })();
-    if tty {
-        bar(sent, total, "importing");
+    });
+    if shown {
         eprintln!();
     }
-    if let Err(e) = &written {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            // Closing the connection cuts the body off: airlockd refuses the partial upload.
-            drop(s);
-            return Err(Fail::Connection(format!(
-                "the upload stopped after {sent} of {total} bytes: {e}"
-            )));
-        }
-    }
-    // airlockd may refuse before reading everything (a bad signature, no permission): its
-    // answer says why, so read it even when writing failed.
-    match read_response(s) {
-        Ok((status, v)) => ok(status, v),
-        Err(e) => match written {
-            Err(w) => Err(Fail::Connection(format!(
-                "the upload failed after {sent} of {total} bytes: {w}"
-            ))),
-            Ok(()) => Err(e),
-        },
-    }
+    r.map_err(|e| match e {
+        Fail::Connection(m) => Fail::Connection(format!("{}: {m}", path.display())),
+        refused => refused,
+    })
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("-")
+fn dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
-fn print_report(v: &Value) {
-    let Some(r) = v.get("validation").filter(|r| !r.is_null()) else {
+fn print_report(v: &api::VersionDetail) {
+    let Some(r) = &v.validation else {
         println!("validation: not run yet");
         return;
     };
     println!(
         "validation: {} on {} ({}), report sha256 {}",
-        if r["passed"].as_bool() == Some(true) {
-            "PASSED"
-        } else {
-            "FAILED"
-        },
-        s(r, "provider"),
-        s(r, "engine"),
-        s(v, "validation_sha256")
+        if r.passed { "PASSED" } else { "FAILED" },
+        dash(&r.provider),
+        r.engine,
+        dash(&v.validation_sha256)
     );
-    for c in r["cases"].as_array().into_iter().flatten() {
+    let sci = |x: Option<f64>| x.map(|x| format!("{x:.2e}")).unwrap_or("-".into());
+    for c in &r.cases {
         println!(
             "  {:<4} {:<20} max abs {:<10} max rel {:<10} {}",
-            if c["passed"].as_bool() == Some(true) {
-                "ok"
-            } else {
-                "FAIL"
-            },
-            s(c, "name"),
-            c["max_abs_error"]
-                .as_f64()
-                .map(|x| format!("{x:.2e}"))
-                .unwrap_or("-".into()),
-            c["max_rel_error"]
-                .as_f64()
-                .map(|x| format!("{x:.2e}"))
-                .unwrap_or("-".into()),
-            s(c, "detail")
+            if c.passed { "ok" } else { "FAIL" },
+            c.name,
+            sci(c.max_abs_error),
+            sci(c.max_rel_error),
+            c.detail
         );
     }
-    for n in r["notes"].as_array().into_iter().flatten() {
-        println!("  note: {}", n.as_str().unwrap_or(""));
+    for n in &r.notes {
+        println!("  note: {n}");
     }
 }
 
-fn print_version(v: &Value) {
+fn print_version(v: &api::VersionDetail) {
+    let sv = &v.summary;
     println!(
         "{} {}: {}",
-        s(v, "model"),
-        s(v, "version"),
-        s(v, "state").to_uppercase()
+        v.model,
+        sv.version,
+        sv.state.to_string().to_uppercase()
     );
-    println!("  manifest sha256 {}", s(v, "manifest_sha256"));
+    println!("  manifest sha256 {}", sv.manifest_sha256);
     println!(
         "  imported by {} at {} from {}",
-        s(v, "imported_by"),
-        s(v, "imported_at"),
-        s(v, "source")
+        sv.imported_by, sv.imported_at, sv.source
     );
-    for a in v["approvals"].as_array().into_iter().flatten() {
+    for a in &sv.approvals {
         println!(
             "  approved by {} at {}{}",
-            s(a, "by"),
-            s(a, "at"),
-            a["comment"]
-                .as_str()
+            a.by,
+            a.at,
+            a.comment
+                .as_deref()
                 .map(|c| format!(": {c}"))
                 .unwrap_or_default()
         );
     }
-    if let Some(c) = v["contract_change"].as_str() {
+    if let Some(c) = &sv.contract_change {
         println!("  CONTRACT CHANGE: {c}");
     }
     print_report(v);
-    if let Some(h) = v["history"].as_array() {
+    if let Some(h) = &v.history {
         println!("history:");
         for e in h {
             println!(
                 "  #{:<5} {} {:<16} {}",
-                e["seq"].to_string(),
-                s(e, "time"),
-                s(e, "action"),
-                s(e, "actor")
+                e.seq.to_string(),
+                e.time,
+                e.action,
+                e.actor
             );
         }
     }
 }
 
-fn versions_table(rows: &[Value], with_model: bool) {
+fn versions_table<'a>(
+    rows: impl Iterator<Item = (Option<&'a str>, &'a api::VersionSummary)>,
+    with_model: bool,
+) {
     if with_model {
         print!("{:<20} ", "MODEL");
     }
@@ -507,74 +400,77 @@ fn versions_table(rows: &[Value], with_model: bool) {
         "{:<12} {:<18} {:<10} {:<24} {:<22} APPROVALS",
         "VERSION", "STATE", "VALIDATED", "IMPORTED BY", "IMPORTED AT"
     );
-    for v in rows {
+    for (model, v) in rows {
         if with_model {
-            print!("{:<20} ", s(v, "model"));
+            print!("{:<20} ", model.unwrap_or("-"));
         }
-        let validated = match v["validation_passed"].as_bool() {
+        let validated = match v.validation_passed {
             Some(true) => "passed",
             Some(false) => "FAILED",
             None => "-",
         };
         println!(
             "{:<12} {:<18} {:<10} {:<24} {:<22} {}",
-            s(v, "version"),
-            s(v, "state"),
+            v.version,
+            v.state.to_string(),
             validated,
-            s(v, "imported_by"),
-            s(v, "imported_at"),
-            v["approvals"].as_array().map_or(0, |a| a.len())
+            v.imported_by,
+            v.imported_at,
+            v.approvals.len()
         );
     }
 }
 
-fn models_table(models: &[Value]) {
+/// One row per model: the list gives counts, one model's record its versions (`awaiting`
+/// is then counted here).
+fn models_table<'a>(models: impl Iterator<Item = (&'a api::ModelHead, usize, usize)>) {
     println!(
         "{:<20} {:<10} {:<8} {:<9} {:<10} {:<9} ROLLBACK TO",
         "MODEL", "ACTIVE", "READY", "PROVIDER", "VERSIONS", "AWAITING"
     );
-    for m in models {
-        let serving = &m["serving"];
+    for (m, versions, awaiting) in models {
+        let serving = m.serving.as_ref();
         println!(
             "{:<20} {:<10} {:<8} {:<9} {:<10} {:<9} {}",
-            s(m, "name"),
-            s(m, "active"),
-            match serving["ready"].as_bool() {
+            m.name,
+            dash(&m.active),
+            match serving.map(|s| s.ready) {
                 Some(true) => "yes",
                 Some(false) => "NO",
                 None => "-",
             },
-            s(serving, "provider"),
-            // The list has a count, one model's record the versions themselves.
-            m["versions"]
-                .as_array()
-                .map_or_else(|| m["versions"].to_string(), |a| a.len().to_string()),
-            m["awaiting_approval"].to_string(),
-            s(m, "rollback_target")
+            serving.map_or("-", |s| s.provider.as_str()),
+            versions,
+            awaiting,
+            dash(&m.rollback_target)
         );
-        if let Some(d) = serving["degraded"].as_str() {
+        if let Some(d) = serving.and_then(|s| s.degraded.as_deref()) {
             println!("  DEGRADED: {d}");
         }
-        if let Some(r) = m["unavailable"]["reason"].as_str() {
-            println!("  UNAVAILABLE: {} {r}", s(&m["unavailable"], "version"));
+        if let Some(u) = &m.unavailable {
+            println!("  UNAVAILABLE: {} {}", u.version, u.reason);
         }
     }
 }
 
+fn summaries(
+    models: &[api::ModelSummary],
+) -> impl Iterator<Item = (&api::ModelHead, usize, usize)> {
+    models
+        .iter()
+        .map(|m| (&m.head, m.versions, m.awaiting_approval))
+}
+
 /// Polls a freshly imported version until validation has finished.
-fn watch(socket: &Path, model: &str, version: &str) -> Result<Value, Fail> {
+fn watch(client: &Client, model: &str, version: &str) -> Result<Value, Fail> {
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();
     let spin = ['|', '/', '-', '\\'];
     let mut i = 0;
     loop {
-        let v = call(
-            socket,
-            "GET",
-            &format!("/api/v1/models/{model}/versions/{version}"),
-            None,
-        )?;
-        if v["state"] != "staged" {
+        let v = client.get(&paths::version(model, version))?;
+        let d: api::VersionDetail = typed(&v)?;
+        if d.summary.state != api::VersionState::Staged {
             if tty {
                 eprintln!(
                     "\rvalidating {model} {version}: done in {:.1} s   ",
@@ -595,8 +491,30 @@ fn watch(socket: &Path, model: &str, version: &str) -> Result<Value, Fail> {
     }
 }
 
+fn client(cli: &Cli) -> Result<Client, Fail> {
+    match &cli.url {
+        None => {
+            if cli.token_file.is_some() || cli.ca.is_some() || cli.fingerprint.is_some() {
+                return Err(Fail::Connection(
+                    "--token-file, --ca and --fingerprint are for --url (on the socket, you are your uid)"
+                        .into(),
+                ));
+            }
+            Ok(Client::Unix(cli.socket.clone()))
+        }
+        Some(url) => Client::https(&client::HttpsOptions {
+            url,
+            token_file: cli.token_file.as_deref(),
+            ca: cli.ca.as_deref(),
+            fingerprint: cli.fingerprint.as_deref(),
+        }),
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), Fail> {
-    let sock = cli.socket.as_path();
+    let c = client(cli)?;
+    // With --json the API's answer is printed as it came; else it is read as the API's type
+    // and drawn for people.
     let out = |v: &Value| {
         if cli.json {
             println!("{v}");
@@ -605,65 +523,61 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     };
     match &cli.cmd {
         Cmd::Status => {
-            let v = call(sock, "GET", "/api/v1/status", None)?;
+            let v = c.get("/api/v1/status")?;
             if out(&v) {
+                let st: api::Status = typed(&v)?;
                 println!(
                     "airlockd {} (pid {}); you are {} ({})",
-                    s(&v["daemon"], "version"),
-                    v["daemon"]["pid"],
-                    s(&v["you"], "actor"),
-                    v["you"]["roles"]
-                        .as_array()
-                        .map(|r| r
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", "))
-                        .unwrap_or_default()
+                    st.daemon.version,
+                    st.daemon.pid,
+                    st.you.actor,
+                    st.you.roles.join(", ")
                 );
                 println!(
                     "trust root version {}; audit chain: {}",
-                    v["trust_root_version"],
-                    if v["audit"]["verified"].as_bool() == Some(true) {
-                        format!("verified ({} records)", v["audit"]["records"])
+                    st.trust_root_version,
+                    if st.audit.verified {
+                        format!("verified ({} records)", st.audit.records.unwrap_or(0))
                     } else {
-                        format!("BROKEN: {}", s(&v["audit"], "error"))
+                        format!("BROKEN: {}", dash(&st.audit.error))
                     }
                 );
-                for x in v["validating"].as_array().into_iter().flatten() {
-                    println!("validating: {} {}", s(x, "model"), s(x, "version"));
+                for x in &st.validating {
+                    println!("validating: {} {}", x.model, x.version);
                 }
                 println!();
-                models_table(v["models"].as_array().map(|a| a.as_slice()).unwrap_or(&[]));
+                models_table(summaries(&st.models));
             }
         }
         Cmd::Whoami => {
-            let v = call(sock, "GET", "/api/v1/whoami", None)?;
+            let v = c.get("/api/v1/whoami")?;
             if out(&v) {
-                println!("{} ({})", s(&v, "actor"), v["roles"]);
+                let w: api::Whoami = typed(&v)?;
+                println!("{} ({})", w.actor, w.roles.join(", "));
             }
         }
         Cmd::Models(ModelsCmd::List) => {
-            let v = call(sock, "GET", "/api/v1/models", None)?;
+            let v = c.get("/api/v1/models")?;
             if out(&v) {
-                models_table(v["models"].as_array().map(|a| a.as_slice()).unwrap_or(&[]));
+                let l: api::ModelList = typed(&v)?;
+                models_table(summaries(&l.models));
             }
         }
         Cmd::Models(ModelsCmd::Show { name }) => {
-            let v = call(sock, "GET", &format!("/api/v1/models/{name}"), None)?;
+            let v = c.get(&paths::model(name))?;
             if out(&v) {
-                models_table(std::slice::from_ref(&v));
-                if let Some(p) = v["promoting"].as_object() {
-                    println!("PROMOTION IN PROGRESS to {}", p["to"]);
+                let m: api::ModelDetail = typed(&v)?;
+                let awaiting = m
+                    .versions
+                    .iter()
+                    .filter(|v| v.state == api::VersionState::Validated)
+                    .count();
+                models_table(std::iter::once((&m.head, m.versions.len(), awaiting)));
+                if let Some(p) = &m.head.promoting {
+                    println!("PROMOTION IN PROGRESS to {}", p.to);
                 }
                 println!();
-                versions_table(
-                    v["versions"]
-                        .as_array()
-                        .map(|a| a.as_slice())
-                        .unwrap_or(&[]),
-                    false,
-                );
+                versions_table(m.versions.iter().map(|v| (None, v)), false);
             }
         }
         Cmd::Bundle(BundleCmd::Import {
@@ -675,21 +589,27 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 // As `bundle media` lists it (no symbolic links resolved here: airlockd
                 // accepts only the paths it offers).
                 let abs = std::path::absolute(path).unwrap_or(path.clone());
-                call(
-                    sock,
+                let Some(abs) = abs.to_str() else {
+                    return Err(Fail::Connection(format!(
+                        "{} is not UTF-8 (no bundle airlockd offers is)",
+                        abs.display()
+                    )));
+                };
+                c.call(
                     "POST",
                     "/api/v1/bundles/import",
-                    Some(&json!({ "path": abs })),
+                    Some(&api::ImportPath { path: abs.into() }),
                 )?
             } else {
-                upload(sock, path)?
+                upload(&c, path)?
             };
-            let (m, ver) = (s(&v, "model").to_string(), s(&v, "version").to_string());
-            if v["repaired"] == true {
+            let i: api::Imported = typed(&v)?;
+            let (m, ver) = (&i.model, &i.version);
+            if i.repaired {
                 if out(&v) {
                     println!(
                         "repaired the stored files of {m} {ver} from the same signed bundle (manifest sha256 {}); its state is unchanged",
-                        s(&v, "manifest_sha256")
+                        i.manifest_sha256
                     );
                 }
                 return Ok(());
@@ -698,68 +618,64 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 if out(&v) {
                     println!(
                         "imported {m} {ver} (manifest sha256 {}); validation is running: airlockctl bundle show {m} {ver}",
-                        s(&v, "manifest_sha256")
+                        i.manifest_sha256
                     );
                 }
                 return Ok(());
             }
             if !cli.json {
-                println!(
-                    "imported {m} {ver} (manifest sha256 {})",
-                    s(&v, "manifest_sha256")
-                );
+                println!("imported {m} {ver} (manifest sha256 {})", i.manifest_sha256);
             }
-            let done = watch(sock, &m, &ver)?;
+            let done = watch(&c, m, ver)?;
+            let d: api::VersionDetail = typed(&done)?;
             if out(&done) {
-                print_version(&done);
+                print_version(&d);
             }
-            if done["state"] == "validation_failed" {
+            if d.summary.state == api::VersionState::ValidationFailed {
                 return Err(Fail::Refused(format!("{m} {ver} failed validation")));
             }
         }
         Cmd::Bundle(BundleCmd::Media) => {
-            let v = call(sock, "GET", "/api/v1/media", None)?;
+            let v = c.get("/api/v1/media")?;
             if out(&v) {
-                let media = v["media"].as_array().cloned().unwrap_or_default();
-                if media.is_empty() {
+                let l: api::MediaList = typed(&v)?;
+                if l.media.is_empty() {
                     println!("no removable medium with bundles");
                 }
-                for m in media {
+                for m in &l.media {
                     println!(
                         "{} ({}) mounted read-only at {}{}",
-                        s(&m, "device"),
-                        s(&m, "label"),
-                        s(&m, "mount"),
-                        if m["truncated"] == true {
+                        m.device,
+                        m.label,
+                        m.mount,
+                        if m.truncated {
                             " (listing truncated)"
                         } else {
                             ""
                         }
                     );
-                    for b in m["bundles"].as_array().into_iter().flatten() {
-                        println!("  {}  {} bytes", s(b, "path"), b["size"]);
+                    for b in &m.bundles {
+                        println!("  {}  {} bytes", b.path, b.size);
                     }
                 }
             }
         }
         Cmd::Bundle(BundleCmd::List) => {
-            let v = call(sock, "GET", "/api/v1/bundles", None)?;
+            let v = c.get("/api/v1/bundles")?;
             if out(&v) {
+                let l: api::BundleList = typed(&v)?;
                 versions_table(
-                    v["bundles"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    l.bundles
+                        .iter()
+                        .map(|b| (Some(b.model.as_str()), &b.summary)),
                     true,
                 );
             }
         }
         Cmd::Bundle(BundleCmd::Show { model, version }) => {
-            let v = call(
-                sock,
-                "GET",
-                &format!("/api/v1/models/{model}/versions/{version}"),
-                None,
-            )?;
+            let v = c.get(&paths::version(model, version))?;
             if out(&v) {
-                print_version(&v);
+                print_version(&typed(&v)?);
             }
         }
         Cmd::Bundle(BundleCmd::Approve {
@@ -770,50 +686,56 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             key,
         }) => {
             let signature = match key {
-                None => Value::Null,
+                None => None,
                 Some(file) => {
                     // Sign what the daemon shows: the manifest and the report produced here.
-                    let shown = call(
-                        sock,
-                        "GET",
-                        &format!("/api/v1/models/{model}/versions/{version}"),
-                        None,
-                    )?;
-                    let Some(report) = shown["validation_sha256"].as_str() else {
+                    let shown: api::VersionDetail =
+                        typed(&c.get(&paths::version(model, version))?)?;
+                    let Some(report) = &shown.validation else {
                         return Err(Fail::Refused(format!(
                             "{model} {version} has no validation report to sign yet"
                         )));
                     };
+                    // The digest of the report this client was shown, computed here.
+                    let digest = report.digest();
+                    if shown.validation_sha256.as_deref() != Some(digest.as_str()) {
+                        return Err(Fail::Connection(format!(
+                            "airlockd's report digest for {model} {version} does not match the report it shows"
+                        )));
+                    }
                     let key = airlock_signing::PrivateKey::read(file).map_err(|e| {
                         Fail::Connection(format!("cannot read the key {}: {e}", file.display()))
                     })?;
                     let payload = airlock_signing::approval_payload(
                         model,
                         version,
-                        s(&shown, "manifest_sha256"),
-                        report,
+                        &shown.summary.manifest_sha256,
+                        &digest,
                     );
-                    serde_json::to_value(
-                        key.sign(airlock_signing::SigningContext::Approval, &payload),
+                    let sig = key.sign(airlock_signing::SigningContext::Approval, &payload);
+                    Some(
+                        serde_json::to_value(sig)
+                            .and_then(serde_json::from_value::<api::SignatureHex>)
+                            .map_err(|e| {
+                                Fail::Connection(format!("cannot encode the signature: {e}"))
+                            })?,
                     )
-                    .unwrap_or(Value::Null)
                 }
             };
-            let v = call(
-                sock,
+            let v = c.call(
                 "POST",
-                &format!("/api/v1/models/{model}/versions/{version}/approve"),
-                Some(&json!({
-                    "comment": comment,
-                    "acknowledge_contract_change": acknowledge_contract_change,
-                    "signature": signature,
-                })),
+                &format!("{}/approve", paths::version(model, version)),
+                Some(&api::ApproveRequest {
+                    comment: comment.clone(),
+                    acknowledge_contract_change: *acknowledge_contract_change,
+                    signature,
+                }),
             )?;
             if out(&v) {
+                let a: api::Approved = typed(&v)?;
                 println!(
                     "{model} {version}: approval by {} recorded; state {}",
-                    s(&v, "approved_by"),
-                    s(&v, "state")
+                    a.approved_by, a.state
                 );
             }
         }
@@ -822,46 +744,54 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             version,
             reason,
         }) => {
-            let v = call(
-                sock,
+            let v = c.call(
                 "POST",
-                &format!("/api/v1/models/{model}/versions/{version}/reject"),
-                Some(&json!({ "reason": reason })),
+                &format!("{}/reject", paths::version(model, version)),
+                Some(&api::RejectRequest {
+                    reason: reason.clone(),
+                }),
             )?;
             if out(&v) {
+                let _: api::Rejected = typed(&v)?;
                 println!("{model} {version}: rejected");
             }
         }
         Cmd::Model(ModelCmd::Promote { name, version }) => {
-            let v = call(
-                sock,
+            let v = c.call(
                 "POST",
-                &format!("/api/v1/models/{name}/promote"),
-                Some(&json!({ "version": version })),
+                &format!("{}/promote", paths::model(name)),
+                Some(&api::PromoteRequest {
+                    version: version.clone(),
+                }),
             )?;
             if out(&v) {
-                println!("{name}: {} is active", s(&v, "active"));
+                let a: api::Active = typed(&v)?;
+                println!("{name}: {} is active", a.active);
             }
         }
         Cmd::Model(ModelCmd::Rollback { name, to, reason }) => {
-            let v = call(
-                sock,
+            let v = c.call(
                 "POST",
-                &format!("/api/v1/models/{name}/rollback"),
-                Some(&json!({ "version": to, "reason": reason })),
+                &format!("{}/rollback", paths::model(name)),
+                Some(&api::RollbackRequest {
+                    version: to.clone(),
+                    reason: reason.clone(),
+                }),
             )?;
             if out(&v) {
-                println!("{name}: rolled back; {} is active", s(&v, "active"));
+                let a: api::Active = typed(&v)?;
+                println!("{name}: rolled back; {} is active", a.active);
             }
         }
         Cmd::Trust(TrustCmd::Show) => {
-            let v = call(sock, "GET", "/api/v1/trust", None)?;
+            let v = c.get("/api/v1/trust")?;
             if out(&v) {
-                let r = &v["root"];
+                let t: api::TrustRoot = typed(&v)?;
+                let r = &t.root;
                 println!(
                     "trust root version {}, expires {}",
-                    v["version"],
-                    s(r, "expires")
+                    t.version,
+                    r["expires"].as_str().unwrap_or("-")
                 );
                 for (role, rk) in r["roles"].as_object().into_iter().flatten() {
                     let keys: Vec<&str> = rk["keyids"]
@@ -884,14 +814,15 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         }
         Cmd::Time(cmd) => {
             let v = match cmd {
-                TimeCmd::Show => call(sock, "GET", "/api/v1/time", None)?,
-                TimeCmd::ResetFloor => call(sock, "POST", "/api/v1/time/reset-floor", None)?,
+                TimeCmd::Show => c.get("/api/v1/time")?,
+                TimeCmd::ResetFloor => c.call::<()>("POST", "/api/v1/time/reset-floor", None)?,
             };
             if out(&v) {
-                println!("system clock  {}", s(&v, "system"));
-                println!("time floor    {}", s(&v, "floor"));
-                println!("trusted time  {}", s(&v, "trusted"));
-                if let Some(b) = v["clock_behind_floor_s"].as_i64() {
+                let t: api::TimeInfo = typed(&v)?;
+                println!("system clock  {}", t.system);
+                println!("time floor    {}", t.floor);
+                println!("trusted time  {}", t.trusted);
+                if let Some(b) = t.clock_behind_floor_s {
                     println!(
                         "the clock is {b} s behind the floor: if it is right, `airlockctl time reset-floor`"
                     );
@@ -902,105 +833,103 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             let bytes = std::fs::read(file)
                 .map_err(|e| Fail::Connection(format!("cannot read {}: {e}", file.display())))?;
             // Sent as it is: the daemon stores the signed file byte for byte.
-            let v = call_raw(sock, "POST", "/api/v1/trust", &bytes)?;
+            let v = c.call_raw("POST", "/api/v1/trust", "application/json", &bytes)?;
             if out(&v) {
-                println!("trust root version {} installed", v["version"]);
+                let t: api::TrustRoot = typed(&v)?;
+                println!("trust root version {} installed", t.version);
             }
         }
         Cmd::Audit(AuditCmd::List { from, limit }) => {
-            let v = call(
-                sock,
-                "GET",
-                &format!("/api/v1/audit?from={from}&limit={limit}"),
-                None,
-            )?;
+            let v = c.get(&format!("/api/v1/audit?from={from}&limit={limit}"))?;
             if out(&v) {
+                let l: api::AuditRecords = typed(&v)?;
                 println!(
                     "{:<6} {:<28} {:<18} {:<28} {:<22} DETAIL",
                     "SEQ", "TIME", "ACTION", "ACTOR", "MODEL"
                 );
-                for r in v["records"].as_array().into_iter().flatten() {
-                    let target = match (r["model"].as_str(), r["version"].as_str()) {
+                for r in &l.records {
+                    let target = match (&r.model, &r.version) {
                         (Some(m), Some(v)) => format!("{m} {v}"),
-                        (Some(m), None) => m.to_string(),
+                        (Some(m), None) => m.clone(),
                         _ => "-".into(),
                     };
                     println!(
                         "{:<6} {:<28} {:<18} {:<28} {:<22} {}",
-                        r["seq"].to_string(),
-                        s(r, "time"),
-                        s(r, "action"),
-                        s(r, "actor"),
+                        r.seq.to_string(),
+                        r.time,
+                        r.action,
+                        r.actor,
                         target,
-                        r["detail"]
+                        r.detail
                     );
                 }
             }
         }
         Cmd::Audit(AuditCmd::Verify) => {
-            let v = call(sock, "GET", "/api/v1/audit/verify", None)?;
+            let v = c.get("/api/v1/audit/verify")?;
             if out(&v) {
-                println!("audit chain verified: {} records", v["records"]);
+                let a: api::AuditVerified = typed(&v)?;
+                println!("audit chain verified: {} records", a.records);
             }
         }
         Cmd::Token(TokenCmd::Create { name, scopes }) => {
-            let v = call(
-                sock,
+            let v = c.call(
                 "POST",
                 "/api/v1/tokens",
-                Some(&json!({ "name": name, "scopes": scopes })),
+                Some(&api::NewTokenRequest {
+                    name: name.clone(),
+                    scopes: scopes.clone(),
+                }),
             )?;
             if out(&v) {
+                let t: api::TokenSecret = typed(&v)?;
                 println!(
                     "token {} ({}) created for {}",
-                    s(&v, "id"),
-                    s(&v, "name"),
-                    v["scopes"]
+                    t.info.id,
+                    t.info.name,
+                    t.info.scopes.join(", ")
                 );
-                println!("{}", s(&v, "token"));
+                println!("{}", t.token);
                 eprintln!("store it now: it cannot be shown again");
             }
         }
         Cmd::Token(TokenCmd::List) => {
-            let v = call(sock, "GET", "/api/v1/tokens", None)?;
+            let v = c.get("/api/v1/tokens")?;
             if out(&v) {
+                let l: api::TokenList = typed(&v)?;
                 println!(
                     "{:<18} {:<20} {:<30} {:<22} REVOKED",
                     "ID", "NAME", "SCOPES", "CREATED"
                 );
-                for t in v["tokens"].as_array().into_iter().flatten() {
-                    let scopes: Vec<&str> = t["scopes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                for t in &l.tokens {
                     println!(
                         "{:<18} {:<20} {:<30} {:<22} {}",
-                        s(t, "id"),
-                        s(t, "name"),
-                        scopes.join(","),
-                        s(t, "created_at"),
-                        t["revoked_at"].as_str().unwrap_or("-")
+                        t.id,
+                        t.name,
+                        t.scopes.join(","),
+                        t.created_at,
+                        dash(&t.revoked_at)
                     );
                 }
             }
         }
         Cmd::Token(TokenCmd::Rotate { id }) => {
-            let v = call(sock, "POST", &format!("/api/v1/tokens/{id}/rotate"), None)?;
+            let v = c.call::<()>("POST", &format!("{}/rotate", paths::token(id)), None)?;
             if out(&v) {
+                let t: api::TokenSecret = typed(&v)?;
                 println!(
                     "token {id} ({}) rotated; the previous secret keeps working for {} s",
-                    s(&v, "name"),
-                    v["previous_valid_for_s"]
+                    t.info.name,
+                    t.previous_valid_for_s.unwrap_or(0)
                 );
-                println!("{}", s(&v, "token"));
+                println!("{}", t.token);
                 eprintln!("store it now: it cannot be shown again");
             }
         }
         Cmd::Token(TokenCmd::Revoke { id }) => {
-            let v = call(sock, "DELETE", &format!("/api/v1/tokens/{id}"), None)?;
+            let v = c.call::<()>("DELETE", &paths::token(id), None)?;
             if out(&v) {
+                let _: api::Token = typed(&v)?;
                 println!("token {id} revoked");
             }
         }

@@ -3,7 +3,9 @@
 //! (keep-alive, binary tensor extension, fixed concurrency) by its own load generator, for a
 //! compute-bound model (4 × 1024×1024 MatMul+ReLU) and a tiny one (16→16 MatMul+ReLU, x [4,16]).
 //! Prints a table and writes it into `docs/PERFORMANCE.md` between `<!-- bench:serve -->` markers.
-//! Usage: `airlock-serve-bench [--seconds N] [--airlockd PATH] [--no-doc]` (run from the repo root);
+//! It also measures airlockd's CPU per request (`/proc/PID/stat`) under wrk (HTTP) and h2load (gRPC)
+//! at 1, 8 and 64 connections, and the compute-bound model under wrk (`<!-- bench:cpu -->`).
+//! Usage: `airlock-serve-bench [--seconds N] [--airlockd PATH] [--no-doc] [--cpu-only]` (run from the repo root);
 //! for tuning, `--only MODEL` measures one model's rows and `--mlp-settings 'k = v;…'` replaces the
 //! compute-bound model's `[models."bench-mlp"]` settings (neither writes the document).
 
@@ -353,11 +355,166 @@ fn kserve_peer(
     result
 }
 
+/// CPU time (user + system) `pid` has used, from `/proc/PID/stat` (fields 14 and 15, in clock
+/// ticks of 10 ms).
+fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: the fields start after its closing parenthesis.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// `inference_count` of `model` (what the engine really answered), from its statistics.
+fn answered(addr: &str, model: &str) -> anyhow::Result<u64> {
+    let (_, _, body) =
+        airlock_tests::http(addr, "GET", &format!("/v2/models/{model}/stats"), &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["model_stats"][0]["inference_count"]
+        .as_u64()
+        .context("inference_count")
+}
+
+/// The tiny model's request as wrk (HTTP, binary extension) and h2load (gRPC, one length-prefixed
+/// `ModelInferRequest` with raw contents) send it: (wrk Lua script, gRPC body file).
+fn cpu_bodies(dir: &Path, m: &BenchModel) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let raw: Vec<u8> = vec![0.5f32; (m.rows as i64 * m.in_dim) as usize]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    let head = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{ "name": "x", "datatype": "FP32", "shape": [m.rows, m.in_dim], "parameters": { "binary_data_size": raw.len() } }],
+        "outputs": [{ "name": "y", "parameters": { "binary_data": true } }],
+    }))?;
+    let body = dir.join(format!("{}.http", m.name));
+    std::fs::write(&body, [head.clone(), raw.clone()].concat())?;
+    let lua = dir.join(format!("{}.lua", m.name));
+    std::fs::write(
+        &lua,
+        format!(
+            "local f = io.open(\"{}\", \"rb\")\nwrk.method = \"POST\"\nwrk.body = f:read(\"*a\")\nf:close()\n\
+             wrk.headers[\"Inference-Header-Content-Length\"] = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n",
+            body.display(),
+            head.len()
+        ),
+    )?;
+    // ModelInferRequest { model_name = 1, inputs = 5 { name = 1, datatype = 2, shape = 3 }, raw_input_contents = 7 }.
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        out.push(tag << 3 | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut input = Vec::new();
+    field(&mut input, 1, b"x");
+    field(&mut input, 2, b"FP32");
+    let mut shape = Vec::new();
+    for d in [m.rows, m.in_dim as u64] {
+        varint(&mut shape, d);
+    }
+    field(&mut input, 3, &shape);
+    let mut msg = Vec::new();
+    field(&mut msg, 1, m.name.as_bytes());
+    field(&mut msg, 5, &input);
+    field(&mut msg, 7, &raw);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    let grpc = dir.join(format!("{}.grpc", m.name));
+    std::fs::write(&grpc, framed)?;
+    Ok((lua, grpc))
+}
+
+/// One CPU row: `tool` (wrk or h2load) at `c` connections for `secs` against airlockd `pid`;
+/// (requests the engine answered, their rate, airlockd CPU per request, the client's CPU per
+/// request).
+#[allow(clippy::too_many_arguments)]
+fn cpu_row(
+    pid: u32,
+    http_addr: &str,
+    grpc_addr: &str,
+    m: &BenchModel,
+    lua: &Path,
+    grpc_body: &Path,
+    grpc: bool,
+    c: usize,
+    secs: f64,
+) -> anyhow::Result<(u64, f64, Duration, Duration)> {
+    let threads = c.min(2).to_string();
+    let mut cmd = if grpc {
+        let mut cmd = Command::new("h2load");
+        cmd.args(["-c", &c.to_string(), "-m", "1", "-t", &threads, "-D"])
+            .arg(format!("{}", secs.ceil() as u64))
+            .arg("-d")
+            .arg(grpc_body)
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg(format!(
+                "http://{grpc_addr}/inference.GRPCInferenceService/ModelInfer"
+            ));
+        cmd
+    } else {
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-c", &c.to_string(), "-t", &threads, "-d"])
+            .arg(format!("{}s", secs.ceil() as u64))
+            .arg("-s")
+            .arg(lua)
+            .arg(format!("http://{http_addr}/v2/models/{}/infer", m.name));
+        cmd
+    };
+    let before = answered(http_addr, m.name)?;
+    let cpu0 = cpu_of(pid)?;
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("wrk / h2load (apt install wrk nghttp2-client)")?;
+    let client = child.id();
+    // The client's CPU, read just before it exits (it is reaped by wait_with_output).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut last = Duration::ZERO;
+        while let Ok(t) = cpu_of(client) {
+            last = t;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = tx.send(last);
+    });
+    let out = child.wait_with_output()?;
+    let elapsed = start.elapsed();
+    let cpu = cpu_of(pid)? - cpu0;
+    let after = answered(http_addr, m.name)?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let n = after - before;
+    let client_cpu = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let per = |d: Duration| d / (n.max(1) as u32);
+    Ok((
+        n,
+        n as f64 / elapsed.as_secs_f64(),
+        per(cpu),
+        per(client_cpu),
+    ))
+}
+
 fn main() -> anyhow::Result<()> {
     let mut secs = 5.0;
     let mut airlockd = PathBuf::from("target/release/airlockd");
     let mut doc = Some(PathBuf::from("docs/PERFORMANCE.md"));
     let mut only: Option<String> = None;
+    let mut cpu_only = false;
     let mut mlp_settings = MLP_SETTINGS.to_string();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -367,6 +524,7 @@ fn main() -> anyhow::Result<()> {
             "--airlockd" => airlockd = PathBuf::from(it.next().context("--airlockd PATH")?),
             "--no-doc" => doc = None,
             "--only" => only = Some(it.next().context("--only MODEL")?.clone()),
+            "--cpu-only" => cpu_only = true,
             "--mlp-settings" => {
                 mlp_settings = it
                     .next()
@@ -420,22 +578,94 @@ fn main() -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()?;
     let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-    let addr = loop {
+    let (addr, grpc_addr) = loop {
         let Some(Ok(l)) = lines.next() else {
             bail!("airlockd exited before it was ready")
         };
         if l.contains("ready: serving") {
-            break l
-                .split("listen=")
-                .nth(1)
-                .unwrap_or("")
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let field = |k: &str| {
+                l.split(k)
+                    .nth(1)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            break (field(" listen="), field(" grpc="));
         }
     };
     std::thread::spawn(move || for _ in lines.by_ref() {});
+    // airlockd's CPU per request, read from /proc over a run of a C load generator (wrk for
+    // HTTP/1.1, h2load for gRPC): the figure this noisy VM reproduces where latency does not.
+    let mut cpu_rows = Vec::new();
+    {
+        let tiny = &MODELS[1];
+        let (lua, grpc_body) = cpu_bodies(&dir, tiny)?;
+        for grpc in [false, true] {
+            for c in [1usize, 8, 64] {
+                let (n, rps, per, client) = cpu_row(
+                    child.id(),
+                    &addr,
+                    &grpc_addr,
+                    tiny,
+                    &lua,
+                    &grpc_body,
+                    grpc,
+                    c,
+                    secs,
+                )?;
+                cpu_rows.push(format!(
+                    "| {} | {} | {c} | {n} | {rps:.0} | {:.1} µs | {:.1} µs |",
+                    tiny.name,
+                    if grpc {
+                        "gRPC (h2load)"
+                    } else {
+                        "HTTP/1.1, binary (wrk)"
+                    },
+                    per.as_secs_f64() * 1e6,
+                    client.as_secs_f64() * 1e6
+                ));
+            }
+        }
+        let mlp = &MODELS[0];
+        let (lua, grpc_body) = cpu_bodies(&dir, mlp)?;
+        let (n, rps, per, client) = cpu_row(
+            child.id(),
+            &addr,
+            &grpc_addr,
+            mlp,
+            &lua,
+            &grpc_body,
+            false,
+            32,
+            secs,
+        )?;
+        cpu_rows.push(format!(
+            "| {} | HTTP/1.1, binary (wrk), 1 row per request | 32 | {n} | {rps:.0} rows/s | {:.1} µs | {:.1} µs |",
+            mlp.name,
+            per.as_secs_f64() * 1e6,
+            client.as_secs_f64() * 1e6
+        ));
+    }
+    let cpu_table = format!(
+        "Server CPU per request (`scripts/bench.sh serve`, {secs} s per row, {cores} cores; requests counted by the engine's \
+         statistics, CPU from `/proc/PID/stat` of airlockd and of the load generator; {}):\n\n\
+         | model | protocol (client) | connections | answered | req/s | airlockd CPU / request | client CPU / request |\n|---|---|---|---|---|---|---|\n{}\n",
+        time::OffsetDateTime::now_utc().date(),
+        cpu_rows.join("\n")
+    );
+    println!("{cpu_table}");
+    if cpu_only {
+        if let Some(doc) = &doc {
+            write_block(doc, "cpu", &cpu_table)?;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        return Ok(());
+    }
     let env = ort::init_from(&lib)?.with_name("bench").build()?;
     let mut rows = Vec::new();
     let mut peer_rows: Vec<(usize, f64)> = Vec::new();
@@ -568,14 +798,25 @@ fn main() -> anyhow::Result<()> {
     );
     println!("{table}");
     if let Some(doc) = doc {
-        let text = std::fs::read_to_string(&doc).unwrap_or_default();
-        let (start, end) = ("<!-- bench:serve -->", "<!-- /bench:serve -->");
-        let new = match (text.find(start), text.find(end)) {
-            (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
-            _ => format!("{text}\n{start}\n{table}{end}\n"),
-        };
-        std::fs::write(&doc, new)?;
-        eprintln!("wrote {}", doc.display());
+        write_block(&doc, "serve", &table)?;
+        write_block(&doc, "cpu", &cpu_table)?;
     }
+    Ok(())
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in `doc` (appends
+/// the block when it is not there yet).
+fn write_block(doc: &Path, name: &str, table: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let (start, end) = (
+        format!("<!-- bench:{name} -->"),
+        format!("<!-- /bench:{name} -->"),
+    );
+    let new = match (text.find(&start), text.find(&end)) {
+        (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
+        _ => format!("{text}\n{start}\n{table}{end}\n"),
+    };
+    std::fs::write(doc, new)?;
+    eprintln!("wrote {} ({name})", doc.display());
     Ok(())
 }

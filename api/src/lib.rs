@@ -402,7 +402,7 @@ pub struct Imported {
     pub version: String,
     /// SHA-256 of its signed manifest.
     pub manifest_sha256: String,
-    /// `staged`; absent for a repair, which leaves the state as it was.
+    /// `staged`; null for a repair, which leaves the state as it was.
     pub state: Option<VersionState>,
     /// The bundle repaired the stored files of a version already imported.
     pub repaired: bool,

@@ -37,8 +37,22 @@ pub enum Fail {
 }
 
 /// Something a connection can be: a Unix socket or TLS over TCP.
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
+trait Conn: Read + Write {
+    /// Bounds each read.
+    fn read_timeout(&self, t: Option<Duration>);
+}
+
+impl Conn for UnixStream {
+    fn read_timeout(&self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn read_timeout(&self, t: Option<Duration>) {
+        let _ = self.sock.set_read_timeout(t);
+    }
+}
 
 /// Where airlockd is and how to prove who we are.
 pub enum Client {
@@ -85,8 +99,11 @@ impl Client {
             ));
         }
         let host = match authority.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => h,
-            _ => &authority,
+            Some((h, p)) if p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')) => h,
+            _ => return Err(usage(
+                "--url must name the port: https://HOST:PORT (airlockd's TLS listener, e.g. 8443)"
+                    .into(),
+            )),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_string())
@@ -148,9 +165,9 @@ impl Client {
                         socket.display()
                     ))
                 })?;
-                // A daemon that stops reading (or never answers) does not hang the client.
+                // A daemon that stops reading does not hang the client. No read timeout: an
+                // import from a medium answers only once the whole bundle has been verified.
                 let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
-                let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
                 Ok(Box::new(s))
             }
             Client::Https {
@@ -162,15 +179,23 @@ impl Client {
                 let cannot = |e: std::io::Error| {
                     Fail::Connection(format!("cannot connect to {authority}: {e}"))
                 };
-                let addr = authority
-                    .to_socket_addrs()
-                    .map_err(cannot)?
-                    .next()
-                    .ok_or_else(|| Fail::Connection(format!("{authority} has no address")))?;
-                let tcp =
-                    TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(cannot)?;
+                // Every address the name has, in turn (`localhost` may be ::1 first).
+                let mut last = None;
+                let mut tcp = None;
+                for addr in authority.to_socket_addrs().map_err(cannot)? {
+                    match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                        Ok(t) => {
+                            tcp = Some(t);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let tcp = tcp.ok_or_else(|| match last {
+                    Some(e) => cannot(e),
+                    None => Fail::Connection(format!("{authority} has no address")),
+                })?;
                 let _ = tcp.set_write_timeout(Some(Duration::from_secs(60)));
-                let _ = tcp.set_read_timeout(Some(Duration::from_secs(600)));
                 let _ = tcp.set_nodelay(true);
                 let conn = rustls::ClientConnection::new(tls.clone(), server_name.clone())
                     .map_err(|e| Fail::Connection(format!("TLS set-up failed: {e}")))?;
@@ -249,6 +274,8 @@ impl Client {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Value, Fail> {
         let mut s = self.connect()?;
+        // A daemon that never answers an upload does not hang the client forever.
+        s.read_timeout(Some(Duration::from_secs(600)));
         let head = self.head("POST", path, "application/octet-stream", total);
         let mut sent = 0u64;
         let mut buf = vec![0u8; 1 << 20];

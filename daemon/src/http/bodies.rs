@@ -195,4 +195,53 @@ mod tests {
         assert!(token(br#"{"name": "ci", "scopes": [1]}"#).is_err());
         assert!(token(br#"{"name": "a\nb", "scopes": ["metrics"]}"#).is_err());
     }
+
+    /// What `airlockctl` sends (the `airlock-api` request types) is what these parsers accept.
+    #[test]
+    fn the_api_crate_s_request_bodies_parse_here() {
+        use airlock_api as api;
+        fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+            serde_json::to_vec(v).expect("encode")
+        }
+        let a = api::ApproveRequest {
+            comment: Some("ok".into()),
+            acknowledge_contract_change: true,
+            signature: Some(api::SignatureHex {
+                keyid: "ab".repeat(32),
+                sig: "cd".repeat(64),
+            }),
+        };
+        let got = approve(&enc(&a)).expect("approve");
+        assert!(got.acknowledge_contract_change && got.signature.is_some());
+        assert_eq!(got.comment.as_deref(), Some("ok"));
+        assert!(approve(&enc(&api::ApproveRequest::default())).is_ok());
+        let r = api::RejectRequest {
+            reason: Some("no".into()),
+        };
+        assert_eq!(reject(&enc(&r)).expect("reject").as_deref(), Some("no"));
+        let p = api::PromoteRequest {
+            version: "1.2.3".into(),
+        };
+        assert_eq!(promote(&enc(&p)).expect("promote"), Version::new(1, 2, 3));
+        let rb = api::RollbackRequest {
+            version: Some("1.0.0".into()),
+            reason: None,
+        };
+        assert_eq!(
+            rollback(&enc(&rb)).expect("rollback").to,
+            Some(Version::new(1, 0, 0))
+        );
+        let i = api::ImportPath {
+            path: "/media/x/a.airlock".into(),
+        };
+        assert_eq!(
+            import_path(&enc(&i)).expect("path"),
+            PathBuf::from("/media/x/a.airlock")
+        );
+        let t = api::NewTokenRequest {
+            name: "ci".into(),
+            scopes: vec!["admin:viewer".into()],
+        };
+        assert_eq!(token(&enc(&t)).expect("token").scopes.len(), 1);
+    }
 }

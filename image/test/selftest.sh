@@ -61,7 +61,7 @@ expiry=$(chage -l admin | sed -n "s/^Last password change[[:space:]]*:[[:space:]
 check admin-account "$([[ -n $pw && $journal == clean && $expiry == "password must be changed" ]]; echo $?)" "one-time password $([[ -n $pw ]] && echo set || echo missing); journal $journal; last change: $expiry"
 
 # The local admin account reaches airlockd's admin role through its group, on the 0660 socket.
-who=$(runuser -u admin -- airlockctl whoami 2>&1)
+who=$(runuser -u admin -- airlockctl --json whoami 2>&1)
 check admin-role "$([[ $who == *'"admin"'* && $who == *"uid:$(id -u admin)"* ]]; echo $?)" "$(tr '\n' ' ' <<<"$who" | head -c 160)"
 
 # ONNX Runtime sees the processor under the unit's sandbox (no cpuinfo errors).

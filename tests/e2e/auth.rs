@@ -65,23 +65,7 @@ fn tokens_scopes_revocation_and_no_leaks() {
     assert_eq!(http(&s.addr, "GET", "/metrics", &[], b"").0, 401);
 
     // airlockctl creates a model-scoped token; it is shown once.
-    let (code, out, err) = ctl(
-        &socket,
-        &[
-            "token",
-            "create",
-            "--name",
-            "ci",
-            "--scope",
-            "model:demo-iris",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let token = out
-        .lines()
-        .find(|l| l.starts_with("al_"))
-        .expect("the token line")
-        .to_string();
+    let token = create_token(&socket, "ci", "model:demo-iris");
     let (code, out, _) = ctl(&socket, &["--json", "token", "list"]);
     assert_eq!(code, 0);
     assert!(!out.contains(&token[20..]), "list never shows secrets");
@@ -133,22 +117,7 @@ fn tokens_scopes_revocation_and_no_leaks() {
     );
 
     // A metrics token reads /metrics; the metrics never contain a token.
-    let (_, out, _) = ctl(
-        &socket,
-        &[
-            "token",
-            "create",
-            "--name",
-            "prometheus",
-            "--scope",
-            "metrics",
-        ],
-    );
-    let mtoken = out
-        .lines()
-        .find(|l| l.starts_with("al_"))
-        .expect("token")
-        .to_string();
+    let mtoken = create_token(&socket, "prometheus", "metrics");
     let mbearer = format!("Bearer {mtoken}");
     let (code, _, metrics) = http(
         &s.addr,
@@ -508,23 +477,7 @@ fn airlockctl_over_https_with_a_token() {
     let url = format!("https://localhost:{port}");
     let cert = s.dir.path().join("airlock-dev/tls/cert.pem");
     let cert = cert.to_str().expect("utf-8");
-    let (code, out, err) = ctl(
-        &socket,
-        &[
-            "token",
-            "create",
-            "--name",
-            "remote",
-            "--scope",
-            "admin:viewer",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let token = out
-        .lines()
-        .find(|l| l.starts_with("al_"))
-        .expect("the token is printed")
-        .to_string();
+    let token = create_token(&socket, "remote", "admin:viewer");
     let file = s.dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).expect("token file");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -591,4 +544,18 @@ fn airlockctl_over_https_with_a_token() {
     assert!(err.contains("https://"), "{err}");
     // The secret never reaches airlockd's log.
     assert!(!s.log().contains(&token));
+}
+
+/// Creates a token with one scope through airlockctl on `socket` and returns its secret (the
+/// one line of the answer that starts with `al_`; it is shown only then).
+fn create_token(socket: &str, name: &str, scope: &str) -> String {
+    let (code, out, err) = ctl(
+        socket,
+        &["token", "create", "--name", name, "--scope", scope],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out.lines()
+        .find(|l| l.starts_with("al_"))
+        .expect("the token line")
+        .to_string()
 }

@@ -258,21 +258,23 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
         .and_then(|v| v.to_str().ok())
         .and_then(crate::trace::trace_id)
         .map(str::to_string);
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        trace_id = trace.as_deref().unwrap_or(""),
-        method = %req.method(),
-        path = %req.uri().path(),
-    );
+    // The span carries only what every line of the request needs (its id and the client's
+    // trace id): the fmt layers format a span's fields when it opens, on every request,
+    // whether or not a line is ever written; method and path go on the closing line only.
+    let span = tracing::info_span!("request", id = %id, trace_id = tracing::field::Empty);
+    if let Some(t) = &trace {
+        span.record("trace_id", t.as_str());
+    }
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let start = Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let micros = start.elapsed().as_micros() as u64;
     span.in_scope(|| match status {
-        500.. => tracing::warn!(status, micros, "request failed"),
-        400.. => tracing::info!(status, micros, "request refused"),
-        _ => tracing::debug!(status, micros, "request"),
+        500.. => tracing::warn!(status, micros, %method, path = uri.path(), "request failed"),
+        400.. => tracing::info!(status, micros, %method, path = uri.path(), "request refused"),
+        _ => tracing::debug!(status, micros, %method, path = uri.path(), "request"),
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);

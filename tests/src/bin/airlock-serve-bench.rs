@@ -438,7 +438,9 @@ fn cpu_bodies(dir: &Path, m: &BenchModel) -> anyhow::Result<(PathBuf, PathBuf)> 
 
 /// One CPU row: `tool` (wrk or h2load) at `c` connections for `secs` against airlockd `pid`;
 /// (requests the engine answered, their rate, airlockd CPU per request, the client's CPU per
-/// request).
+/// request). `pinned`: airlockd's threads on the last core and the client on core 0 for the
+/// run (on two cores, sharing them inflates both sides' CPU by cache and preemption: the
+/// unpinned figure is what a co-located client costs, the pinned one what the server does).
 #[allow(clippy::too_many_arguments)]
 fn cpu_row(
     pid: u32,
@@ -450,10 +452,19 @@ fn cpu_row(
     grpc: bool,
     c: usize,
     secs: f64,
+    pinned: Option<usize>,
 ) -> anyhow::Result<(u64, f64, Duration, Duration)> {
-    let threads = c.min(2).to_string();
+    let threads = if pinned.is_some() { 1 } else { c.min(2) }.to_string();
+    let tool = |name: &str| match pinned {
+        Some(_) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", "0", name]);
+            cmd
+        }
+        None => Command::new(name),
+    };
     let mut cmd = if grpc {
-        let mut cmd = Command::new("h2load");
+        let mut cmd = tool("h2load");
         cmd.args(["-c", &c.to_string(), "-m", "1", "-t", &threads, "-D"])
             .arg(format!("{}", secs.ceil() as u64))
             .arg("-d")
@@ -464,7 +475,7 @@ fn cpu_row(
             ));
         cmd
     } else {
-        let mut cmd = Command::new("wrk");
+        let mut cmd = tool("wrk");
         cmd.args(["-c", &c.to_string(), "-t", &threads, "-d"])
             .arg(format!("{}s", secs.ceil() as u64))
             .arg("-s")
@@ -472,6 +483,9 @@ fn cpu_row(
             .arg(format!("http://{http_addr}/v2/models/{}/infer", m.name));
         cmd
     };
+    if let Some(cores) = pinned {
+        pin(pid, &(cores - 1).to_string())?;
+    }
     let before = answered(http_addr, m.name)?;
     let cpu0 = cpu_of(pid)?;
     let start = Instant::now();
@@ -495,6 +509,9 @@ fn cpu_row(
     let elapsed = start.elapsed();
     let cpu = cpu_of(pid)? - cpu0;
     let after = answered(http_addr, m.name)?;
+    if let Some(cores) = pinned {
+        pin(pid, &format!("0-{}", cores - 1))?;
+    }
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -614,9 +631,27 @@ fn main() -> anyhow::Result<()> {
                     grpc,
                     c,
                     secs,
+                    None,
                 )?;
+                let pinned = if cores >= 2 {
+                    let (_, _, p, _) = cpu_row(
+                        child.id(),
+                        &addr,
+                        &grpc_addr,
+                        tiny,
+                        &lua,
+                        &grpc_body,
+                        grpc,
+                        c,
+                        secs,
+                        Some(cores),
+                    )?;
+                    format!("{:.1} µs", p.as_secs_f64() * 1e6)
+                } else {
+                    "–".into()
+                };
                 cpu_rows.push(format!(
-                    "| {} | {} | {c} | {n} | {rps:.0} | {:.1} µs | {:.1} µs |",
+                    "| {} | {} | {c} | {n} | {rps:.0} | {:.1} µs | {:.1} µs | {pinned} |",
                     tiny.name,
                     if grpc {
                         "gRPC (h2load)"
@@ -640,9 +675,10 @@ fn main() -> anyhow::Result<()> {
             false,
             32,
             secs,
+            None,
         )?;
         cpu_rows.push(format!(
-            "| {} | HTTP/1.1, binary (wrk), 1 row per request | 32 | {n} | {rps:.0} rows/s | {:.1} µs | {:.1} µs |",
+            "| {} | HTTP/1.1, binary (wrk), 1 row per request | 32 | {n} | {rps:.0} rows/s | {:.1} µs | {:.1} µs | – |",
             mlp.name,
             per.as_secs_f64() * 1e6,
             client.as_secs_f64() * 1e6
@@ -650,8 +686,9 @@ fn main() -> anyhow::Result<()> {
     }
     let cpu_table = format!(
         "Server CPU per request (`scripts/bench.sh serve`, {secs} s per row, {cores} cores; requests counted by the engine's \
-         statistics, CPU from `/proc/PID/stat` of airlockd and of the load generator; {}):\n\n\
-         | model | protocol (client) | connections | answered | req/s | airlockd CPU / request | client CPU / request |\n|---|---|---|---|---|---|---|\n{}\n",
+         statistics, CPU from `/proc/PID/stat` of airlockd and of the load generator; \
+         pinned apart: the same run with airlockd's threads on the last core and a one-thread client on core 0; {}):\n\n\
+         | model | protocol (client) | connections | answered | req/s | airlockd CPU / request | client CPU / request | airlockd CPU / request, pinned apart |\n|---|---|---|---|---|---|---|---|\n{}\n",
         time::OffsetDateTime::now_utc().date(),
         cpu_rows.join("\n")
     );

@@ -108,7 +108,7 @@ fn version_summary(v: &VersionRecord) -> api::VersionSummary {
 }
 
 fn model_head(m: &ModelRecord, s: &AdminState) -> api::ModelHead {
-    let models = s.lifecycle.infer.models();
+    let models = s.lifecycle.infer().models();
     let served = models.get(&m.name, None).ok();
     api::ModelHead {
         name: m.name.clone(),
@@ -161,9 +161,9 @@ async fn whoami(Extension(who): Who) -> Response {
 async fn status(State(s): S, Extension(who): Who) -> Response {
     let lc = s.lifecycle.clone();
     let r = blocking(move || {
-        let models = lc.updater.registry().models()?;
-        let audit = lc.updater.registry().verify_audit();
-        let trust = lc.updater.trust_root()?;
+        let models = lc.updater().registry().models()?;
+        let audit = lc.updater().registry().verify_audit();
+        let trust = lc.updater().trust_root()?;
         Ok((models, audit, trust.version()))
     })
     .await;
@@ -173,9 +173,7 @@ async fn status(State(s): S, Extension(who): Who) -> Response {
     };
     let validating = s
         .lifecycle
-        .in_validation
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .in_validation()
         .iter()
         .map(|(m, v)| api::ModelVersion {
             model: m.clone(),
@@ -209,7 +207,7 @@ async fn status(State(s): S, Extension(who): Who) -> Response {
 
 async fn models_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.registry().models()?)).await {
+    match blocking(move || Ok(lc.updater().registry().models()?)).await {
         Ok(models) => Json(api::ModelList {
             models: models.iter().map(|m| model_summary(m, &s)).collect(),
         })
@@ -221,7 +219,7 @@ async fn models_list(State(s): S, _: Who) -> Response {
 async fn model_record(s: &AdminState, name: String) -> Result<ModelRecord, Response> {
     let lc = s.lifecycle.clone();
     blocking(move || {
-        lc.updater
+        lc.updater()
             .registry()
             .model(&name)?
             .ok_or_else(|| airlock_updater::Error::UnknownModel(name).into())
@@ -254,14 +252,12 @@ async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, Str
     };
     let validating = s
         .lifecycle
-        .in_validation
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .in_validation()
         .contains(&(m.clone(), ver.clone()));
     // The version's history, from the audit log.
     let lc = s.lifecycle.clone();
     let (mm, vv) = (m.clone(), ver.to_string());
-    let history = blocking(move || Ok(lc.updater.registry().audit_records(0, usize::MAX)?))
+    let history = blocking(move || Ok(lc.updater().registry().audit_records(0, usize::MAX)?))
         .await
         .ok()
         .map(|records| {
@@ -294,7 +290,7 @@ async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, Str
 
 async fn bundles_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.registry().models()?)).await {
+    match blocking(move || Ok(lc.updater().registry().models()?)).await {
         Ok(models) => {
             let bundles = models
                 .iter()
@@ -473,7 +469,7 @@ async fn rollback(
 async fn media_list(State(s): S, _: Who) -> Response {
     let media = s
         .lifecycle
-        .media
+        .media()
         .lock()
         .values()
         .map(|m| api::Medium {
@@ -504,7 +500,7 @@ fn trust_root(root: &airlock_signing::TrustRoot) -> api::TrustRoot {
 
 async fn trust_show(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.trust_root()?)).await {
+    match blocking(move || Ok(lc.updater().trust_root()?)).await {
         Ok(root) => Json(trust_root(&root)).into_response(),
         Err(r) => r,
     }
@@ -513,7 +509,7 @@ async fn trust_show(State(s): S, _: Who) -> Response {
 async fn trust_import(State(s): S, Extension(who): Who, body: axum::body::Bytes) -> Response {
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
-    match blocking(move || Ok(lc.updater.rotate_trust_root(&body, &actor)?)).await {
+    match blocking(move || Ok(lc.updater().rotate_trust_root(&body, &actor)?)).await {
         Ok(root) => {
             tracing::warn!(version = root.version(), by = %who.actor, "trust root rotated");
             Json(trust_root(&root)).into_response()
@@ -540,7 +536,7 @@ async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
         (Err(r), _) | (_, Err(r)) => return r,
     };
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.registry().audit_records(from, limit)?)).await {
+    match blocking(move || Ok(lc.updater().registry().audit_records(from, limit)?)).await {
         Ok(records) => Json(api::AuditRecords { records }).into_response(),
         Err(r) => r,
     }
@@ -548,7 +544,7 @@ async fn audit_list(State(s): S, _: Who, uri: axum::http::Uri) -> Response {
 
 async fn audit_verify(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.registry().verify_audit()?)).await {
+    match blocking(move || Ok(lc.updater().registry().verify_audit()?)).await {
         Ok(n) => Json(api::AuditVerified {
             verified: true,
             records: n,
@@ -575,7 +571,7 @@ fn refresh(s: &AdminState) -> Result<(), LifecycleError> {
 
 async fn tokens_list(State(s): S, _: Who) -> Response {
     let lc = s.lifecycle.clone();
-    match blocking(move || Ok(lc.updater.registry().tokens()?)).await {
+    match blocking(move || Ok(lc.updater().registry().tokens()?)).await {
         Ok(all) => Json(api::TokenList {
             tokens: all.values().map(public).collect(),
         })
@@ -592,10 +588,10 @@ async fn token_create(State(s): S, Extension(who): Who, body: axum::body::Bytes)
     let st = s.clone();
     let actor = who.actor.clone();
     match blocking(move || {
-        let now = st.lifecycle.updater.now()?;
+        let now = st.lifecycle.updater().now()?;
         let r = st
             .lifecycle
-            .updater
+            .updater()
             .registry()
             .create_token(now, &name, scopes, &actor)?;
         refresh(&st)?;
@@ -623,11 +619,11 @@ async fn token_rotate(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
         // The overlap runs on this machine's clock (what verification compares with), never on
         // the time floor: a floor pushed ahead must not keep an old secret alive.
         let now = time::OffsetDateTime::now_utc();
-        let r = st
-            .lifecycle
-            .updater
-            .registry()
-            .rotate_token(now, &id, st.token_overlap, &actor)?;
+        let r =
+            st.lifecycle
+                .updater()
+                .registry()
+                .rotate_token(now, &id, st.token_overlap, &actor)?;
         refresh(&st)?;
         Ok(r)
     })
@@ -650,10 +646,10 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
     let st = s.clone();
     let actor = who.actor.clone();
     match blocking(move || {
-        let now = st.lifecycle.updater.now()?;
+        let now = st.lifecycle.updater().now()?;
         let r = st
             .lifecycle
-            .updater
+            .updater()
             .registry()
             .revoke_token(now, &id, &actor)?;
         refresh(&st)?;
@@ -670,7 +666,7 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
 }
 
 fn time_info(lc: &Lifecycle) -> Result<api::TimeInfo, LifecycleError> {
-    let u = &lc.updater;
+    let u = &lc.updater();
     let fmt = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .map(airlock_signing::clock::rfc3339)
@@ -699,7 +695,7 @@ async fn time_reset(State(s): S, Extension(who): Who) -> Response {
     let lc = s.lifecycle.clone();
     let actor = who.actor.clone();
     match blocking(move || {
-        let (old, new) = lc.updater.reset_time_floor(&actor)?;
+        let (old, new) = lc.updater().reset_time_floor(&actor)?;
         Ok((old, new, time_info(&lc)?))
     })
     .await

@@ -190,7 +190,7 @@ impl Daemon1 {
     #[zbus(property)]
     fn active_models(&self) -> Vec<(String, String)> {
         self.lc
-            .infer
+            .infer()
             .models()
             .snapshot()
             .iter()
@@ -201,7 +201,7 @@ impl Daemon1 {
     /// (model, version) of every validated version waiting for approvals.
     #[zbus(property)]
     fn bundles_awaiting_approval(&self) -> Vec<(String, String)> {
-        let models = self.lc.updater.registry().models().unwrap_or_default();
+        let models = self.lc.updater().registry().models().unwrap_or_default();
         models
             .iter()
             .flat_map(|m| {
@@ -401,7 +401,7 @@ pub async fn serve(lc: Arc<Lifecycle>, roles: BTreeMap<String, Role>, shutdown: 
             return;
         }
     };
-    let mut events = lc.events.subscribe();
+    let mut events = lc.events().subscribe();
     let mut degraded: BTreeSet<String> = BTreeSet::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
@@ -411,7 +411,7 @@ pub async fn serve(lc: Arc<Lifecycle>, roles: BTreeMap<String, Role>, shutdown: 
             _ = tick.tick() => {
                 // Degradation is a state of the engine, not a lifecycle step: watch for it.
                 let mut now = BTreeSet::new();
-                for (name, slot) in lc.infer.models().snapshot().iter() {
+                for (name, slot) in lc.infer().models().snapshot().iter() {
                     if let Some(reason) = slot.active.degraded() {
                         now.insert(name.clone());
                         if !degraded.contains(name) {

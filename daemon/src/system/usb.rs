@@ -176,7 +176,7 @@ pub async fn watch(lc: Arc<Lifecycle>, conf: Media, shutdown: CancellationToken)
             Err(e) if !warned => {
                 warned = true;
                 tracing::debug!(error = %e, "UDisks2 is not answering; removable media are not watched");
-                lc.media.lock().clear();
+                lc.media().lock().clear();
             }
             Err(_) => {}
         }
@@ -221,9 +221,9 @@ async fn rescan(
         };
         present.insert(path.to_string(), (device, label, mount));
     }
-    let known: Vec<String> = lc.media.lock().keys().cloned().collect();
+    let known: Vec<String> = lc.media().lock().keys().cloned().collect();
     for gone in known.iter().filter(|k| !present.contains_key(*k)) {
-        if let Some(m) = lc.media.lock().remove(gone) {
+        if let Some(m) = lc.media().lock().remove(gone) {
             tracing::info!(device = %m.device, mount = %m.mount.display(), "removable medium gone");
         }
     }
@@ -250,7 +250,7 @@ async fn rescan(
             .iter()
             .map(|b| b.path.display().to_string())
             .collect();
-        lc.media.lock().insert(
+        lc.media().lock().insert(
             key,
             Medium {
                 device: device.clone(),
@@ -259,7 +259,7 @@ async fn rescan(
                 listing,
             },
         );
-        let _ = lc.events.send(Event::MediaBundles {
+        let _ = lc.events().send(Event::MediaBundles {
             mount: mount.display().to_string(),
             bundles: files.clone(),
         });

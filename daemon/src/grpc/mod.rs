@@ -747,7 +747,7 @@ impl Grpc {
         let span = tracing::info_span!(
             "rpc",
             id = %id,
-            trace_id = trace.as_deref().unwrap_or(""),
+            trace_id = trace.as_deref(),
             method = %method,
         );
         let start = Instant::now();

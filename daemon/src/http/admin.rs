@@ -666,7 +666,7 @@ async fn token_revoke(State(s): S, Extension(who): Who, UrlPath(id): UrlPath<Str
 }
 
 fn time_info(lc: &Lifecycle) -> Result<api::TimeInfo, LifecycleError> {
-    let u = &lc.updater();
+    let u = lc.updater();
     let fmt = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .map(airlock_signing::clock::rfc3339)

@@ -261,10 +261,8 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
     // The span carries only what every line of the request needs (its id and the client's
     // trace id): the fmt layers format a span's fields when it opens, on every request,
     // whether or not a line is ever written; method and path go on the closing line only.
-    let span = tracing::info_span!("request", id = %id, trace_id = tracing::field::Empty);
-    if let Some(t) = &trace {
-        span.record("trace_id", t.as_str());
-    }
+    // (An absent trace id records no field.)
+    let span = tracing::info_span!("request", id = %id, trace_id = trace.as_deref());
     let method = req.method().clone();
     let uri = req.uri().clone();
     let start = Instant::now();

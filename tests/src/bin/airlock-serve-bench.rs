@@ -483,35 +483,42 @@ fn cpu_row(
             .arg(format!("http://{http_addr}/v2/models/{}/infer", m.name));
         cmd
     };
+    // airlockd's affinity is restored whatever the run's outcome (to every core, as the bench
+    // started it).
     if let Some(cores) = pinned {
         pin(pid, &(cores - 1).to_string())?;
     }
-    let before = answered(http_addr, m.name)?;
-    let cpu0 = cpu_of(pid)?;
-    let start = Instant::now();
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("wrk / h2load (apt install wrk nghttp2-client)")?;
-    let client = child.id();
-    // The client's CPU, read just before it exits (it is reaped by wait_with_output).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut last = Duration::ZERO;
-        while let Ok(t) = cpu_of(client) {
-            last = t;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = tx.send(last);
-    });
-    let out = child.wait_with_output()?;
-    let elapsed = start.elapsed();
-    let cpu = cpu_of(pid)? - cpu0;
-    let after = answered(http_addr, m.name)?;
+    let mut run = || -> anyhow::Result<_> {
+        let before = answered(http_addr, m.name)?;
+        let cpu0 = cpu_of(pid)?;
+        let start = Instant::now();
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("wrk / h2load (apt install wrk nghttp2-client)")?;
+        let client = child.id();
+        // The client's CPU, read just before it exits (it is reaped by wait_with_output).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut last = Duration::ZERO;
+            while let Ok(t) = cpu_of(client) {
+                last = t;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = tx.send(last);
+        });
+        let out = child.wait_with_output()?;
+        let elapsed = start.elapsed();
+        let cpu = cpu_of(pid)? - cpu0;
+        let after = answered(http_addr, m.name)?;
+        Ok((out, elapsed, cpu, before, after, rx))
+    };
+    let result = run();
     if let Some(cores) = pinned {
         pin(pid, &format!("0-{}", cores - 1))?;
     }
+    let (out, elapsed, cpu, before, after, rx) = result?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }

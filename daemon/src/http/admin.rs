@@ -250,10 +250,7 @@ async fn version_show(State(s): S, _: Who, UrlPath((m, v)): UrlPath<(String, Str
     let Some(vr) = rec.versions.get(&ver) else {
         return error(Class::NotFound, format!("{m} has no version {ver}"));
     };
-    let validating = s
-        .lifecycle
-        .in_validation()
-        .contains(&(m.clone(), ver.clone()));
+    let validating = s.lifecycle.is_validating(&m, &ver);
     // The version's history, from the audit log.
     let lc = s.lifecycle.clone();
     let (mm, vv) = (m.clone(), ver.to_string());

@@ -151,6 +151,14 @@ impl Lifecycle {
             .collect()
     }
 
+    /// Whether `model` `version` waits for or is in validation in the background.
+    pub fn is_validating(&self, model: &str, version: &Version) -> bool {
+        self.in_validation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(model.to_string(), version.clone()))
+    }
+
     /// A lifecycle engine over `updater`, serving through `infer`.
     pub fn new(
         updater: Arc<Updater>,

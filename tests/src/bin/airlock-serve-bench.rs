@@ -628,20 +628,8 @@ fn main() -> anyhow::Result<()> {
         let (lua, grpc_body) = cpu_bodies(&dir, tiny)?;
         for grpc in [false, true] {
             for c in [1usize, 8, 64] {
-                let (n, rps, per, client) = cpu_row(
-                    child.id(),
-                    &addr,
-                    &grpc_addr,
-                    tiny,
-                    &lua,
-                    &grpc_body,
-                    grpc,
-                    c,
-                    secs,
-                    None,
-                )?;
-                let pinned = if cores >= 2 {
-                    let (_, _, p, _) = cpu_row(
+                let run = |pinned| {
+                    cpu_row(
                         child.id(),
                         &addr,
                         &grpc_addr,
@@ -651,8 +639,12 @@ fn main() -> anyhow::Result<()> {
                         grpc,
                         c,
                         secs,
-                        Some(cores),
-                    )?;
+                        pinned,
+                    )
+                };
+                let (n, rps, per, client) = run(None)?;
+                let pinned = if cores >= 2 {
+                    let (_, _, p, _) = run(Some(cores))?;
                     format!("{:.1} µs", p.as_secs_f64() * 1e6)
                 } else {
                     "–".into()

@@ -560,6 +560,22 @@ impl Registry {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+        // sled lets go of its lock on `db` when its flusher thread ends, a moment after the last
+        // handle was dropped: wait for that too (same bound), or the reload below would take this
+        // process's own closing handle for another airlockd.
+        let db = self.path.join("db");
+        for _ in 0..1000 {
+            let held = std::fs::File::open(&db).is_ok_and(|f| {
+                matches!(
+                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock),
+                    Err((_, nix::errno::Errno::EWOULDBLOCK))
+                )
+            });
+            if !held {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         // What reached the disk may include the change (a write that landed before its fsync
         // failed): after the reload, what airlockd shows is what is on disk, whichever it is.
         let reopened = self.open_trees(false);

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: per-thread free lists make the small, short-lived
+/// allocations of a request (and the answers freed on another thread than the one that made
+/// them) far cheaper (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = airlockd::Args::parse();
     match airlockd::run(args) {

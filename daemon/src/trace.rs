@@ -24,15 +24,77 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     .then_some(trace)
 }
 
-/// A fresh request id: unique per request and unpredictable (a counter under a keyed hash
-/// whose key is drawn at start, so the id tells a client neither the daemon's PID nor how many
-/// requests it served).
-pub fn request_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:016x}",
-        KEY.get_or_init(std::hash::RandomState::new).hash_one(n)
-    )
+/// A request's id: unique per request and unpredictable (a counter under a keyed hash whose
+/// key is drawn at start, so the id tells a client neither the daemon's PID nor how many
+/// requests it served). Shown as 16 hex digits; made and passed around without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// A fresh id.
+    pub fn new() -> RequestId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        RequestId(KEY.get_or_init(std::hash::RandomState::new).hash_one(n))
+    }
+
+    /// The id as an `x-request-id` header value.
+    pub fn header(self) -> axum::http::HeaderValue {
+        let mut hex = [0u8; 16];
+        for (i, b) in hex.iter_mut().enumerate() {
+            *b = b"0123456789abcdef"[(self.0 >> (60 - 4 * i)) as usize & 15];
+        }
+        axum::http::HeaderValue::from_bytes(&hex).unwrap_or_else(|_| unreachable!("hex digits"))
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_16_hex_digits_the_same_in_logs_and_headers_and_never_repeats() {
+        let a = RequestId::new();
+        let b = RequestId::new();
+        assert_ne!(a, b);
+        let shown = a.to_string();
+        assert_eq!(shown.len(), 16);
+        assert!(shown
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(a.header().to_str().expect("ascii"), shown);
+        assert_eq!(
+            RequestId(0xab).header().to_str().expect("ascii"),
+            "00000000000000ab"
+        );
+    }
+
+    #[test]
+    fn a_traceparent_gives_its_trace_id_only_when_valid() {
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(trace_id(&format!("00-{t}-00f067aa0ba902b7-01")), Some(t));
+        assert_eq!(
+            trace_id(&format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))),
+            None
+        );
+        assert_eq!(trace_id(&format!("ff-{t}-00f067aa0ba902b7-01")), None);
+        assert_eq!(
+            trace_id(&format!("00-{}-00f067aa0ba902b7-01", t.to_uppercase())),
+            None
+        );
+        assert_eq!(trace_id(&format!("00-{t}-00f067aa0ba902b7-01-x")), None);
+    }
 }

@@ -737,19 +737,23 @@ impl Grpc {
             .filter(|m| m.len() <= 40 && m.bytes().all(|b| b.is_ascii_alphanumeric()))
             .unwrap_or("(other)")
             .to_string();
-        let id = crate::trace::request_id();
+        let id = crate::trace::RequestId::new();
         let trace = req
             .headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(crate::trace::trace_id)
             .map(str::to_string);
-        let span = tracing::info_span!(
-            "rpc",
-            id = %id,
-            trace_id = trace.as_deref(),
-            method = %method,
-        );
+        let make =
+            || tracing::info_span!("rpc", id = %id, trace_id = trace.as_deref(), method = %method);
+        // As for HTTP's `/v2` routes (`http::trace_request`): the RPC handlers write no line of
+        // their own while they run, so unless debug lines are on the span is made only if the
+        // closing line is written.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            make()
+        } else {
+            tracing::Span::none()
+        };
         let start = Instant::now();
         let open = method == "ServerLive" || method == "ServerReady";
         let caller = match &self.state.tokens {
@@ -799,6 +803,12 @@ impl Grpc {
             .and_then(|v| v.parse::<i32>().ok())
             .map(Code::from_i32);
         let micros = start.elapsed().as_micros() as u64;
+        let written = !matches!(code, None | Some(Code::Ok));
+        let span = if span.is_none() && written {
+            make()
+        } else {
+            span
+        };
         span.in_scope(|| match code {
             None | Some(Code::Ok) => tracing::debug!(micros, "rpc"),
             Some(c @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {
@@ -806,9 +816,7 @@ impl Grpc {
             }
             Some(c) => tracing::info!(code = ?c, micros, "rpc refused"),
         });
-        if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut().insert("x-request-id", id.header());
         resp
     }
 }

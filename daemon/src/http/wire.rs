@@ -135,7 +135,11 @@ fn at_most<'a, T: serde::Deserialize<'a>>(
     .deserialize(&mut d)
 }
 
-fn params<'a>(raw: Option<&'a RawValue>, whose: &str) -> Result<Params<'a>, RequestError> {
+/// `whose` names the object in an error ("input 'x': "), formatted only then.
+fn params<'a>(
+    raw: Option<&'a RawValue>,
+    whose: impl std::fmt::Display,
+) -> Result<Params<'a>, RequestError> {
     match raw {
         None => Ok(Params::default()),
         Some(r) => serde_json::from_str(r.get())
@@ -144,23 +148,72 @@ fn params<'a>(raw: Option<&'a RawValue>, whose: &str) -> Result<Params<'a>, Requ
 }
 
 fn opt_bool(raw: Option<&RawValue>, what: &str) -> Result<Option<bool>, RequestError> {
-    raw.map(|r| {
-        serde_json::from_str::<bool>(r.get())
-            .map_err(|_| bad(format!("{what} must be true or false")))
+    raw.map(|r| match r.get() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => serde_json::from_str::<bool>(r.get())
+            .map_err(|_| bad(format!("{what} must be true or false"))),
     })
     .transpose()
 }
 
-fn opt_u64(raw: Option<&RawValue>, what: &str) -> Result<Option<u64>, RequestError> {
-    raw.map(|r| {
-        serde_json::from_str::<u64>(r.get())
-            .map_err(|_| bad(format!("{what} must be a non-negative integer")))
+fn opt_u64(
+    raw: Option<&RawValue>,
+    what: impl std::fmt::Display,
+) -> Result<Option<u64>, RequestError> {
+    raw.map(|r| match plain_u64(r.get()) {
+        Some(n) => Ok(n),
+        None => serde_json::from_str::<u64>(r.get())
+            .map_err(|_| bad(format!("{what} must be a non-negative integer"))),
     })
     .transpose()
+}
+
+// The shortcuts below read the common forms of a value straight from its text. A `RawValue`
+// is valid JSON, so each shortcut gives exactly what serde_json would; anything else (escapes,
+// signs, fractions, exponents, overflow) goes through serde_json as before.
+
+/// The digits of a JSON integer that fits a u64 (valid JSON has no leading zeros).
+fn plain_u64(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A JSON array of at most `max` plain non-negative integers, such as `[4,16]`.
+fn plain_dims(raw: &RawValue, max: usize) -> Option<Vec<u64>> {
+    let inner = raw.get().strip_prefix('[')?.strip_suffix(']')?;
+    let ws: &[char] = &[' ', '\t', '\n', '\r'];
+    if inner.trim_matches(ws).is_empty() {
+        return Some(Vec::new());
+    }
+    let mut dims = Vec::with_capacity(max.min(4));
+    for part in inner.split(',') {
+        if dims.len() == max {
+            return None;
+        }
+        dims.push(plain_u64(part.trim_matches(ws))?);
+    }
+    Some(dims)
 }
 
 fn string<'a>(raw: &'a RawValue) -> Option<std::borrow::Cow<'a, str>> {
-    serde_json::from_str(raw.get()).ok()
+    // A string without escapes is its text between the quotes (valid JSON holds no control
+    // characters in a string).
+    if let Some(inner) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+    {
+        if !inner.contains('\\') {
+            return Some(std::borrow::Cow::Borrowed(inner));
+        }
+    }
+    // Borrowed from the body unless it holds escapes (a bare `Cow<str>` always copies).
+    #[derive(serde::Deserialize)]
+    struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+    serde_json::from_str::<Text>(raw.get()).ok().map(|t| t.0)
 }
 
 /// Decodes `data` (nested arrays of scalars) straight into the tensor's bytes: never more
@@ -365,21 +418,24 @@ pub fn parse_request(
         }
         let shape: Vec<u64> = match inp.shape {
             None => return Err(bad(format!("input '{name}' has no \"shape\""))),
-            Some(r) => {
-                at_most(r, airlock_engine::contract::MAX_RANK, "dimensions").map_err(|_| {
-                    bad(format!(
-                        "input '{name}': shape must hold non-negative integers (at most {})",
-                        airlock_engine::contract::MAX_RANK
-                    ))
-                })?
-            }
+            Some(r) => match plain_dims(r, airlock_engine::contract::MAX_RANK) {
+                Some(dims) => dims,
+                None => {
+                    at_most(r, airlock_engine::contract::MAX_RANK, "dimensions").map_err(|_| {
+                        bad(format!(
+                            "input '{name}': shape must hold non-negative integers (at most {})",
+                            airlock_engine::contract::MAX_RANK
+                        ))
+                    })?
+                }
+            },
         };
         let decl = assembled.declare(name, &dt, &shape)?;
         let n = decl.elements;
-        let ip = params(inp.parameters, &format!("input '{name}': "))?;
+        let ip = params(inp.parameters, format_args!("input '{name}': "))?;
         let binary_size = opt_u64(
             ip.binary_data_size,
-            &format!("input '{name}': binary_data_size"),
+            format_args!("input '{name}': binary_data_size"),
         )?;
         let data = match (binary_size, inp.data) {
             (Some(size), _) => {
@@ -492,7 +548,7 @@ pub fn parse_request(
                 }
                 let op = params(
                     o.parameters,
-                    &format!("output '{}': ", contract.outputs[i].name),
+                    format_args!("output '{}': ", contract.outputs[i].name),
                 )?;
                 let bin = opt_bool(op.binary_data, "parameters.binary_data")?.unwrap_or(binary_all);
                 out.push((i, bin));
@@ -615,16 +671,28 @@ struct Capped {
 }
 
 impl std::io::Write for Capped {
+    #[inline]
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.write_all(b).map(|()| b.len())
+    }
+    // serde_json writes an answer in dozens of small pieces, each through `write_all`: inlined,
+    // one comparison and a copy into the reserved buffer.
+    #[inline]
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         if self.buf.len() + b.len() > self.cap {
-            return Err(std::io::Error::other("the response limit"));
+            return Err(over_the_limit());
         }
         self.buf.extend_from_slice(b);
-        Ok(b.len())
+        Ok(())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+#[cold]
+fn over_the_limit() -> std::io::Error {
+    std::io::Error::other("the response limit")
 }
 
 /// The answer would be larger than the response limit.
@@ -691,8 +759,20 @@ pub fn encode_response(
         },
         outputs: outs,
     };
+    // One buffer for the JSON header and the binary outputs after it, reserved up front for
+    // a typical header (JSON data grows it as it must).
+    let names: usize = outputs
+        .iter()
+        .map(|t| t.name.len() + 24 * t.shape.len())
+        .sum();
+    let reserve = 320
+        + who.model.len()
+        + who.digest.len()
+        + who.id.map_or(0, str::len)
+        + 96 * wanted.len()
+        + names;
     let mut w = Capped {
-        buf: Vec::new(),
+        buf: Vec::with_capacity(reserve.min(max as usize) + binary_total as usize),
         cap: (max - binary_total) as usize,
     };
     serde_json::to_writer(&mut w, &root).map_err(|_| ResponseTooLarge { json })?;
@@ -715,6 +795,74 @@ mod tests {
     use super::*;
     use airlock_signing::manifest::{Dim, TensorSpec};
     use serde_json::{json, Value};
+
+    #[test]
+    fn the_shortcuts_read_values_exactly_as_serde_json_does() {
+        let raw = |t: &str| -> Box<RawValue> { serde_json::from_str(t).expect("valid JSON") };
+        for t in [
+            "0",
+            "7",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.0",
+            "1e3",
+            "\"5\"",
+            "true",
+            "null",
+            "[1]",
+        ] {
+            let r = raw(t);
+            let serde = serde_json::from_str::<u64>(r.get()).ok();
+            if let Some(n) = plain_u64(r.get()) {
+                assert_eq!(Some(n), serde, "{t}");
+            }
+            assert_eq!(opt_u64(Some(&r), "x").ok().flatten(), serde, "{t}");
+            let serde = serde_json::from_str::<bool>(r.get()).ok();
+            assert_eq!(opt_bool(Some(&r), "x").ok().flatten(), serde, "{t}");
+        }
+        for t in [
+            "[]",
+            "[ ]",
+            "[4,16]",
+            "[ 4 ,\n16 ]",
+            "[0]",
+            "[1,2,3,4,5,6,7,8]",
+            "[1,2,3,4,5,6,7,8,9]",
+            "[-1]",
+            "[1.5]",
+            "[[4]]",
+            "[\"4\"]",
+            "[18446744073709551616]",
+            "{}",
+            "4",
+            "[4,null]",
+        ] {
+            let r = raw(t);
+            let max = 8;
+            let serde = at_most::<u64>(&r, max, "dimensions").ok();
+            if let Some(d) = plain_dims(&r, max) {
+                assert_eq!(Some(d), serde, "{t}");
+            }
+        }
+        for t in [
+            "\"x\"",
+            "\"\"",
+            "\"caf\u{e9}\"",
+            "\"a\\\"b\"",
+            "\"\\u0041\"",
+            "\"a\\\\\"",
+            "1",
+            "null",
+            "[\"x\"]",
+        ] {
+            let r = raw(t);
+            #[derive(serde::Deserialize)]
+            struct Owned(String);
+            let serde = serde_json::from_str::<Owned>(r.get()).ok().map(|o| o.0);
+            assert_eq!(string(&r).map(|c| c.into_owned()), serde, "{t}");
+        }
+    }
 
     fn parse_bin(
         c: &Contract,

@@ -61,6 +61,38 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// A request's span, opened at once or only for its closing line. The fmt layers format a
+/// span's fields when it opens, whether or not a line is ever written (about a tenth of an
+/// inference request's instructions); a front end whose handlers write no line of their own
+/// while they run defers the span (unless debug lines are on: the caller checks, under its own
+/// target) and makes it only if the closing line is written.
+pub struct RequestSpan<F: Fn() -> tracing::Span> {
+    span: tracing::Span,
+    make: F,
+}
+
+impl<F: Fn() -> tracing::Span> RequestSpan<F> {
+    /// Opens the span now, or defers it.
+    pub fn new(defer: bool, make: F) -> Self {
+        let span = if defer { tracing::Span::none() } else { make() };
+        RequestSpan { span, make }
+    }
+
+    /// What the request runs in (the disabled span while deferred).
+    pub fn running(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
+    /// The span for the closing line: made now if it was deferred and the line is `written`.
+    pub fn closing(self, written: bool) -> tracing::Span {
+        if self.span.is_none() && written {
+            (self.make)()
+        } else {
+            self.span
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -744,16 +744,12 @@ impl Grpc {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::trace::trace_id)
             .map(str::to_string);
-        let make =
-            || tracing::info_span!("rpc", id = %id, trace_id = trace.as_deref(), method = %method);
-        // As for HTTP's `/v2` routes (`http::trace_request`): the RPC handlers write no line of
-        // their own while they run, so unless debug lines are on the span is made only if the
-        // closing line is written.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
-            make()
-        } else {
-            tracing::Span::none()
-        };
+        // As for HTTP's `/v2` routes: the RPC handlers write no line of their own while they
+        // run, so the span waits for the closing line unless debug lines are on.
+        let span = crate::trace::RequestSpan::new(
+            !tracing::enabled!(tracing::Level::DEBUG),
+            || tracing::info_span!("rpc", id = %id, trace_id = trace.as_deref(), method = %method),
+        );
         let start = Instant::now();
         let open = method == "ServerLive" || method == "ServerReady";
         let caller = match &self.state.tokens {
@@ -773,20 +769,21 @@ impl Grpc {
                 .into_http::<tonic::body::Body>(),
             Some(c) => {
                 if let Some(Caller(Some(rec))) = Some(&c) {
-                    span.in_scope(|| tracing::debug!(token = %rec.id, "authenticated"));
+                    span.running()
+                        .in_scope(|| tracing::debug!(token = %rec.id, "authenticated"));
                 }
                 req.extensions_mut().insert(c);
                 let svc = self.service.clone();
                 let r = if method == "ModelStreamInfer" {
                     // A stream may rest between requests: no pace.
                     tower::ServiceExt::oneshot(svc, req)
-                        .instrument(span.clone())
+                        .instrument(span.running())
                         .await
                 } else {
                     let pace = self.pace;
                     let req = req.map(|b| PacedBody::new(b, pace));
                     tower::ServiceExt::oneshot(svc, req)
-                        .instrument(span.clone())
+                        .instrument(span.running())
                         .await
                 };
                 match r {
@@ -804,12 +801,7 @@ impl Grpc {
             .map(Code::from_i32);
         let micros = start.elapsed().as_micros() as u64;
         let written = !matches!(code, None | Some(Code::Ok));
-        let span = if span.is_none() && written {
-            make()
-        } else {
-            span
-        };
-        span.in_scope(|| match code {
+        span.closing(written).in_scope(|| match code {
             None | Some(Code::Ok) => tracing::debug!(micros, "rpc"),
             Some(c @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {
                 tracing::warn!(code = ?c, micros, "rpc failed")

@@ -260,32 +260,21 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
         .map(str::to_string);
     // The span carries only what every line of the request needs (its id and the client's
     // trace id; an absent trace id records no field): method and path go on the closing line.
-    let make = || tracing::info_span!("request", id = %id, trace_id = trace.as_deref());
-    // The fmt layers format a span's fields when it opens, whether or not a line is ever
-    // written: a tenth of an inference request's instructions. The `/v2` handlers write no
-    // line of their own while they run (the engine's lines come from its session threads), and
-    // authorisation writes only debug lines; so unless debug lines are on, a `/v2` request's
-    // span is made only if its closing line is written. Every other route (the admin API logs
-    // as it works) opens its span at once.
-    let deferred =
-        req.uri().path().starts_with("/v2/") && !tracing::enabled!(tracing::Level::DEBUG);
-    let span = if deferred {
-        tracing::Span::none()
-    } else {
-        make()
-    };
+    // The `/v2` handlers write no line of their own while they run (the engine's lines come
+    // from its session threads) and authorisation writes only debug lines, so their span waits
+    // for the closing line unless debug lines are on ([`crate::trace::RequestSpan`]). Every
+    // other route (the admin API logs as it works) opens its span at once.
+    let span = crate::trace::RequestSpan::new(
+        req.uri().path().starts_with("/v2/") && !tracing::enabled!(tracing::Level::DEBUG),
+        || tracing::info_span!("request", id = %id, trace_id = trace.as_deref()),
+    );
     let method = req.method().clone();
     let uri = req.uri().clone();
     let start = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = next.run(req).instrument(span.running()).await;
     let status = resp.status().as_u16();
     let micros = start.elapsed().as_micros() as u64;
-    let span = if span.is_none() && status >= 400 {
-        make()
-    } else {
-        span
-    };
-    span.in_scope(|| match status {
+    span.closing(status >= 400).in_scope(|| match status {
         500.. => tracing::warn!(status, micros, %method, path = uri.path(), "request failed"),
         400.. => tracing::info!(status, micros, %method, path = uri.path(), "request refused"),
         _ => tracing::debug!(status, micros, %method, path = uri.path(), "request"),

@@ -251,6 +251,23 @@ pub struct Server {
     pub max_connections: u32,
     /// Largest response body (an answer above it is refused rather than built).
     pub max_response_size: ByteSize,
+    /// Threads that run the listeners, connections and request handling (HTTP, gRPC, admin);
+    /// ONNX Runtime's threads are separate. 0: half the cores, at least 1 and at most 8 (a
+    /// worker more than the load needs costs a wake-up of a sibling on every request).
+    pub io_threads: u32,
+}
+
+/// Most `[server] io_threads` one may ask for.
+pub const MAX_IO_THREADS: u32 = 256;
+
+impl Server {
+    /// The number of I/O threads to start on a machine with `cores` cores.
+    pub fn io_threads_for(&self, cores: usize) -> usize {
+        match self.io_threads {
+            0 => (cores / 2).clamp(1, 8),
+            n => n as usize,
+        }
+    }
 }
 
 impl Default for Server {
@@ -267,6 +284,7 @@ impl Default for Server {
             send_timeout: HumanDuration::from_secs(30),
             max_connections: 1024,
             max_response_size: ByteSize(64 << 20),
+            io_threads: 0,
         }
     }
 }
@@ -722,6 +740,15 @@ impl Config {
                 return fail(k, "must be at least 1".into());
             }
         }
+        if sv.io_threads > MAX_IO_THREADS {
+            return fail(
+                "server.io_threads",
+                format!(
+                    "{} is more than {MAX_IO_THREADS} (0: half the cores, at most 8)",
+                    sv.io_threads
+                ),
+            );
+        }
         if self.admin.max_connections_per_uid > self.admin.max_connections {
             return fail(
                 "admin.max_connections_per_uid",
@@ -1013,6 +1040,21 @@ mod tests {
         let e = parse("[bundles]\nmax_file_size = \"2 parsecs\"\n").expect_err("invalid");
         assert_eq!(e.key, "bundles.max_file_size");
         assert!(e.message.contains("GiB"), "{e}");
+    }
+
+    #[test]
+    fn io_threads_default_to_half_the_cores_and_are_bounded() {
+        let d = Server::default();
+        assert_eq!(
+            [1, 2, 3, 16, 64].map(|c| d.io_threads_for(c)),
+            [1, 1, 1, 8, 8]
+        );
+        let c = parse("[server]\nio_threads = 3\n").expect("valid");
+        assert_eq!(c.server.io_threads_for(64), 3);
+        let e = parse("[server]\nio_threads = 100000\n").expect_err("invalid");
+        assert_eq!(e.key, "server.io_threads");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("256"), "{e}");
     }
 
     #[test]

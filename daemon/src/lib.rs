@@ -298,7 +298,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let io_threads = config.server.io_threads_for(cores);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
+        .thread_name("airlock-io")
         .enable_all()
         .build()?;
     rt.block_on(async {
@@ -321,7 +325,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let admin_listener = http::admin::bind(&config.admin.socket, config.admin.socket_mode)?;
         // Signal handlers exist before anyone is told the daemon is ready.
         let stop_signals = stop_signals()?;
-        tracing::info!(listen = %bound, grpc = %grpc_bound, tls = tls.is_some(), "ready: serving the Open Inference Protocol v2 (HTTP and gRPC)");
+        tracing::info!(listen = %bound, grpc = %grpc_bound, tls = tls.is_some(), io_threads, "ready: serving the Open Inference Protocol v2 (HTTP and gRPC)");
         let status = {
             let (infer, updater) = (infer.clone(), updater.clone());
             move || system::systemd::status_line(infer.models(), awaiting_approval(&updater))

@@ -533,6 +533,85 @@ fn cpu_row(
     ))
 }
 
+/// wrk's `--latency` percentile `pct` ("50%"), e.g. `   50%   61.00us`.
+fn wrk_percentile(out: &str, pct: &str) -> Option<Duration> {
+    let v = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(pct))?
+        .trim()
+        .to_string();
+    let (num, scale) = [("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|(u, k)| v.strip_suffix(u).map(|n| (n.to_string(), *k)))?;
+    Some(Duration::from_secs_f64(num.parse::<f64>().ok()? * scale))
+}
+
+/// What the load generator itself costs: the same tiny-model request from this bench's own
+/// client (a blocking thread per connection, in this process) and from wrk (one epoll thread),
+/// against the same airlockd: (client, connections, req/s, p50, client CPU / request, airlockd
+/// CPU / request).
+fn client_rows(
+    pid: u32,
+    addr: &str,
+    m: &BenchModel,
+    lua: &Path,
+    secs: f64,
+) -> anyhow::Result<Vec<String>> {
+    let mut rows = Vec::new();
+    let me = std::process::id();
+    for c in [1usize, 8] {
+        let (before, cpu0, me0) = (answered(addr, m.name)?, cpu_of(pid)?, cpu_of(me)?);
+        let (rps, p50, _) = load(addr, m, c, secs, false)?;
+        let (cpu, mine) = (cpu_of(pid)? - cpu0, cpu_of(me)? - me0);
+        let n = answered(addr, m.name)? - before;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        rows.push(format!(
+            "| this bench's client (a blocking thread per connection) | {c} | {rps:.0} | {:.0} µs | {:.1} µs | {:.1} µs |",
+            p50.as_secs_f64() * 1e6,
+            per(mine),
+            per(cpu)
+        ));
+        let (before, cpu0) = (answered(addr, m.name)?, cpu_of(pid)?);
+        let start = Instant::now();
+        let child = Command::new("wrk")
+            .args(["--latency", "-t1", "-c", &c.to_string(), "-d"])
+            .arg(format!("{}s", secs.ceil() as u64))
+            .arg("-s")
+            .arg(lua)
+            .arg(format!("http://{addr}/v2/models/{}/infer", m.name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("wrk (apt install wrk)")?;
+        let wrk = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut last = Duration::ZERO;
+            while let Ok(t) = cpu_of(wrk) {
+                last = t;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = tx.send(last);
+        });
+        let out = child.wait_with_output()?;
+        let elapsed = start.elapsed();
+        let cpu = cpu_of(pid)? - cpu0;
+        let n = answered(addr, m.name)? - before;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let p50 = wrk_percentile(&text, "50%").context("wrk --latency: no 50% line")?;
+        let wrk_cpu = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        rows.push(format!(
+            "| wrk (one epoll thread) | {c} | {:.0} | {:.0} µs | {:.1} µs | {:.1} µs |",
+            n as f64 / elapsed.as_secs_f64(),
+            p50.as_secs_f64() * 1e6,
+            per(wrk_cpu),
+            per(cpu)
+        ));
+    }
+    Ok(rows)
+}
+
 fn main() -> anyhow::Result<()> {
     let mut secs = 5.0;
     let mut airlockd = PathBuf::from("target/release/airlockd");
@@ -692,9 +771,22 @@ fn main() -> anyhow::Result<()> {
         cpu_rows.join("\n")
     );
     println!("{cpu_table}");
+    let client_table = {
+        let tiny = &MODELS[1];
+        let (lua, _) = cpu_bodies(&dir, tiny)?;
+        format!(
+            "What the load generator costs (`scripts/bench.sh serve`, {secs} s per row, {cores} cores, bench-tiny, \
+             binary extension, the same airlockd; CPU from `/proc/PID/stat`, requests counted by the engine; {}):\n\n\
+             | client | connections | req/s | p50 | client CPU / request | airlockd CPU / request |\n|---|---|---|---|---|---|\n{}\n",
+            time::OffsetDateTime::now_utc().date(),
+            client_rows(child.id(), &addr, tiny, &lua, secs)?.join("\n")
+        )
+    };
+    println!("{client_table}");
     if cpu_only {
         if let Some(doc) = &doc {
             write_block(doc, "cpu", &cpu_table)?;
+            write_block(doc, "client", &client_table)?;
         }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -836,6 +928,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(doc) = doc {
         write_block(&doc, "serve", &table)?;
         write_block(&doc, "cpu", &cpu_table)?;
+        write_block(&doc, "client", &client_table)?;
     }
     Ok(())
 }

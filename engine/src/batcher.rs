@@ -168,6 +168,9 @@ pub struct Queue {
     depth: AtomicUsize,
     ready: AtomicUsize,
     ewma_us: AtomicU64,
+    /// The input bytes of a run, on average (as `ewma_us`), so that the inline path can tell
+    /// a request of the usual size from one that would take longer.
+    ewma_bytes: AtomicU64,
     /// Counters.
     pub stats: Stats,
 }
@@ -197,6 +200,7 @@ impl Queue {
             depth: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             ewma_us: AtomicU64::new(0),
+            ewma_bytes: AtomicU64::new(0),
             stats: Stats::default(),
         }
     }
@@ -411,8 +415,10 @@ impl Queue {
     /// Runs a request at once on the calling thread, when that costs less than handing it to
     /// an instance thread and back (two cross-thread wake-ups): the model's runs take at most
     /// [`INLINE_MAX_US`] on average, nothing is waiting (so no request is overtaken), no queue
-    /// delay asks for batches to form, and an instance is idle. Otherwise the inputs come
-    /// back for [`Queue::submit`].
+    /// delay asks for batches to form, the request is at most twice the usual size of a run
+    /// (so that a client cannot hold the caller's thread with one unusually large input: the
+    /// average follows what runs really cost), and an instance is idle. Otherwise the inputs
+    /// come back for [`Queue::submit`].
     pub fn run_inline(
         &self,
         inputs: Vec<Tensor>,
@@ -421,6 +427,7 @@ impl Queue {
         let ewma = self.ewma_us.load(Ordering::Relaxed);
         if ewma == 0
             || ewma > INLINE_MAX_US
+            || input_bytes(&inputs) > 2 * self.ewma_bytes.load(Ordering::Relaxed)
             || (self.policy.batched && !self.policy.max_queue_delay.is_zero())
             || self.depth.load(Ordering::SeqCst) != 0
             || self.closed.load(Ordering::SeqCst)
@@ -475,11 +482,21 @@ impl Queue {
         st.executions.fetch_add(1, Ordering::Relaxed);
         st.compute_ns
             .fetch_add(compute.as_nanos() as u64, Ordering::Relaxed);
-        let us = (compute.as_micros() as u64).max(1);
-        let old = self.ewma_us.load(Ordering::Relaxed);
-        self.ewma_us.store(
-            if old == 0 { us } else { (old * 7 + us) / 8 },
-            Ordering::Relaxed,
+        let ewma = |avg: &AtomicU64, v: u64| {
+            let old = avg.load(Ordering::Relaxed);
+            avg.store(
+                if old == 0 { v } else { (old * 7 + v) / 8 },
+                Ordering::Relaxed,
+            );
+        };
+        ewma(&self.ewma_us, (compute.as_micros() as u64).max(1));
+        ewma(
+            &self.ewma_bytes,
+            batch
+                .iter()
+                .map(|j| input_bytes(&j.inputs))
+                .sum::<u64>()
+                .max(1),
         );
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -528,6 +545,18 @@ impl Queue {
             }
         }
     }
+}
+
+/// What a request's inputs weigh: their raw bytes, or for BYTES their strings and a length
+/// each.
+fn input_bytes(inputs: &[Tensor]) -> u64 {
+    inputs
+        .iter()
+        .map(|t| match &t.data {
+            tensor::Data::Raw(b) => b.len() as u64,
+            tensor::Data::Strings(v) => v.iter().map(|e| e.len() as u64 + 4).sum(),
+        })
+        .sum()
 }
 
 fn run_batched(
@@ -949,6 +978,15 @@ mod tests {
             let _busy = slots[0].exec.lock().expect("lock");
             assert!(inline(&q, 2.0).is_err(), "the only instance is running");
         }
+        q.ewma_bytes.store(8, Ordering::Relaxed);
+        let big = q.run_inline(request(2.0, 5, 1), Instant::now() + LONG);
+        assert!(big.is_err(), "20 bytes against runs of 8 on average");
+        q.ewma_bytes.store(8, Ordering::Relaxed);
+        let twice = q.run_inline(request(2.0, 4, 1), Instant::now() + LONG);
+        assert!(
+            twice.is_ok(),
+            "16 bytes: twice the usual size is still run inline"
+        );
         let gone = q.run_inline(
             request(2.0, 1, 2),
             Instant::now() - Duration::from_millis(1),

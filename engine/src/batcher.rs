@@ -10,12 +10,10 @@
 //! request that does not fit the batch being formed keeps its place at the head of the queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use arc_swap::ArcSwap;
 
 use airlock_signing::manifest::DType;
 use tokio::sync::oneshot;
@@ -127,7 +125,7 @@ impl From<String> for RunError {
 }
 
 /// What runs a batch: an ONNX Runtime session, or a stand-in in tests.
-pub trait Executor: Send + 'static {
+pub trait Executor: Send {
     /// Runs one set of inputs (a request, or a batch merged along dimension 0); outputs in the
     /// contract's order.
     fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError>;
@@ -135,19 +133,6 @@ pub trait Executor: Send + 'static {
     fn rebuild(&mut self) -> bool {
         false
     }
-}
-
-/// Runs of at most this many microseconds on average are made on the caller's thread when an
-/// instance is idle and nothing waits ([`Queue::run_inline`]): a hand-off to an instance thread
-/// and back costs two cross-thread wake-ups (tens of µs of CPU on a VM), more than such a run,
-/// and a caller on an async worker is held no longer than by a large request body's parse.
-pub const INLINE_MAX_US: u64 = 50;
-
-/// An instance's executor, shared by its thread and the inline path.
-struct Slot {
-    exec: Mutex<Box<dyn Executor>>,
-    /// A run on the inline path failed fatally: the instance thread rebuilds it first.
-    broken: AtomicBool,
 }
 
 struct Shared {
@@ -160,17 +145,12 @@ pub struct Queue {
     name: String,
     version: String,
     tx: Mutex<Option<SyncSender<Job>>>,
-    closed: AtomicBool,
     shared: Mutex<Shared>,
-    slots: ArcSwap<Vec<Arc<Slot>>>,
     policy: BatchPolicy,
     instances: u32,
     depth: AtomicUsize,
     ready: AtomicUsize,
     ewma_us: AtomicU64,
-    /// The input bytes of a run, on average (as `ewma_us`), so that the inline path can tell
-    /// a request of the usual size from one that would take longer.
-    ewma_bytes: AtomicU64,
     /// Counters.
     pub stats: Stats,
 }
@@ -189,8 +169,6 @@ impl Queue {
             name: name.to_string(),
             version: version.to_string(),
             tx: Mutex::new(Some(tx)),
-            closed: AtomicBool::new(false),
-            slots: ArcSwap::from_pointee(Vec::new()),
             shared: Mutex::new(Shared {
                 rx,
                 pending: VecDeque::new(),
@@ -200,7 +178,6 @@ impl Queue {
             depth: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             ewma_us: AtomicU64::new(0),
-            ewma_bytes: AtomicU64::new(0),
             stats: Stats::default(),
         }
     }
@@ -222,7 +199,6 @@ impl Queue {
 
     /// Stops taking requests; what is queued is still served, then the instances end.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
@@ -269,8 +245,7 @@ impl Queue {
     /// Takes the next batch: the first live request, then compatible ones until the batch is
     /// full, a preferred size is reached, or the first request has waited `max_queue_delay`.
     /// `None` once the queue is closed and empty.
-    /// An empty batch when `broken` is seen while waiting (the executor needs a rebuild).
-    fn next_batch(&self, broken: &AtomicBool) -> Option<Vec<Job>> {
+    fn next_batch(&self) -> Option<Vec<Job>> {
         let p = &self.policy;
         let mut sh = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let take = |sh: &mut Shared, wait: Duration| -> Result<Option<Job>, ()> {
@@ -287,7 +262,6 @@ impl Queue {
         let first = loop {
             match take(&mut sh, Duration::from_millis(200)) {
                 Err(()) => return None,
-                Ok(None) if broken.load(Ordering::SeqCst) => return Some(Vec::new()),
                 Ok(None) => continue,
                 Ok(Some(j)) => {
                     if let Some(j) = self.live(j) {
@@ -355,212 +329,87 @@ impl Queue {
     }
 
     /// An instance thread's loop: forms batches and runs them on `exec` until the queue is
-    /// closed and drained (or the executor cannot be rebuilt after a fatal error). The
-    /// executor is shared with [`Queue::run_inline`], which may use it while this thread waits.
-    pub fn serve(&self, exec: impl Executor + 'static) {
-        let slot = Arc::new(Slot {
-            exec: Mutex::new(Box::new(exec)),
-            broken: AtomicBool::new(false),
-        });
-        self.slots.rcu(|v| {
-            let mut v = Vec::clone(v);
-            v.push(slot.clone());
-            v
-        });
-        self.serve_slot(&slot);
-        self.slots.rcu(|v| {
-            v.iter()
-                .filter(|s| !Arc::ptr_eq(s, &slot))
-                .cloned()
-                .collect::<Vec<_>>()
-        });
-    }
-
-    fn serve_slot(&self, slot: &Slot) {
-        while let Some(batch) = self.next_batch(&slot.broken) {
+    /// closed and drained (or the executor cannot be rebuilt after a fatal error).
+    pub fn serve(&self, mut exec: impl Executor) {
+        while let Some(batch) = self.next_batch() {
             self.depth.fetch_sub(batch.len(), Ordering::SeqCst);
-            let mut exec = slot.exec.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.broken.load(Ordering::SeqCst) {
-                // A run on the inline path failed fatally: rebuilt here, off the caller's thread
-                // (it already counted the rebuild and took the instance out of readiness).
-                if !self.rebuild(&mut **exec) {
-                    return;
-                }
-                slot.broken.store(false, Ordering::SeqCst);
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            if self.execute(&mut **exec, batch) {
-                self.ready.fetch_sub(1, Ordering::SeqCst);
-                self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-                if !self.rebuild(&mut **exec) {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Self-healing after a fatal run-time error: the instance is not ready while it rebuilds
-    /// (the caller took it out of readiness); `false` when it cannot be rebuilt.
-    fn rebuild(&self, exec: &mut dyn Executor) -> bool {
-        tracing::warn!(model = %self.name, "rebuilding the session after a fatal run-time error");
-        if !exec.rebuild() {
-            return false;
-        }
-        self.ready.fetch_add(1, Ordering::SeqCst);
-        true
-    }
-
-    /// Runs a request at once on the calling thread, when that costs less than handing it to
-    /// an instance thread and back (two cross-thread wake-ups): the model's runs take at most
-    /// [`INLINE_MAX_US`] on average, nothing is waiting (so no request is overtaken), no queue
-    /// delay asks for batches to form, the request is at most twice the usual size of a run
-    /// (so that a client cannot hold the caller's thread with one unusually large input: the
-    /// average follows what runs really cost), and an instance is idle. Otherwise the inputs
-    /// come back for [`Queue::submit`].
-    pub fn run_inline(
-        &self,
-        inputs: Vec<Tensor>,
-        deadline: Instant,
-    ) -> Result<Result<Answer, InferError>, Vec<Tensor>> {
-        let ewma = self.ewma_us.load(Ordering::Relaxed);
-        if ewma == 0
-            || ewma > INLINE_MAX_US
-            || input_bytes(&inputs) > 2 * self.ewma_bytes.load(Ordering::Relaxed)
-            || (self.policy.batched && !self.policy.max_queue_delay.is_zero())
-            || self.depth.load(Ordering::SeqCst) != 0
-            || self.closed.load(Ordering::SeqCst)
-        {
-            return Err(inputs);
-        }
-        let slots = self.slots.load();
-        let Some(mut exec) = slots.iter().find_map(|s| {
-            let guard = s.exec.try_lock().ok()?;
-            (!s.broken.load(Ordering::SeqCst)).then_some((s, guard))
-        }) else {
-            return Err(inputs);
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(inputs);
-        }
-        let (tx, mut rx) = oneshot::channel();
-        let job = Job {
-            inputs,
-            deadline,
-            enqueued: now,
-            reply: tx,
-        };
-        if self.execute(&mut **exec.1, vec![job]) {
-            // Marked while still held, so that no other caller picks it up; the instance
-            // thread rebuilds it.
-            exec.0.broken.store(true, Ordering::SeqCst);
-            self.ready.fetch_sub(1, Ordering::SeqCst);
-            self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(exec);
-        Ok(rx.try_recv().unwrap_or_else(|_| {
-            Err(InferError::Internal(
-                "the engine dropped the request".into(),
-            ))
-        }))
-    }
-
-    /// Runs one batch on `exec` and answers its requests, counting it; `true` when the error
-    /// was fatal (the executor must be rebuilt before it runs anything else).
-    fn execute(&self, exec: &mut dyn Executor, batch: Vec<Job>) -> bool {
-        let start = Instant::now();
-        let rows: Vec<u64> = batch.iter().map(Job::rows).collect();
-        let result = if batch.len() == 1 {
-            exec.run(&batch[0].inputs).map(|o| vec![o])
-        } else {
-            run_batched(exec, &batch, &rows)
-        };
-        let compute = start.elapsed();
-        let st = &self.stats;
-        st.executions.fetch_add(1, Ordering::Relaxed);
-        st.compute_ns
-            .fetch_add(compute.as_nanos() as u64, Ordering::Relaxed);
-        let ewma = |avg: &AtomicU64, v: u64| {
-            let old = avg.load(Ordering::Relaxed);
-            avg.store(
-                if old == 0 { v } else { (old * 7 + v) / 8 },
+            let start = Instant::now();
+            let rows: Vec<u64> = batch.iter().map(Job::rows).collect();
+            let result = if batch.len() == 1 {
+                exec.run(&batch[0].inputs).map(|o| vec![o])
+            } else {
+                run_batched(&mut exec, &batch, &rows)
+            };
+            let compute = start.elapsed();
+            let st = &self.stats;
+            st.executions.fetch_add(1, Ordering::Relaxed);
+            st.compute_ns
+                .fetch_add(compute.as_nanos() as u64, Ordering::Relaxed);
+            let us = compute.as_micros() as u64;
+            let old = self.ewma_us.load(Ordering::Relaxed);
+            self.ewma_us.store(
+                if old == 0 { us } else { (old * 7 + us) / 8 },
                 Ordering::Relaxed,
             );
-        };
-        ewma(&self.ewma_us, (compute.as_micros() as u64).max(1));
-        ewma(
-            &self.ewma_bytes,
-            batch
-                .iter()
-                .map(|j| input_bytes(&j.inputs))
-                .sum::<u64>()
-                .max(1),
-        );
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        st.last_inference_ms.store(now_ms, Ordering::Relaxed);
-        match result {
-            Ok(per_request) => {
-                let total_rows = rows.iter().sum();
-                for (job, outputs) in batch.into_iter().zip(per_request) {
-                    let queue = start.saturating_duration_since(job.enqueued);
-                    st.success.fetch_add(1, Ordering::Relaxed);
-                    st.queue_ns
-                        .fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
-                    let _ = job.reply.send(Ok(Answer {
-                        outputs,
-                        queue,
-                        compute,
-                        batch_rows: total_rows,
-                    }));
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            st.last_inference_ms.store(now_ms, Ordering::Relaxed);
+            match result {
+                Ok(per_request) => {
+                    let total_rows = rows.iter().sum();
+                    for (job, outputs) in batch.into_iter().zip(per_request) {
+                        let queue = start.saturating_duration_since(job.enqueued);
+                        st.success.fetch_add(1, Ordering::Relaxed);
+                        st.queue_ns
+                            .fetch_add(queue.as_nanos() as u64, Ordering::Relaxed);
+                        let _ = job.reply.send(Ok(Answer {
+                            outputs,
+                            queue,
+                            compute,
+                            batch_rows: total_rows,
+                        }));
+                    }
                 }
-                false
-            }
-            Err(e) if e.client => {
-                // The runtime refused the input as an argument: the client's fault, not
-                // the model's (not counted as a failure).
-                tracing::info!(model = %self.name, version = %self.version, error = %e, "inference refused the input");
-                for job in batch {
-                    let _ = job.reply.send(Err(InferError::BadRequest(format!(
-                        "model {} refused the input: {e}",
-                        self.name
-                    ))));
+                Err(e) if e.client => {
+                    // The runtime refused the input as an argument: the client's fault, not
+                    // the model's (not counted as a failure).
+                    tracing::info!(model = %self.name, version = %self.version, error = %e, "inference refused the input");
+                    for job in batch {
+                        let _ = job.reply.send(Err(InferError::BadRequest(format!(
+                            "model {} refused the input: {e}",
+                            self.name
+                        ))));
+                    }
                 }
-                false
-            }
-            Err(e) => {
-                tracing::error!(model = %self.name, version = %self.version, error = %e, "inference failed");
-                for job in batch {
-                    st.failure.fetch_add(1, Ordering::Relaxed);
-                    let _ = job.reply.send(Err(InferError::Internal(format!(
-                        "model {} failed to run: {e}",
-                        self.name
-                    ))));
+                Err(e) => {
+                    tracing::error!(model = %self.name, version = %self.version, error = %e, "inference failed");
+                    for job in batch {
+                        st.failure.fetch_add(1, Ordering::Relaxed);
+                        let _ = job.reply.send(Err(InferError::Internal(format!(
+                            "model {} failed to run: {e}",
+                            self.name
+                        ))));
+                    }
+                    if e.fatal {
+                        // Self-healing: the instance is not ready while it rebuilds.
+                        self.ready.fetch_sub(1, Ordering::SeqCst);
+                        st.rebuilds.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(model = %self.name, "rebuilding the session after a fatal run-time error");
+                        if !exec.rebuild() {
+                            return;
+                        }
+                        self.ready.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
-                e.fatal
             }
         }
     }
-}
-
-/// What a request's inputs weigh: their raw bytes, or for BYTES their strings and a length
-/// each.
-fn input_bytes(inputs: &[Tensor]) -> u64 {
-    inputs
-        .iter()
-        .map(|t| match &t.data {
-            tensor::Data::Raw(b) => b.len() as u64,
-            tensor::Data::Strings(v) => v.iter().map(|e| e.len() as u64 + 4).sum(),
-        })
-        .sum()
 }
 
 fn run_batched(
-    exec: &mut dyn Executor,
+    exec: &mut impl Executor,
     batch: &[Job],
     rows: &[u64],
 ) -> Result<Vec<Vec<Tensor>>, RunError> {
@@ -584,6 +433,7 @@ fn run_batched(
 mod tests {
     use super::*;
     use crate::tensor::Data;
+    use std::sync::Arc;
 
     /// Echoes its first input as output `y` and records the rows of every batch it ran, with
     /// the first value of each request's rows (their tags).
@@ -592,27 +442,10 @@ mod tests {
         batches: Arc<Mutex<Vec<Vec<f32>>>>,
         /// How long a run takes.
         delay: Duration,
-        /// The next run fails fatally.
-        fatal_next: Arc<AtomicBool>,
-        /// Rebuilds made.
-        rebuilt: Arc<AtomicU64>,
-        /// The thread of every run.
-        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
     }
 
     impl Executor for Echo {
         fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
-            self.threads
-                .lock()
-                .expect("lock")
-                .push(std::thread::current().id());
-            if self.fatal_next.swap(false, Ordering::SeqCst) {
-                return Err(RunError {
-                    client: false,
-                    fatal: true,
-                    message: "injected: CUDA failure".into(),
-                });
-            }
             let x = &inputs[0];
             let Data::Raw(b) = &x.data else {
                 return Err("not raw".to_string().into());
@@ -630,11 +463,6 @@ mod tests {
                 x.shape.clone(),
                 x.data.clone(),
             )?])
-        }
-
-        fn rebuild(&mut self) -> bool {
-            self.rebuilt.fetch_add(1, Ordering::SeqCst);
-            true
         }
     }
 
@@ -891,153 +719,5 @@ mod tests {
             }),
             Err(InferError::Unavailable(_))
         ));
-    }
-
-    fn inline(q: &Queue, tag: f32) -> Result<Result<Answer, InferError>, Vec<Tensor>> {
-        q.run_inline(request(tag, 1, 2), Instant::now() + LONG)
-    }
-
-    /// Runs inline once the instance thread let go of the executor (it answers the queued
-    /// request before it unlocks it).
-    fn inline_when_idle(q: &Queue, tag: f32) -> Result<Answer, InferError> {
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = inline(q, tag) {
-                return r;
-            }
-            assert!(Instant::now() < until, "never ran inline");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits (bounded) until `cond` holds.
-    fn eventually(what: &str, cond: impl Fn() -> bool) {
-        let until = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < until, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    #[test]
-    fn a_short_run_on_an_idle_instance_is_made_on_the_callers_thread_and_counted_alike() {
-        let q = Arc::new(Queue::new("m", "1.0.0", 16, 1, policy(true, 8, &[], 0)));
-        let exec = Echo::default();
-        let h = start(&q, exec.clone());
-        // Nothing known of the model's runs yet: the first request goes through the queue.
-        eventually("the instance is registered", || !q.slots.load().is_empty());
-        assert!(inline(&q, 1.0).is_err(), "no run measured yet");
-        answer(submit(&q, request(1.0, 1, 2), LONG)).expect("queued answer");
-        let a = inline_when_idle(&q, 2.0).expect("outputs");
-        assert_eq!(tags_of(&a), vec![2.0, 2.0]);
-        assert_eq!(a.batch_rows, 1);
-        let threads = exec.threads.lock().expect("lock").clone();
-        assert_eq!(threads.len(), 2);
-        assert_ne!(
-            threads[0],
-            std::thread::current().id(),
-            "queued: the instance thread"
-        );
-        assert_eq!(
-            threads[1],
-            std::thread::current().id(),
-            "inline: the caller's thread"
-        );
-        assert_eq!(q.stats.success.load(Ordering::Relaxed), 2);
-        assert_eq!(q.stats.executions.load(Ordering::Relaxed), 2);
-        assert_eq!(q.depth(), 0);
-        q.close();
-        assert!(inline(&q, 3.0).is_err(), "a closed queue runs nothing");
-        h.join().expect("joined");
-        assert!(
-            q.slots.load().is_empty(),
-            "a finished instance leaves the inline path"
-        );
-    }
-
-    #[test]
-    fn the_inline_path_stands_aside_for_slow_runs_waiting_requests_queue_delays_and_busy_instances()
-    {
-        let q = Arc::new(Queue::new("m", "1.0.0", 16, 1, policy(true, 8, &[], 0)));
-        let exec = Echo::default();
-        let h = start(&q, exec.clone());
-        answer(submit(&q, request(1.0, 1, 2), LONG)).expect("queued answer");
-        // Idle and eligible: each refusal below is for the reason it names.
-        assert!(inline_when_idle(&q, 2.0).is_ok());
-        q.ewma_us.store(INLINE_MAX_US + 1, Ordering::Relaxed);
-        assert!(inline(&q, 2.0).is_err(), "runs longer than INLINE_MAX_US");
-        q.ewma_us.store(INLINE_MAX_US, Ordering::Relaxed);
-        q.depth.fetch_add(1, Ordering::SeqCst);
-        assert!(
-            inline(&q, 2.0).is_err(),
-            "a waiting request is not overtaken"
-        );
-        q.depth.fetch_sub(1, Ordering::SeqCst);
-        {
-            let slots = q.slots.load();
-            let _busy = slots[0].exec.lock().expect("lock");
-            assert!(inline(&q, 2.0).is_err(), "the only instance is running");
-        }
-        q.ewma_bytes.store(8, Ordering::Relaxed);
-        let big = q.run_inline(request(2.0, 5, 1), Instant::now() + LONG);
-        assert!(big.is_err(), "20 bytes against runs of 8 on average");
-        q.ewma_bytes.store(8, Ordering::Relaxed);
-        let twice = q.run_inline(request(2.0, 4, 1), Instant::now() + LONG);
-        assert!(
-            twice.is_ok(),
-            "16 bytes: twice the usual size is still run inline"
-        );
-        let gone = q.run_inline(
-            request(2.0, 1, 2),
-            Instant::now() - Duration::from_millis(1),
-        );
-        assert!(
-            gone.is_err(),
-            "a request past its deadline takes the queue's path"
-        );
-        q.ewma_us.store(1, Ordering::Relaxed);
-        assert!(inline_when_idle(&q, 2.0).is_ok());
-        q.close();
-        h.join().expect("joined");
-
-        let delayed = Arc::new(Queue::new("m", "1.0.0", 16, 1, policy(true, 8, &[], 5)));
-        let h = start(&delayed, Echo::default());
-        answer(submit(&delayed, request(1.0, 1, 2), LONG)).expect("queued answer");
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(
-            inline(&delayed, 2.0).is_err(),
-            "a queue delay asks for batches to form"
-        );
-        delayed.close();
-        h.join().expect("joined");
-    }
-
-    #[test]
-    fn a_fatal_inline_run_takes_the_instance_out_until_its_thread_rebuilt_it() {
-        let q = Arc::new(Queue::new("m", "1.0.0", 16, 1, policy(true, 8, &[], 0)));
-        let exec = Echo::default();
-        let h = start(&q, exec.clone());
-        answer(submit(&q, request(1.0, 1, 2), LONG)).expect("queued answer");
-        exec.fatal_next.store(true, Ordering::SeqCst);
-        let e = inline_when_idle(&q, 2.0).expect_err("failed");
-        assert!(matches!(e, InferError::Internal(_)), "{e:?}");
-        assert_eq!(q.stats.failure.load(Ordering::Relaxed), 1);
-        assert_eq!(q.stats.rebuilds.load(Ordering::Relaxed), 1);
-        assert!(
-            inline(&q, 3.0).is_err(),
-            "a broken instance is not used inline"
-        );
-        // The instance thread notices while it waits, rebuilds, and is ready again.
-        eventually("the instance is rebuilt", || {
-            exec.rebuilt.load(Ordering::SeqCst) == 1 && q.ready_instances() == 1
-        });
-        eventually("the instance is usable inline again", || {
-            !q.slots.load()[0].broken.load(Ordering::SeqCst)
-        });
-        assert!(inline_when_idle(&q, 4.0).is_ok());
-        // Queued work still runs after the rebuild.
-        answer(submit(&q, request(5.0, 1, 2), LONG)).expect("queued answer");
-        q.close();
-        h.join().expect("joined");
     }
 }

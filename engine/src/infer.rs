@@ -232,10 +232,6 @@ impl Call {
         let now = Instant::now();
         let timeout = timeout.unwrap_or(model.settings.default_timeout.get());
         let deadline = now + timeout;
-        let inputs = match model.run_inline(inputs, deadline) {
-            Ok(answer) => return answer,
-            Err(inputs) => inputs,
-        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         model.submit(Job {
             inputs,

@@ -229,19 +229,6 @@ impl LoadedModel {
         self.queue.submit(job)
     }
 
-    /// Runs a request at once on the calling thread when its runs are short and an instance
-    /// is idle ([`Queue::run_inline`]); otherwise the inputs come back for [`Self::submit`].
-    pub fn run_inline(
-        &self,
-        inputs: Vec<crate::tensor::Tensor>,
-        deadline: std::time::Instant,
-    ) -> Result<Result<crate::batcher::Answer, InferError>, Vec<crate::tensor::Tensor>> {
-        if self.unavailable.is_some() {
-            return Err(inputs);
-        }
-        self.queue.run_inline(inputs, deadline)
-    }
-
     /// Marks a request as using this version until the guard drops: a replaced version is
     /// released only when none is left (or the drain timeout passed).
     pub fn enter(self: &Arc<Self>) -> InFlight {

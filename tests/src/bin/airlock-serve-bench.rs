@@ -366,6 +366,21 @@ fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// A child's CPU time, read every 20 ms until it exits (the last reading, taken just before it
+/// is reaped by `wait_with_output`, arrives on the channel).
+fn watch_cpu(pid: u32) -> std::sync::mpsc::Receiver<Duration> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut last = Duration::ZERO;
+        while let Ok(t) = cpu_of(pid) {
+            last = t;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = tx.send(last);
+    });
+    rx
+}
+
 /// `inference_count` of `model` (what the engine really answered), from its statistics.
 fn answered(addr: &str, model: &str) -> anyhow::Result<u64> {
     let (_, _, body) =
@@ -497,17 +512,7 @@ fn cpu_row(
             .stderr(Stdio::piped())
             .spawn()
             .context("wrk / h2load (apt install wrk nghttp2-client)")?;
-        let client = child.id();
-        // The client's CPU, read just before it exits (it is reaped by wait_with_output).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut last = Duration::ZERO;
-            while let Ok(t) = cpu_of(client) {
-                last = t;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = tx.send(last);
-        });
+        let rx = watch_cpu(child.id());
         let out = child.wait_with_output()?;
         let elapsed = start.elapsed();
         let cpu = cpu_of(pid)? - cpu0;
@@ -583,16 +588,7 @@ fn client_rows(
             .stderr(Stdio::piped())
             .spawn()
             .context("wrk (apt install wrk)")?;
-        let wrk = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut last = Duration::ZERO;
-            while let Ok(t) = cpu_of(wrk) {
-                last = t;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = tx.send(last);
-        });
+        let rx = watch_cpu(child.id());
         let out = child.wait_with_output()?;
         let elapsed = start.elapsed();
         let cpu = cpu_of(pid)? - cpu0;

@@ -49,6 +49,198 @@ pub struct Config {
     pub daemon: Daemon,
     /// Bundles on removable media (USB sticks), found through UDisks2.
     pub media: Media,
+    /// The local telemetry store: metric history and traces on the appliance.
+    pub telemetry: Telemetry,
+}
+
+/// `[telemetry]`: the appliance's own metric history (fixed-step tiers of aggregates in
+/// append-only segment files under the data directory) and its trace store.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// `false`: no history is kept (`/metrics` is unaffected).
+    pub enabled: bool,
+    /// Directory of the store; `""` means `<data_dir>/telemetry`.
+    pub dir: PathBuf,
+    /// Every byte the store writes counts against this; the oldest segment goes first.
+    pub max_bytes: ByteSize,
+    /// Step of tier 0 (how often every series is sampled).
+    pub tier0_step: HumanDuration,
+    /// How long tier 0 is kept.
+    pub tier0_keep: HumanDuration,
+    /// Step of tier 1 (a multiple of `tier0_step`).
+    pub tier1_step: HumanDuration,
+    /// How long tier 1 is kept.
+    pub tier1_keep: HumanDuration,
+    /// Step of tier 2 (a multiple of `tier1_step`).
+    pub tier2_step: HumanDuration,
+    /// How long tier 2 is kept.
+    pub tier2_keep: HumanDuration,
+    /// How often the newest samples are written to the store's journal: what a crash can lose.
+    pub flush_interval: HumanDuration,
+    /// Most series the store tracks; samples of further series are dropped (one warning).
+    pub max_series: u32,
+    /// Requests or lifecycle steps slower than this keep their trace.
+    pub slow_trace: HumanDuration,
+    /// Traces kept (the newest, every failed one and every slow one, up to this many in all).
+    pub max_traces: u32,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            enabled: true,
+            dir: PathBuf::new(),
+            max_bytes: ByteSize(1 << 30),
+            tier0_step: HumanDuration::from_secs(1),
+            tier0_keep: HumanDuration::from_secs(3600),
+            tier1_step: HumanDuration::from_secs(60),
+            tier1_keep: HumanDuration::from_secs(7 * 86_400),
+            tier2_step: HumanDuration::from_secs(3600),
+            tier2_keep: HumanDuration::from_secs(365 * 86_400),
+            flush_interval: HumanDuration::from_secs(5),
+            max_series: 4096,
+            slow_trace: HumanDuration::from_secs(1),
+            max_traces: 10_000,
+        }
+    }
+}
+
+impl Telemetry {
+    /// Pages hold this many slots of tier 0, 1 and 2 (5 min, 1 h and 1 d with the default steps).
+    pub const PAGE_SLOTS: [u64; 3] = [300, 60, 24];
+
+    /// The store's directory for a data directory.
+    pub fn dir_for(&self, data_dir: &Path) -> PathBuf {
+        if self.dir.as_os_str().is_empty() {
+            data_dir.join("telemetry")
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// The tiers as (step, keep) in whole seconds.
+    pub fn tiers(&self) -> [(u64, u64); 3] {
+        [
+            (self.tier0_step, self.tier0_keep),
+            (self.tier1_step, self.tier1_keep),
+            (self.tier2_step, self.tier2_keep),
+        ]
+        .map(|(s, k)| (s.get().as_secs(), k.get().as_secs()))
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |k: String, m: String| Err((k, m));
+        let us = |d: HumanDuration| d.get().as_micros();
+        for (i, (step, keep)) in [
+            (self.tier0_step, self.tier0_keep),
+            (self.tier1_step, self.tier1_keep),
+            (self.tier2_step, self.tier2_keep),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if us(step) == 0 || us(step) % 1_000_000 != 0 {
+                return fail(
+                    format!("telemetry.tier{i}_step"),
+                    format!("{step} is not a whole number of seconds of at least 1s"),
+                );
+            }
+            if us(step) > 86_400_000_000 {
+                return fail(
+                    format!("telemetry.tier{i}_step"),
+                    format!("{step} is longer than a day"),
+                );
+            }
+            if us(keep) < us(step) * u128::from(Self::PAGE_SLOTS[i]) {
+                return fail(
+                    format!("telemetry.tier{i}_keep"),
+                    format!(
+                        "{keep} is shorter than one page of this tier ({} steps of {step})",
+                        Self::PAGE_SLOTS[i]
+                    ),
+                );
+            }
+            if us(keep) > 20 * 365 * 86_400_000_000 {
+                return fail(
+                    format!("telemetry.tier{i}_keep"),
+                    format!("{keep} is longer than 20 years"),
+                );
+            }
+        }
+        let t = self.tiers();
+        for i in 1..3 {
+            let (step, prev) = (t[i].0, t[i - 1].0);
+            if step % prev != 0 || step == prev {
+                return fail(
+                    format!("telemetry.tier{i}_step"),
+                    format!(
+                        "{}s is not a larger multiple of tier{}_step ({prev}s)",
+                        step,
+                        i - 1
+                    ),
+                );
+            }
+            let page = step * Self::PAGE_SLOTS[i];
+            let prev_page = prev * Self::PAGE_SLOTS[i - 1];
+            if page % prev_page != 0 {
+                return fail(
+                    format!("telemetry.tier{i}_step"),
+                    format!(
+                        "a page of tier {i} ({} steps, {page}s) is not a whole number of pages \
+                         of tier {} ({prev_page}s)",
+                        Self::PAGE_SLOTS[i],
+                        i - 1
+                    ),
+                );
+            }
+            // The open page of a tier is rebuilt from the tier below after a restart.
+            if t[i - 1].1 < page {
+                return fail(
+                    format!("telemetry.tier{}_keep", i - 1),
+                    format!(
+                        "{}s is shorter than a page of tier {i} ({page}s), which is rebuilt \
+                         from this tier after a restart",
+                        t[i - 1].1
+                    ),
+                );
+            }
+        }
+        if us(self.flush_interval) < 1_000_000 || self.flush_interval.get().as_secs() > 300 {
+            return fail(
+                "telemetry.flush_interval".into(),
+                format!(
+                    "{} is out of range (allowed: 1s to 5m)",
+                    self.flush_interval
+                ),
+            );
+        }
+        if self.max_bytes.0 < 1 << 20 {
+            return fail(
+                "telemetry.max_bytes".into(),
+                format!("{} is less than the smallest store (1MiB)", self.max_bytes),
+            );
+        }
+        if self.max_series == 0 || self.max_series > 1_000_000 {
+            return fail(
+                "telemetry.max_series".into(),
+                format!(
+                    "{} is out of range (allowed: 1 to 1000000)",
+                    self.max_series
+                ),
+            );
+        }
+        if self.max_traces > 1_000_000 {
+            return fail(
+                "telemetry.max_traces".into(),
+                format!(
+                    "{} is out of range (allowed: 0 to 1000000)",
+                    self.max_traces
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[media]`: removable media, watched through UDisks2 on the system bus.
@@ -683,6 +875,7 @@ impl Config {
     /// Cross-field rules that a single field's type cannot express.
     fn validate(&self) -> Result<(), (String, String)> {
         let fail = |k: &str, m: String| Err((k.to_string(), m));
+        self.telemetry.validate()?;
         match (self.approval.mode, self.approval.approvers) {
             (ApprovalMode::Approvers, Some(0)) => {
                 return fail(
@@ -1040,6 +1233,25 @@ mod tests {
         let e = parse("[bundles]\nmax_file_size = \"2 parsecs\"\n").expect_err("invalid");
         assert_eq!(e.key, "bundles.max_file_size");
         assert!(e.message.contains("GiB"), "{e}");
+    }
+
+    #[test]
+    fn telemetry_tiers_must_nest_and_each_keep_must_hold_the_next_page() {
+        let c = parse("[telemetry]\nmax_bytes = \"64MiB\"\ntier2_keep = \"30d\"\n").expect("valid");
+        assert_eq!(c.telemetry.tiers()[2], (3600, 30 * 86_400));
+        for (text, key) in [
+            ("tier1_step = \"7s\"", "telemetry.tier1_step"),
+            ("tier0_step = \"1500ms\"", "telemetry.tier0_step"),
+            ("tier0_keep = \"30m\"", "telemetry.tier0_keep"),
+            ("tier1_step = \"1s\"", "telemetry.tier1_step"),
+            ("max_bytes = \"1KiB\"", "telemetry.max_bytes"),
+            ("flush_interval = \"0s\"", "telemetry.flush_interval"),
+            ("max_series = 0", "telemetry.max_series"),
+        ] {
+            let e = parse(&format!("[telemetry]\n{text}\n")).expect_err(text);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert_eq!(e.line, Some(2), "{text}");
+        }
     }
 
     #[test]

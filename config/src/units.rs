@@ -129,6 +129,12 @@ impl Serialize for ByteSize {
 
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let us = self.0.as_micros() as u64;
         let (unit, size) = DURATION_UNITS
             .iter()
@@ -136,6 +142,6 @@ impl Serialize for HumanDuration {
             .find(|(_, size)| us.is_multiple_of(*size) && us >= *size)
             .copied()
             .unwrap_or(("s", 1_000_000));
-        s.serialize_str(&format!("{}{unit}", us / size))
+        write!(f, "{}{unit}", us / size)
     }
 }

@@ -132,9 +132,17 @@ fn raw_encode(mode: u8, cols: &[Vec<i64>]) -> Vec<u8> {
     out
 }
 
+/// The column layout byte a chunk starts with, and its column count.
+fn layout(buf: &[u8]) -> Result<(u8, usize), Damaged> {
+    match buf.first() {
+        None => Err(Damaged("empty chunk".into())),
+        Some(&SINGLE) => Ok((SINGLE, 2)),
+        Some(&m) => Ok((m, 4)),
+    }
+}
+
 fn raw_decode(buf: &[u8], n: usize) -> Result<(u8, Vec<Vec<i64>>), Damaged> {
-    let mode = *buf.first().ok_or_else(|| Damaged("empty chunk".into()))?;
-    let ncols = if mode == SINGLE { 2 } else { 4 };
+    let (mode, ncols) = layout(buf)?;
     let mut pos = 1;
     let mut cols = Vec::with_capacity(ncols);
     for _ in 0..ncols {
@@ -164,8 +172,7 @@ fn pco_encode(mode: u8, cols: &[Vec<i64>]) -> Option<Vec<u8>> {
 }
 
 fn pco_decode(buf: &[u8], n: usize) -> Result<(u8, Vec<Vec<i64>>), Damaged> {
-    let mode = *buf.first().ok_or_else(|| Damaged("empty chunk".into()))?;
-    let ncols = if mode == SINGLE { 2 } else { 4 };
+    let (mode, ncols) = layout(buf)?;
     let mut pos = 1;
     let mut cols = Vec::with_capacity(ncols);
     for _ in 0..ncols {

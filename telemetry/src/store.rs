@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::codec::{self, get_varint, put_varint, unzigzag, zigzag};
 use crate::segment::{self, BlockRef};
-use crate::{frame, Agg, Kind, Selector, SeriesDef, MAX_POINTS, MAX_QUERY_SERIES};
+use crate::{frame, Agg, Selector, SeriesDef, MAX_POINTS, MAX_QUERY_SERIES};
 
 const WAL_MAGIC: &[u8; 8] = b"ALTWAL01";
 const CATALOG_MAGIC: &[u8; 8] = b"ALTCAT01";
@@ -218,12 +218,17 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn read_chunk(path: &Path, c: &segment::ChunkRef) -> Option<Vec<u8>> {
-    let mut f = File::open(path).ok()?;
-    f.seek(SeekFrom::Start(c.offset)).ok()?;
+/// A chunk's slots, read from its open segment file: `Err(Some(why))` when it is damaged,
+/// `Err(None)` when it could not be read (the file went away: nothing to report).
+fn read_aggs(f: &mut File, c: &segment::ChunkRef, n: u32) -> Result<Vec<Agg>, Option<String>> {
     let mut b = vec![0; c.len as usize];
-    f.read_exact(&mut b).ok()?;
-    Some(b)
+    f.seek(SeekFrom::Start(c.offset))
+        .and_then(|_| f.read_exact(&mut b))
+        .map_err(|_| None)?;
+    if crc32fast::hash(&b) != c.crc {
+        return Err(Some("checksum mismatch".into()));
+    }
+    codec::decode(c.codec, &b, n as usize).map_err(|e| Some(e.to_string()))
 }
 
 impl Store {
@@ -370,7 +375,7 @@ impl Store {
         frame::put(&mut bytes, &catalog_entry(id, def));
         let path = self.opts.dir.join("catalog");
         let res = self.ensure(bytes.len() as u64).and_then(|()| {
-            append(&path, &bytes, true).map_err(|e| format!("cannot write {}: {e}", path.display()))
+            append(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
         });
         match res {
             Ok(()) => {
@@ -491,9 +496,18 @@ impl Store {
                     .filter(|(_, b)| (b.start_slot + u64::from(b.n_slots)) * step > lo)
                     .collect();
                 for (path, b) in blocks {
+                    let Ok(mut f) = File::open(&path) else {
+                        continue;
+                    };
                     for c in &b.chunks {
-                        let Some(aggs) = self.chunk_aggs(&path, c, b.n_slots) else {
-                            continue;
+                        let aggs = match read_aggs(&mut f, c, b.n_slots) {
+                            Ok(a) => a,
+                            Err(why) => {
+                                if let Some(why) = why {
+                                    self.damaged_chunk(&path, &why);
+                                }
+                                continue;
+                            }
                         };
                         for (i, a) in aggs.iter().enumerate() {
                             let ts = (b.start_slot + i as u64) * step;
@@ -506,9 +520,12 @@ impl Store {
             }
         }
         // The journal.
-        let wal = match fs::read(&self.wal_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => WAL_MAGIC.to_vec(),
+        let (wal, on_disk) = match fs::read(&self.wal_path) {
+            Ok(b) => {
+                let n = b.len() as u64;
+                (b, n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (WAL_MAGIC.to_vec(), 0),
             Err(e) => return Err(io("read", &self.wal_path)(e)),
         };
         let frames = frame::read(&wal, WAL_MAGIC);
@@ -543,29 +560,11 @@ impl Store {
         write_atomically(&self.wal_path, &out)?;
         self.pending.clear();
         self.wal_size = out.len() as u64;
-        self.used = dir_bytes(&self.opts.dir);
+        // The journal was replaced: count its new size instead of the old one.
+        self.used = (self.used + self.wal_size).saturating_sub(on_disk);
         self.last_wal = self.last_ts.unwrap_or(0);
         self.retain();
         Ok(())
-    }
-
-    fn chunk_aggs(&mut self, path: &Path, c: &segment::ChunkRef, n: u32) -> Option<Vec<Agg>> {
-        let bytes = read_chunk(path, c);
-        match bytes {
-            Some(b) if crc32fast::hash(&b) == c.crc => match codec::decode(c.codec, &b, n as usize)
-            {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    self.damaged_chunk(path, &e.to_string());
-                    None
-                }
-            },
-            Some(_) => {
-                self.damaged_chunk(path, "checksum mismatch");
-                None
-            }
-            None => None,
-        }
     }
 
     fn damaged_chunk(&mut self, path: &Path, why: &str) {
@@ -774,7 +773,7 @@ impl Store {
         let bytes = std::mem::take(&mut self.pending);
         let path = self.wal_path.clone();
         let res = self.ensure(bytes.len() as u64).and_then(|()| {
-            append(&path, &bytes, true).map_err(|e| format!("cannot write {}: {e}", path.display()))
+            append(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
         });
         match res {
             Ok(()) => {
@@ -929,56 +928,70 @@ impl Store {
         let b0 = base(width);
         let nb = (to - b0).div_ceil(width) as usize;
         let (lo_slot, hi_slot) = (from / step, to.div_ceil(step));
-        let blocks: Vec<(PathBuf, BlockRef)> = self.tiers[k]
-            .segments
-            .iter()
-            .flat_map(|s| s.blocks.iter().map(move |b| (s.path.clone(), b.clone())))
-            .filter(|(_, b)| {
-                b.start_slot < hi_slot && b.start_slot + u64::from(b.n_slots) > lo_slot
-            })
-            .collect();
-        let mut out = Vec::with_capacity(matched.len());
-        for (id, def) in matched {
-            let mut buckets = vec![Agg::default(); nb];
-            let mut fold = |slot0: u64, aggs: &[Agg]| {
-                for (i, a) in aggs.iter().enumerate() {
-                    let ts = (slot0 + i as u64) * step;
-                    if a.count > 0 && ts >= from && ts < to {
-                        buckets[((ts - b0) / width) as usize].merge(a);
-                    }
-                }
-            };
-            for (path, b) in &blocks {
-                if let Some(c) = b.chunk(id) {
-                    let c = c.clone();
-                    if let Some(aggs) = self.chunk_aggs(path, &c, b.n_slots) {
-                        fold(b.start_slot, &aggs);
-                    }
+        let fold = |buckets: &mut [Agg], slot0: u64, aggs: &[Agg]| {
+            for (i, a) in aggs.iter().enumerate() {
+                let ts = (slot0 + i as u64) * step;
+                if a.count > 0 && ts >= from && ts < to {
+                    buckets[((ts - b0) / width) as usize].merge(a);
                 }
             }
-            let open = &self.tiers[k].open;
-            if let Some(aggs) = open.pages.get(&id) {
-                fold(open.start, aggs);
-            }
-            let points = buckets
+        };
+        let mut buckets = vec![vec![Agg::default(); nb]; matched.len()];
+        let mut damaged = Vec::new();
+        for seg in &self.tiers[k].segments {
+            let mut blocks = seg
+                .blocks
                 .iter()
-                .enumerate()
-                .filter(|(_, a)| a.count > 0)
-                .map(|(i, a)| Point {
-                    t: b0 + i as u64 * width,
-                    min: a.min,
-                    max: a.max,
-                    sum: a.sum,
-                    count: a.count,
-                })
-                .collect();
-            out.push(QueryResult {
+                .filter(|b| b.start_slot < hi_slot && b.start_slot + u64::from(b.n_slots) > lo_slot)
+                .peekable();
+            if blocks.peek().is_none() {
+                continue;
+            }
+            // One open per segment, not per chunk.
+            let Ok(mut f) = File::open(&seg.path) else {
+                continue;
+            };
+            for b in blocks {
+                for ((id, _), buckets) in matched.iter().zip(buckets.iter_mut()) {
+                    let Some(c) = b.chunk(*id) else { continue };
+                    match read_aggs(&mut f, c, b.n_slots) {
+                        Ok(aggs) => fold(buckets, b.start_slot, &aggs),
+                        Err(Some(why)) => damaged.push((seg.path.clone(), why)),
+                        Err(None) => {}
+                    }
+                }
+            }
+        }
+        let open = &self.tiers[k].open;
+        for ((id, _), buckets) in matched.iter().zip(buckets.iter_mut()) {
+            if let Some(aggs) = open.pages.get(id) {
+                fold(buckets, open.start, aggs);
+            }
+        }
+        for (path, why) in damaged {
+            self.damaged_chunk(&path, &why);
+        }
+        let out = matched
+            .into_iter()
+            .zip(buckets)
+            .map(|((_, def), buckets)| QueryResult {
                 series: def,
                 tier: k,
                 step: width,
-                points,
-            });
-        }
+                points: buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.count > 0)
+                    .map(|(i, a)| Point {
+                        t: b0 + i as u64 * width,
+                        min: a.min,
+                        max: a.max,
+                        sum: a.sum,
+                        count: a.count,
+                    })
+                    .collect(),
+            })
+            .collect();
         Ok(out)
     }
 }
@@ -1005,13 +1018,10 @@ fn decode_wal_frame(p: &[u8]) -> Option<(u64, Vec<(u32, i64)>)> {
     Some((ts, samples))
 }
 
-fn append(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new().append(true).create(true).open(path)?;
     f.write_all(bytes)?;
-    if sync {
-        f.sync_data()?;
-    }
-    Ok(())
+    f.sync_data()
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -1036,15 +1046,5 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     {
         Ok(()) => Ok(()),
         Err(e) => Err(io("create directory", dir)(e)),
-    }
-}
-
-impl Kind {
-    /// The name used in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-        }
     }
 }

@@ -146,6 +146,7 @@ fn a_reopened_store_has_everything_up_to_its_last_journal_write_in_every_tier() 
         b
     };
     let mut store = Store::open(opts(dir.path())).expect("reopens");
+    assert_eq!(store.health().bytes_used, dir_size(dir.path()));
     let last = store.last_time().expect("journal replayed");
     assert!(last >= end - 1 - 5 && last < end, "{last}");
     let lost = end - 1 - last;

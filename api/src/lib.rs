@@ -10,6 +10,7 @@
 //! Layering: this crate knows serde and nothing else of the appliance (no HTTP, no storage), so
 //! that a client links it without the daemon's dependencies.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -597,6 +598,117 @@ pub struct NewTokenRequest {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<String>,
+}
+
+/// A telemetry series: metric name, labels, kind and the unit of its stored integers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetrySeries {
+    /// Metric name (`airlock_queue_depth`).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `gauge` or `counter` (a counter's points are its increases: `sum` is the increase over
+    /// the bucket, `avg` the increase per second).
+    pub kind: String,
+    /// Unit of the values (`us`, `bytes`, `percent`, `1/100`, `` for a count).
+    pub unit: String,
+}
+
+/// One tier of the telemetry store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryTier {
+    /// Step in seconds.
+    pub step: u64,
+    /// Retention in seconds.
+    pub keep: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Stored series-slots.
+    pub slots: u64,
+    /// Start of its oldest block (Unix seconds).
+    pub oldest: Option<u64>,
+}
+
+/// The telemetry store's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryStore {
+    /// `recording`, `paused` (see `reason`), `opening`, `failed` or `off`.
+    pub state: String,
+    /// Why it is not recording.
+    pub reason: Option<String>,
+    /// Bytes of every file of the store.
+    pub bytes_used: u64,
+    /// The budget.
+    pub max_bytes: u64,
+    /// Segment files found damaged.
+    pub damaged_segments: u64,
+    /// Chunks whose checksum did not match.
+    pub damaged_chunks: u64,
+    /// Samples dropped beyond `max_series`.
+    pub dropped_samples: u64,
+    /// Samples refused because the clock had gone back.
+    pub clock_skips: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+    /// Segments deleted to stay within the budget.
+    pub budget_deletions: u64,
+    /// Newest sample (Unix seconds).
+    pub last_sample: Option<u64>,
+    /// Tiers, finest first.
+    pub tiers: Vec<TelemetryTier>,
+}
+
+/// `GET /telemetry/series[?match=SELECTOR]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryCatalog {
+    /// The store.
+    pub store: TelemetryStore,
+    /// Series, sorted by name and labels.
+    pub series: Vec<TelemetrySeries>,
+}
+
+/// One bucket of a telemetry answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryPoint {
+    /// Bucket start (Unix seconds).
+    pub t: u64,
+    /// Smallest value.
+    pub min: i64,
+    /// Largest value.
+    pub max: i64,
+    /// Mean of the values (`sum / count`).
+    pub avg: f64,
+    /// Sum of the values (for a counter: the increase over the bucket).
+    pub sum: i64,
+    /// Seconds with a value in the bucket.
+    pub count: u32,
+}
+
+/// One series of a telemetry answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySeriesPoints {
+    /// The series.
+    #[serde(flatten)]
+    pub series: TelemetrySeries,
+    /// Buckets with data, oldest first (at most `points`).
+    pub points: Vec<TelemetryPoint>,
+}
+
+/// `GET /telemetry/query?series=SELECTOR&from=…&to=…&points=N`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryAnswer {
+    /// Start of the window (Unix seconds).
+    pub from: u64,
+    /// End of the window (Unix seconds, exclusive).
+    pub to: u64,
+    /// The tier read (0 is the finest).
+    pub tier: usize,
+    /// Bucket width in seconds.
+    pub step: u64,
+    /// Matching series.
+    pub series: Vec<TelemetrySeriesPoints>,
 }
 
 #[cfg(test)]

@@ -39,6 +39,16 @@ pub fn token(id: &str) -> String {
     format!("{PREFIX}/tokens/{}", segment(id))
 }
 
+/// `/api/v1/telemetry/query?…` for a selector and a window (each value percent-encoded).
+pub fn telemetry_query(series: &str, from: &str, to: &str, points: u32) -> String {
+    format!(
+        "{PREFIX}/telemetry/query?series={}&from={}&to={}&points={points}",
+        segment(series),
+        segment(from),
+        segment(to)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod system;
+pub mod telemetry;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -262,7 +263,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.once {
         lifecycle.resume()?;
     }
+    // History from the first second of serving (not for a --once check).
+    let telemetry = if args.once {
+        telemetry::Telemetry::off()
+    } else {
+        telemetry::Telemetry::start(&config, state.metrics.clone(), infer.models().clone())
+    };
     let admin_state = Arc::new(http::admin::AdminState {
+        telemetry: telemetry.clone(),
         lifecycle: lifecycle.clone(),
         tokens: tokens.clone(),
         token_overlap: config.server.token_overlap.get(),
@@ -357,6 +365,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
+        // Lifecycle steps counted for /metrics (and so for the telemetry history).
+        {
+            let (mut events, metrics, stop) =
+                (lifecycle.events().subscribe(), state.metrics.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let e = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        e = events.recv() => e,
+                    };
+                    let name = match e {
+                        Ok(events::Event::Staged { .. }) => "staged",
+                        Ok(events::Event::Validated { passed: true, .. }) => "validation_passed",
+                        Ok(events::Event::Validated { passed: false, .. }) => "validation_failed",
+                        Ok(events::Event::Promoted { .. }) => "promoted",
+                        Ok(events::Event::RolledBack { .. }) => "rolled_back",
+                        Ok(events::Event::MediaBundles { .. }) => continue,
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "lifecycle event counter fell behind");
+                            continue;
+                        }
+                        Err(RecvError::Closed) => break,
+                    };
+                    metrics.lifecycle_event(name);
+                }
+            });
+        }
         let usb_task = tokio::spawn(system::usb::watch(
             lifecycle.clone(),
             config.media.clone(),
@@ -471,6 +507,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
+    telemetry.stop();
     lifecycle.shutdown(
         config
             .server

@@ -64,6 +64,34 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
 
+/// Labels of a lifecycle event counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// `staged`, `validation_passed`, `validation_failed`, `promoted`, `rolled_back`.
+    pub event: String,
+}
+
+/// What the telemetry store says about itself, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreGauges {
+    /// 1 while history is not being written (full disk, unwritable directory, store not open).
+    pub paused: bool,
+    /// Bytes of every file of the store.
+    pub bytes: u64,
+    /// Its budget.
+    pub max_bytes: u64,
+    /// Segment files found damaged.
+    pub damaged_segments: u64,
+    /// Chunks whose checksum did not match.
+    pub damaged_chunks: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+    /// Samples dropped (beyond `max_series`).
+    pub dropped_samples: u64,
+    /// Segments deleted to stay within the budget.
+    pub budget_deletions: u64,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     /// Requests by outcome.
@@ -82,7 +110,11 @@ pub struct Metrics {
     rebuilds: Family<ModelLabel, Gauge<i64, AtomicI64>>,
     info: Family<ModelInfo, Gauge<i64, AtomicI64>>,
     unavailable: Family<ModelVersion, Gauge<i64, AtomicI64>>,
+    lifecycle_events: Family<EventLabel, Counter>,
+    store: [Gauge<i64, AtomicI64>; 8],
     registry: Registry,
+    /// One render at a time (a render clears and refills the per-model gauges).
+    rendering: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -161,7 +193,29 @@ impl Metrics {
             "1 for each model whose active version cannot be served (a damaged store file, a model the runtime refuses)",
             unavailable.clone(),
         );
+        let lifecycle_events = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "lifecycle_events",
+            "Lifecycle steps that happened: staged, validation_passed, validation_failed, promoted, rolled_back",
+            lifecycle_events.clone(),
+        );
+        let store: [Gauge<i64, AtomicI64>; 8] = Default::default();
+        for (g, (name, help)) in store.iter().zip([
+            ("telemetry_paused", "1 while the local telemetry store writes no history (full disk, unwritable directory, not open); inference is unaffected"),
+            ("telemetry_bytes", "Bytes of every file of the local telemetry store"),
+            ("telemetry_max_bytes", "The telemetry store's byte budget ([telemetry] max_bytes)"),
+            ("telemetry_damaged_segments", "Telemetry segment files found damaged (their intact blocks are still read)"),
+            ("telemetry_damaged_chunks", "Telemetry chunks whose checksum did not match when read"),
+            ("telemetry_write_errors", "Telemetry writes that failed"),
+            ("telemetry_dropped_samples", "Telemetry samples dropped because [telemetry] max_series was reached"),
+            ("telemetry_budget_deletions", "Telemetry segments deleted to stay within the byte budget"),
+        ]) {
+            registry.register(name, help, g.clone());
+        }
         Arc::new(Metrics {
+            lifecycle_events,
+            store,
+            rendering: std::sync::Mutex::new(()),
             unavailable,
             requests,
             request_seconds,
@@ -194,8 +248,35 @@ impl Metrics {
         }
     }
 
+    /// Counts one lifecycle event (`staged`, `validation_passed`, …).
+    pub fn lifecycle_event(&self, event: &str) {
+        self.lifecycle_events
+            .get_or_create(&EventLabel {
+                event: event.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the telemetry store's gauges.
+    pub fn set_store(&self, g: &StoreGauges) {
+        let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
+        for (gauge, v) in self.store.iter().zip([
+            u64::from(g.paused),
+            g.bytes,
+            g.max_bytes,
+            g.damaged_segments,
+            g.damaged_chunks,
+            g.write_errors,
+            g.dropped_samples,
+            g.budget_deletions,
+        ]) {
+            gauge.set(clamp(v));
+        }
+    }
+
     /// The OpenMetrics text, with the gauges read from the engine at scrape time.
     pub fn render(&self, models: &Models) -> String {
+        let _one = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
         self.info.clear();
         self.unavailable.clear();
         for (name, u) in models.unavailable().iter() {

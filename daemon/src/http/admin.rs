@@ -33,6 +33,8 @@ use crate::error::Class;
 use crate::http::error;
 use crate::lifecycle::{Lifecycle, LifecycleError};
 
+mod telemetry;
+
 /// What the handlers share.
 pub struct AdminState {
     /// The lifecycle engine.
@@ -41,6 +43,8 @@ pub struct AdminState {
     pub tokens: Arc<crate::auth::Tokens>,
     /// How long a rotated token's previous secret keeps working.
     pub token_overlap: std::time::Duration,
+    /// The local telemetry store.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 type S = State<Arc<AdminState>>;
@@ -881,6 +885,16 @@ pub fn routes() -> Vec<(
             "/audit/verify",
             rule(Viewer, "verify the audit log"),
             get(audit_verify),
+        ),
+        (
+            "/telemetry/series",
+            rule(Viewer, "read telemetry"),
+            get(telemetry::series_list),
+        ),
+        (
+            "/telemetry/query",
+            rule(Viewer, "read telemetry"),
+            get(telemetry::query),
         ),
         ("/tokens", rule(Admin, "list tokens"), get(tokens_list)),
         (

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 mod client;
+mod telemetry;
 
 /// `println!` that ends the process quietly, as a SIGPIPE would (status 141), when stdout is a
 /// closed pipe (`airlockctl audit list | head`), instead of panicking.
@@ -109,6 +110,44 @@ enum Cmd {
     /// The trusted time: the system clock and the time floor expiry is judged against.
     #[command(subcommand)]
     Time(TimeCmd),
+    /// The appliance's own metric history (the local telemetry store).
+    #[command(subcommand)]
+    Telemetry(TelemetryCmd),
+    /// A live view: models with req/s, p99, queue and errors; GPUs with utilisation, memory,
+    /// temperature and power. Refreshes until interrupted (Ctrl-C).
+    Top {
+        /// Seconds between refreshes (the averages cover at least the last 5 seconds).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
+        /// Print one view and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelemetryCmd {
+    /// The stored series (name, labels, kind, unit) and the store's state and size per tier.
+    Series {
+        /// Only series matching this selector (`name`, `prefix*`, `name{label="value"}`).
+        #[arg(long = "match", value_name = "SELECTOR")]
+        selector: Option<String>,
+    },
+    /// The history of the series a selector matches (at most 64), in at most --points
+    /// buckets each with min / avg / max (for counters: rate, peak rate, increase).
+    Query {
+        /// `name`, `prefix*` or `name{label="value",…}`.
+        series: String,
+        /// Start: Unix seconds, RFC 3339, or relative (`-1h`, `-7d`, `-1y`).
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        from: String,
+        /// End (exclusive), as --from, or `now`.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        /// At most this many buckets per series (1 to 2000).
+        #[arg(long, default_value_t = 60)]
+        points: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -855,6 +894,30 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                     );
                 }
             }
+        }
+        Cmd::Telemetry(TelemetryCmd::Series { selector }) => {
+            let path = match selector {
+                Some(s) => format!("/api/v1/telemetry/series?match={}", paths::segment(s)),
+                None => "/api/v1/telemetry/series".into(),
+            };
+            let v = c.get(&path)?;
+            if out(&v) {
+                telemetry::print_catalog(&typed(&v)?);
+            }
+        }
+        Cmd::Telemetry(TelemetryCmd::Query {
+            series,
+            from,
+            to,
+            points,
+        }) => {
+            let v = c.get(&paths::telemetry_query(series, from, to, *points))?;
+            if out(&v) {
+                telemetry::print_answer(&typed(&v)?);
+            }
+        }
+        Cmd::Top { interval, once } => {
+            telemetry::top(&c, Duration::from_secs(*interval), *once)?;
         }
         Cmd::Audit(AuditCmd::Verify) => {
             let v = c.get("/api/v1/audit/verify")?;

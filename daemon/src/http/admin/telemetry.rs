@@ -154,7 +154,7 @@ async fn on_store<T: Send + 'static>(
 }
 
 fn selector(v: &str) -> Result<Selector, Response> {
-    Selector::parse(v).map_err(|e| error(Class::BadRequest, format!("series: {e}")))
+    Selector::parse(v).map_err(|e| error(Class::BadRequest, e.to_string()))
 }
 
 /// `GET /telemetry/series[?match=SELECTOR]`: the catalog and the store's state.

@@ -158,10 +158,7 @@ pub fn print_answer(a: &api::TelemetryAnswer) {
         if counter {
             println!(
                 "{:<21} {:>12} {:>12} {:>14}",
-                "TIME",
-                "RATE/s",
-                "PEAK/s",
-                "INCREASE"
+                "TIME", "RATE/s", "PEAK/s", "INCREASE"
             );
         } else {
             println!("{:<21} {:>12} {:>12} {:>12}", "TIME", "MIN", "AVG", "MAX");

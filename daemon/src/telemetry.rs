@@ -58,8 +58,8 @@ pub struct Telemetry {
 }
 
 /// A debug-build hook for tests of long spans (`AIRLOCK_TELEMETRY_WARP=N`): the sampler's clock
-/// runs N times as fast from the moment it starts, so that pages close within seconds. Release
-/// builds ignore it.
+/// runs N times as fast from the moment it starts (or from the store's newest sample, if that
+/// is later), so that pages close within seconds. Release builds ignore it.
 fn warp() -> u64 {
     if !cfg!(debug_assertions) {
         return 1;
@@ -202,6 +202,11 @@ impl Telemetry {
         }
         let warp = warp();
         let start = unix_now().as_secs();
+        // A warped clock goes on from the store's newest sample (a restarted test daemon).
+        let base = match &*self.slot() {
+            Slot::Open(s) if warp > 1 => s.last_time().map_or(start, |t| t.max(start) + 1),
+            _ => start,
+        };
         let mut sampler = Sampler::new(data_dir);
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut batch: Vec<(u32, i64)> = Vec::new();
@@ -213,7 +218,7 @@ impl Telemetry {
                 break;
             }
             let real = unix_now().as_secs();
-            let ts = start + (real - start) * warp;
+            let ts = base + (real - start) * warp;
             let text = metrics.render(&models);
             let mut samples = Vec::with_capacity(128);
             sampler.metrics(&text, &mut samples);
@@ -503,7 +508,10 @@ fn read_proc_stat() -> Option<ProcStat> {
 static SYSCONF: std::sync::LazyLock<(i64, i64)> = std::sync::LazyLock::new(|| {
     use nix::unistd::{sysconf, SysconfVar};
     let get = |v, d| sysconf(v).ok().flatten().filter(|n| *n > 0).unwrap_or(d) as i64;
-    (get(SysconfVar::CLK_TCK, 100), get(SysconfVar::PAGE_SIZE, 4096))
+    (
+        get(SysconfVar::CLK_TCK, 100),
+        get(SysconfVar::PAGE_SIZE, 4096),
+    )
 });
 
 /// `/proc/stat`'s first line: (busy, total) jiffies, busy = everything but idle and iowait.
@@ -574,7 +582,8 @@ airlock_request_duration_seconds_bucket{le="+Inf",model="m"} 30
         let mut s = Sampler::new(PathBuf::from("/"));
         let mut out = Vec::new();
         s.metrics(TEXT_1, &mut out);
-        let req = r#"airlock_inference_requests_total{model="m",outcome="success",version="1.0.0"}"#;
+        let req =
+            r#"airlock_inference_requests_total{model="m",outcome="success",version="1.0.0"}"#;
         assert_eq!(value(&out, req), Some(10), "first reading counts whole");
         assert_eq!(value(&out, r#"airlock_queue_depth{model="m"}"#), Some(3));
         assert_eq!(
@@ -617,12 +626,20 @@ airlock_request_duration_seconds_bucket{le="+Inf",model="m"} 30
 
         // A reset (the process behind the counter restarted) counts what is there now.
         let mut out = Vec::new();
-        s.metrics(&TEXT_1.replace("} 10\n# TYPE airlock_queue", "} 4\n# TYPE airlock_queue"), &mut out);
+        s.metrics(
+            &TEXT_1.replace("} 10\n# TYPE airlock_queue", "} 4\n# TYPE airlock_queue"),
+            &mut out,
+        );
         assert_eq!(value(&out, req), Some(4));
 
         // A second with no observations has no percentile (a gap, not a zero).
         let mut out = Vec::new();
-        s.metrics(TEXT_1.replace("} 10\n# TYPE airlock_queue", "} 4\n# TYPE airlock_queue").as_str(), &mut out);
+        s.metrics(
+            TEXT_1
+                .replace("} 10\n# TYPE airlock_queue", "} 4\n# TYPE airlock_queue")
+                .as_str(),
+            &mut out,
+        );
         assert_eq!(
             value(&out, r#"airlock_request_duration_seconds_p50{model="m"}"#),
             None

@@ -179,6 +179,14 @@ impl Tier {
 
 type Fault = Box<dyn Fn(&str) + Send>;
 
+/// The kinds of write, for what ends a pause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    Catalog,
+    Block,
+    Journal,
+}
+
 /// The telemetry store. Not thread-safe by itself: the daemon holds it behind a mutex, fed by
 /// one sampling thread.
 pub struct Store {
@@ -195,6 +203,8 @@ pub struct Store {
     replaying: bool,
     used: u64,
     health: Health,
+    /// The kind of write whose failure paused history.
+    paused_by: Option<Written>,
     fault: Option<Fault>,
 }
 
@@ -257,6 +267,7 @@ impl Store {
         }
         let mut store = Store {
             wal_path: opts.dir.join("wal"),
+            paused_by: None,
             health: Health {
                 max_bytes: opts.max_bytes,
                 ..Health::default()
@@ -382,10 +393,11 @@ impl Store {
                 self.used += bytes.len() as u64;
                 self.define(id, def.clone());
                 self.health.series = self.by_key.len() as u64;
+                self.resume(Written::Catalog);
                 Some(id)
             }
             Err(why) => {
-                self.trouble(why);
+                self.trouble(Written::Catalog, why);
                 None
             }
         }
@@ -654,14 +666,14 @@ impl Store {
                     }
                 }
                 self.retain();
-                self.resume();
+                self.resume(Written::Block);
             }
             Err(why) => {
                 self.health.write_errors += 1;
                 if k == 0 {
                     self.pending.clear();
                 }
-                self.trouble(why);
+                self.trouble(Written::Block, why);
             }
         }
     }
@@ -757,7 +769,10 @@ impl Store {
             }
             Err(e) => {
                 self.health.write_errors += 1;
-                self.trouble(format!("cannot truncate {}: {e}", path.display()));
+                self.trouble(
+                    Written::Journal,
+                    format!("cannot truncate {}: {e}", path.display()),
+                );
             }
         }
     }
@@ -779,7 +794,7 @@ impl Store {
             Ok(()) => {
                 self.wal_size += bytes.len() as u64;
                 self.used += bytes.len() as u64;
-                self.resume();
+                self.resume(Written::Journal);
             }
             Err(why) => {
                 // A partial append is cut off so that the journal stays readable.
@@ -787,7 +802,7 @@ impl Store {
                     let _ = f.set_len(self.wal_size);
                 }
                 self.health.write_errors += 1;
-                self.trouble(why);
+                self.trouble(Written::Journal, why);
             }
         }
     }
@@ -844,15 +859,28 @@ impl Store {
         }
     }
 
-    fn trouble(&mut self, why: String) {
-        if self.health.paused.is_none() {
+    /// A write failed: history pauses (one warning for the episode, however many writes fail
+    /// in it).
+    fn trouble(&mut self, w: Written, why: String) {
+        if self.paused_by.is_none() {
             tracing::warn!("telemetry: history paused: {why}; serving is not affected");
+            self.paused_by = Some(w);
         }
         self.health.paused = Some(why);
     }
 
-    fn resume(&mut self) {
-        if self.health.paused.take().is_some() {
+    /// A write succeeded: the episode ends if it was this kind of write that failed (a block
+    /// written also ends one the catalog began). A journal append that still fits the
+    /// filesystem's last block does not end a pause that a block write began.
+    fn resume(&mut self, w: Written) {
+        let ends = match (self.paused_by, w) {
+            (None, _) => false,
+            (Some(Written::Catalog), Written::Block) => true,
+            (Some(p), w) => p == w,
+        };
+        if ends {
+            self.paused_by = None;
+            self.health.paused = None;
             tracing::info!("telemetry: history is written again");
         }
     }

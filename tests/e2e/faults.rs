@@ -21,10 +21,10 @@ const ROOT: &[(&str, &str)] = &[("uid:0", "admin")];
 
 /// A small tmpfs mounted over `dir` (which it hides) for this test (no loop device needed);
 /// unmounted when dropped.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let st = Command::new("mount")
             .args([
@@ -47,7 +47,7 @@ impl Tmpfs {
 
     /// Fills the filesystem until `left` bytes (to the filesystem's block) are available:
     /// files `fill.N` at its root (a few rounds where a filesystem spends blocks on extents).
-    fn leave(&self, left: u64) {
+    pub(crate) fn leave(&self, left: u64) {
         self.unfill();
         for n in 0..64 {
             let avail = self.available();
@@ -74,7 +74,7 @@ impl Tmpfs {
         }
     }
 
-    fn unfill(&self) {
+    pub(crate) fn unfill(&self) {
         for e in std::fs::read_dir(&self.0).unwrap().flatten() {
             if e.file_name().to_string_lossy().starts_with("fill.") {
                 let _ = std::fs::remove_file(e.path());

@@ -22,5 +22,6 @@ mod refusals;
 mod serving;
 mod sign_cli;
 mod systemd;
+mod telemetry;
 mod unit_files;
 mod usb;

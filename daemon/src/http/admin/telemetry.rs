@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use airlock_api as api;
-use airlock_telemetry::{Health, Kind, SeriesDef, Selector, MAX_POINTS};
+use airlock_telemetry::{Health, Kind, Selector, SeriesDef, MAX_POINTS};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -54,7 +54,9 @@ fn parse_time(what: &str, v: &str, now: u64) -> Result<u64, Response> {
     let bad = || {
         error(
             Class::BadRequest,
-            format!("{what} is not a time (Unix seconds, RFC 3339, now, or relative like -1h, -7d)"),
+            format!(
+                "{what} is not a time (Unix seconds, RFC 3339, now, or relative like -1h, -7d)"
+            ),
         )
     };
     if v == "now" {
@@ -282,12 +284,22 @@ mod tests {
         assert_eq!(parse_time("from", "now", now).ok(), Some(now));
         assert_eq!(parse_time("from", "-1h", now).ok(), Some(now - 3600));
         assert_eq!(parse_time("from", "-7d", now).ok(), Some(now - 7 * 86_400));
-        assert_eq!(parse_time("from", "1700000000", now).ok(), Some(1_700_000_000));
+        assert_eq!(
+            parse_time("from", "1700000000", now).ok(),
+            Some(1_700_000_000)
+        );
         assert_eq!(
             parse_time("from", "2023-11-14T22:13:20Z", now).ok(),
             Some(1_700_000_000)
         );
-        for bad in ["-1", "-h", "-1x", "yesterday<script>", "", "-99999999999999999999y"] {
+        for bad in [
+            "-1",
+            "-h",
+            "-1x",
+            "yesterday<script>",
+            "",
+            "-99999999999999999999y",
+        ] {
             assert!(parse_time("from", bad, now).is_err(), "{bad:?}");
         }
     }

@@ -266,6 +266,8 @@ fn gauges(h: &airlock_telemetry::Health) -> StoreGauges {
     }
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// How a `/metrics` family's values become stored integers.
 fn scale_of(family: &str) -> (f64, &'static str) {
     if family.ends_with("_seconds") {
@@ -344,8 +346,7 @@ impl Sampler {
     fn histogram(&mut self, f: &Family, out: &mut Vec<(SeriesDef, i64)>) {
         let (scale, unit) = scale_of(&f.name);
         // One histogram per label set (without `le`).
-        let mut by_labels: BTreeMap<String, (BTreeMap<String, String>, Vec<(f64, f64)>)> =
-            BTreeMap::new();
+        let mut by_labels: BTreeMap<String, (Labels, Vec<(f64, f64)>)> = BTreeMap::new();
         for s in &f.samples {
             if let Some(suffix) = s.name.strip_prefix(f.name.as_str()) {
                 match suffix {
@@ -602,7 +603,7 @@ airlock_request_duration_seconds_bucket{le="+Inf",model="m"} 30
             .expect("p99");
         assert_eq!((p99.0.kind, p99.0.unit.as_str()), (Kind::Gauge, "us"));
         assert!(
-            p99.0.labels.get("le").is_none(),
+            !p99.0.labels.contains_key("le"),
             "le is not a label of the stored series"
         );
 
@@ -667,7 +668,7 @@ airlock_request_duration_seconds_bucket{le="+Inf",model="m"} 30
             let v = value(&out, key).unwrap_or_else(|| panic!("{key} missing"));
             assert!(v >= 0, "{key} = {v}");
         }
-        assert!(value(&out, "airlock_process_threads").unwrap() >= 1);
-        assert!(value(&out, "airlock_process_resident_memory").unwrap() > 1 << 20);
+        assert!(value(&out, "airlock_process_threads").expect("threads") >= 1);
+        assert!(value(&out, "airlock_process_resident_memory").expect("rss") > 1 << 20);
     }
 }

@@ -711,6 +711,62 @@ pub struct TelemetryAnswer {
     pub series: Vec<TelemetrySeriesPoints>,
 }
 
+/// One span of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSpan {
+    /// `request`, `decode`, `queue`, `batch`, `execute`, `respond`.
+    pub name: String,
+    /// Start, µs after the trace's start.
+    pub start_us: u64,
+    /// Length in µs.
+    pub duration_us: u64,
+    /// Rows of the batch (on `batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+/// One request's trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// W3C trace id (32 hex digits): the client's, or made by airlockd.
+    pub trace_id: String,
+    /// airlockd's span for the request (16 hex digits), as in the answer's `traceparent`.
+    pub span_id: String,
+    /// The client's span, when it sent a `traceparent`.
+    pub parent_span_id: Option<String>,
+    /// The request id (`x-request-id`, and on the request's log lines).
+    pub request_id: String,
+    /// `http` or `grpc`.
+    pub transport: String,
+    /// The operation.
+    pub operation: String,
+    /// The model that answered.
+    pub model: Option<String>,
+    /// Its version.
+    pub version: Option<String>,
+    /// Start (RFC 3339, µs).
+    pub start: String,
+    /// Start (Unix µs).
+    pub start_unix_us: u64,
+    /// Length in µs.
+    pub duration_us: u64,
+    /// `ok` or `error`.
+    pub status: String,
+    /// The HTTP status or the gRPC code.
+    pub code: u32,
+    /// Spans, the whole request first.
+    pub spans: Vec<TraceSpan>,
+}
+
+/// `GET /telemetry/traces?trace_id=…&model=…&from=…&to=…&status=ok|error&min_duration_ms=…&limit=N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceList {
+    /// Traces recorded since airlockd started (kept or since dropped).
+    pub recorded: u64,
+    /// Matching traces, newest first.
+    pub traces: Vec<TraceRecord>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,29 @@ enum TelemetryCmd {
         #[arg(long = "match", value_name = "SELECTOR")]
         selector: Option<String>,
     },
+    /// Request traces, newest first: the last N, every failed one and every slow one
+    /// (`[telemetry] slow_trace`), with their spans.
+    Traces {
+        /// One trace (32 hex digits: a client's traceparent trace id, or the one airlockd made
+        /// and returned).
+        #[arg(long)]
+        trace_id: Option<String>,
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+        /// `ok` or `error`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Since (Unix seconds, RFC 3339, or relative: `-1h`).
+        #[arg(long, default_value = "-1h", allow_hyphen_values = true)]
+        since: String,
+        /// Only those at least this long.
+        #[arg(long)]
+        min_duration_ms: Option<u64>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// The history of the series a selector matches (at most 64), in at most --points
     /// buckets each with min / avg / max (for counters: rate, peak rate, increase).
     Query {
@@ -914,6 +937,28 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             let v = c.get(&paths::telemetry_query(series, from, to, *points))?;
             if out(&v) {
                 telemetry::print_answer(&typed(&v)?);
+            }
+        }
+        Cmd::Telemetry(TelemetryCmd::Traces {
+            trace_id,
+            model,
+            status,
+            since,
+            min_duration_ms,
+            limit,
+        }) => {
+            let mut q = format!("from={}&limit={limit}", paths::segment(since));
+            for (k, v) in [("trace_id", trace_id), ("model", model), ("status", status)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", paths::segment(v)));
+                }
+            }
+            if let Some(ms) = min_duration_ms {
+                q.push_str(&format!("&min_duration_ms={ms}"));
+            }
+            let v = c.get(&format!("/api/v1/telemetry/traces?{q}"))?;
+            if out(&v) {
+                telemetry::print_traces(&typed(&v)?, trace_id.is_some());
             }
         }
         Cmd::Top { interval, once } => {

@@ -186,6 +186,52 @@ pub fn print_answer(a: &api::TelemetryAnswer) {
     }
 }
 
+/// `telemetry traces`: one line per trace; with `spans`, each trace's spans as a waterfall.
+pub fn print_traces(l: &api::TraceList, spans: bool) {
+    println!(
+        "{:<27} {:<32} {:<24} {:<5} {:>5} {:>10}",
+        "START", "TRACE", "MODEL", "VIA", "CODE", "DURATION"
+    );
+    for t in &l.traces {
+        let model = match (&t.model, &t.version) {
+            (Some(m), Some(v)) => format!("{m} {v}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<27} {:<32} {:<24} {:<5} {:>5} {:>10}",
+            t.start,
+            t.trace_id,
+            model,
+            t.transport,
+            t.code,
+            human(t.duration_us as f64, "us")
+        );
+        if spans {
+            let total = t.duration_us.max(1) as f64;
+            for s in &t.spans {
+                let width = 40.0;
+                let at = (s.start_us as f64 / total * width) as usize;
+                let len = ((s.duration_us as f64 / total * width) as usize).max(1);
+                println!(
+                    "    {:<8} {:>10} {:>10}  {}{}{}",
+                    s.name,
+                    human(s.start_us as f64, "us"),
+                    human(s.duration_us as f64, "us"),
+                    " ".repeat(at.min(40)),
+                    "#".repeat(len.min(40 - at.min(39))),
+                    s.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    if l.traces.is_empty() {
+        println!(
+            "no trace matched ({} recorded since airlockd started)",
+            l.recorded
+        );
+    }
+}
+
 /// One query's answer.
 fn query(c: &Client, series: &str, from: &str, points: u32) -> Result<api::TelemetryAnswer, Fail> {
     typed(&c.get(&paths::telemetry_query(series, from, "now", points))?)

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod system;
 pub mod telemetry;
 pub mod trace;
+pub mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -234,6 +235,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_response: config.server.max_response_size.0,
         metrics,
         tokens: if dev { None } else { Some(tokens.clone()) },
+        // Off with the rest of telemetry.
+        traces: traces::Traces::new(
+            if config.telemetry.enabled {
+                config.telemetry.max_traces
+            } else {
+                0
+            },
+            config.telemetry.slow_trace.get(),
+        ),
     });
     let (n, unavailable) =
         lifecycle::serving::load_active(infer.models(), runtime, &updater, &config)?;
@@ -271,6 +281,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let admin_state = Arc::new(http::admin::AdminState {
         telemetry: telemetry.clone(),
+        traces: state.traces.clone(),
         lifecycle: lifecycle.clone(),
         tokens: tokens.clone(),
         token_overlap: config.server.token_overlap.get(),
@@ -434,6 +445,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let grpc_state = Arc::new(grpc::GrpcState {
                     infer: infer.clone(),
                     tokens: if dev { None } else { Some(tokens.clone()) },
+                    traces: state.traces.clone(),
                     max_message: config.grpc.max_message_size.0 as usize,
                     max_response: config.server.max_response_size.0.min(config.grpc.max_message_size.0),
                     shutdown: shutdown.clone(),

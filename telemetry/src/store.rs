@@ -298,7 +298,7 @@ impl Store {
         Ok(store)
     }
 
-    /// Sets the fault hook crash tests use (`telemetry:block`: between the halves of a block
+    /// Sets the fault hook crash tests use (`telemetry:block:tierK`: between the halves of a block
     /// write).
     pub fn set_fault(&mut self, f: Fault) {
         self.fault = Some(f);
@@ -735,7 +735,13 @@ impl Store {
         let half = bytes.len() / 2;
         let res = f.write_all(&bytes[..half]).and_then(|()| {
             if let Some(fault) = &self.fault {
-                fault("telemetry:block");
+                fault(
+                    [
+                        "telemetry:block:tier0",
+                        "telemetry:block:tier1",
+                        "telemetry:block:tier2",
+                    ][k.min(2)],
+                );
             }
             f.write_all(&bytes[half..])?;
             f.sync_data()

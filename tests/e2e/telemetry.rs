@@ -108,18 +108,18 @@ fn unix_now() -> u64 {
 #[test]
 fn a_sigkill_inside_a_segment_write_loses_only_unjournaled_samples_and_a_corrupt_segment_only_its_own(
 ) {
-    // 30x: a tier-0 page (300 s) closes every 10 s. Each block write pauses 1.5 s at the fault
-    // point, and the daemon is killed inside the second one, between the block's two halves.
+    // 30x: a tier-0 page (300 s) closes every 10 s. Each tier-0 block write pauses 1.5 s at the
+    // fault point, and the daemon is killed inside the second one, between the block's halves.
     let from = unix_now() - 5;
     let d = DevServer::start(
         None,
         &[
             ("AIRLOCK_TELEMETRY_WARP", "30"),
-            ("AIRLOCK_FAULT_PAUSE", "telemetry:block:1500"),
+            ("AIRLOCK_FAULT_PAUSE", "telemetry:block:tier0:1500"),
         ],
     );
     let load = Load::start(&d.addr);
-    let blocks = |d: &DevServer| d.log().matches("point=\"telemetry:block\"").count();
+    let blocks = |d: &DevServer| d.log().matches("point=\"telemetry:block:tier0\"").count();
     let start = Instant::now();
     while blocks(&d) < 2 {
         assert!(
@@ -292,6 +292,137 @@ fn an_unusable_telemetry_directory_leaves_serving_and_the_api_answering() {
         1,
         "{}",
         d.log()
+    );
+    assert!(d.stop(), "a clean stop");
+}
+
+#[test]
+fn traces_carry_the_clients_trace_id_across_http_and_grpc_with_their_spans() {
+    let d = DevServer::start(None, &[]);
+    let (t_http, t_grpc, t_raw) = (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "0af7651916cd43dd8448eb211c80319c",
+        "a3ce929d0e0e47364bf92f3577b34da6",
+    );
+    let out = std::process::Command::new(airlock_tests::venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/trace_check.py"
+        ))
+        .args([&d.addr, &d.grpc, t_http, t_grpc, t_raw])
+        .output()
+        .expect("python (scripts/setup.sh makes the venv)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "trace_check.py:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // HTTP answers with the client's trace and airlockd's own span; without a traceparent
+    // airlockd makes a trace and says which.
+    let body =
+        br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
+    let tp = format!("00-{t_http}-00f067aa0ba902b7-01");
+    let (status, headers, _) = http(
+        &d.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &[("traceparent", &tp)],
+        body,
+    );
+    assert_eq!(status, 200);
+    let back = airlock_tests::header(&headers, "traceparent")
+        .unwrap()
+        .to_string();
+    assert!(back.starts_with(&format!("00-{t_http}-")), "{back}");
+    assert!(
+        !back.contains("00f067aa0ba902b7"),
+        "a span of its own: {back}"
+    );
+    let (_, headers, _) = http(&d.addr, "POST", "/v2/models/demo-iris/infer", &[], body);
+    let made = airlock_tests::header(&headers, "traceparent")
+        .unwrap()
+        .to_string();
+    let made_id = made.split('-').nth(1).unwrap().to_string();
+    assert_eq!(made_id.len(), 32);
+    // A failed request's log line names its trace and request id.
+    let bad = br#"{"inputs":[{"name":"nope","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}"#;
+    let t_bad = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let (status, headers, _) = http(
+        &d.addr,
+        "POST",
+        "/v2/models/demo-iris/infer",
+        &[("traceparent", &format!("00-{t_bad}-00f067aa0ba902b7-01"))],
+        bad,
+    );
+    assert_eq!(status, 400);
+    let rid = airlock_tests::header(&headers, "x-request-id")
+        .unwrap()
+        .to_string();
+    wait_until("the refusal's log line", || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("request refused") && l.contains(t_bad) && l.contains(&rid))
+    });
+
+    let traces = |q: &[&str]| -> Vec<Value> {
+        let mut args = vec!["telemetry", "traces"];
+        args.extend_from_slice(q);
+        ctl_json(&d, &args)["traces"].as_array().unwrap().clone()
+    };
+    for (id, transport) in [
+        (t_http, "http"),
+        (t_grpc, "grpc"),
+        (t_raw, "grpc"),
+        (made_id.as_str(), "http"),
+    ] {
+        let found = traces(&["--trace-id", id]);
+        assert!(!found.is_empty(), "trace {id} is kept");
+        let t = &found[0];
+        assert_eq!(t["transport"], transport, "{t}");
+        assert_eq!(t["model"], "demo-iris", "{t}");
+        assert_eq!(t["version"], "1.0.0", "{t}");
+        assert_eq!(t["status"], "ok", "{t}");
+        let names: Vec<&str> = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["request", "decode", "queue", "batch", "execute", "respond"],
+            "{t}"
+        );
+        let total = t["duration_us"].as_u64().unwrap();
+        for s in t["spans"].as_array().unwrap() {
+            assert!(
+                s["start_us"].as_u64().unwrap() + s["duration_us"].as_u64().unwrap() <= total + 1,
+                "spans lie inside the request: {t}"
+            );
+        }
+        if id != made_id {
+            assert_eq!(t["parent_span_id"], "00f067aa0ba902b7", "{t}");
+        }
+    }
+    let failed = traces(&["--status", "error"]);
+    assert!(
+        failed
+            .iter()
+            .any(|t| t["trace_id"] == t_bad && t["code"] == 400),
+        "{failed:?}"
+    );
+    assert!(traces(&["--status", "ok", "--model", "demo-iris"]).len() >= 5);
+    assert!(traces(&["--model", "other"]).is_empty());
+    let (code, _, err) = airlockctl_as(
+        None,
+        &socket(&d),
+        &["telemetry", "traces", "--trace-id", "xyz<script>"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("32 hex digits") && !err.contains("script"),
+        "{err}"
     );
     assert!(d.stop(), "a clean stop");
 }

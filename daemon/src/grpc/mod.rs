@@ -74,6 +74,8 @@ pub struct GrpcState {
     pub max_response: u64,
     /// Cancelled at shutdown: streams stop taking requests and end once answered.
     pub shutdown: CancellationToken,
+    /// The request traces.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 /// The one mapping of failure classes to gRPC codes.
@@ -225,7 +227,14 @@ impl Service {
         caller: &Caller,
         mut msg: pb::ModelInferRequest,
         deadline: Option<Instant>,
+        cell: Option<&crate::traces::Cell>,
     ) -> Result<pb::ModelInferResponse, Status> {
+        let mark = |f: &dyn Fn(&mut crate::traces::Detail)| {
+            if let Some(c) = cell {
+                c.with(f);
+            }
+        };
+        mark(&|_| {});
         let name = model_name(&msg.model_name)?;
         may_use(caller, name)?;
         let mut call = self
@@ -234,9 +243,11 @@ impl Service {
             .route(name, version(&msg.model_version)?)
             .map_err(infer_status)?;
         let model = call.model().clone();
+        mark(&|d| d.model = Some((model.name.clone(), model.version.to_string())));
         let budget = (self.0.max_message as u64).saturating_mul(2);
         let req = wire::parse(&model.contract, &mut msg, budget)
             .map_err(|e| infer_status(call.refuse(e)))?;
+        mark(&|d| d.decoded = Some(Instant::now()));
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let timeout = match (req.timeout, left) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -246,6 +257,10 @@ impl Service {
             .infer(req.inputs, timeout)
             .await
             .map_err(infer_status)?;
+        mark(&|d| {
+            d.answered = Some(Instant::now());
+            d.engine = Some((answer.queue, answer.compute, answer.batch_rows));
+        });
         let who = wire::Answering {
             model: &model.name,
             version: model.version.to_string(),
@@ -461,7 +476,8 @@ impl GrpcInferenceService for Service {
     ) -> Answer<pb::ModelInferResponse> {
         let deadline = grpc_timeout(req.metadata())?.map(|t| Instant::now() + t);
         let caller = caller(&req);
-        self.infer_one(&caller, req.into_inner(), deadline)
+        let cell = req.extensions().get::<Arc<crate::traces::Cell>>().cloned();
+        self.infer_one(&caller, req.into_inner(), deadline, cell.as_deref())
             .await
             .map(tonic::Response::new)
     }
@@ -486,7 +502,7 @@ impl GrpcInferenceService for Service {
                     async move {
                         let (id, model_name, model_version) =
                             (m.id.clone(), m.model_name.clone(), m.model_version.clone());
-                        match svc.infer_one(&caller, m, deadline).await {
+                        match svc.infer_one(&caller, m, deadline, None).await {
                             Ok(r) => pb::ModelStreamInferResponse {
                                 error_message: String::new(),
                                 infer_response: Some(r),
@@ -738,17 +754,19 @@ impl Grpc {
             .unwrap_or("(other)")
             .to_string();
         let id = crate::trace::RequestId::new();
-        let trace = req
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::trace::trace_id)
-            .map(str::to_string);
+        let ctx = crate::traces::Context::from_header(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let cell = Arc::new(crate::traces::Cell::default());
+        req.extensions_mut().insert(cell.clone());
+        let trace = ctx.trace_hex();
         // As for HTTP's `/v2` routes: the RPC handlers write no line of their own while they
         // run, so the span waits for the closing line unless debug lines are on.
         let span = crate::trace::RequestSpan::new(
             !tracing::enabled!(tracing::Level::DEBUG),
-            || tracing::info_span!("rpc", id = %id, trace_id = trace.as_deref(), method = %method),
+            || tracing::info_span!("rpc", id = %id, trace_id = %trace, method = %method),
         );
         let start = Instant::now();
         let open = method == "ServerLive" || method == "ServerReady";
@@ -809,6 +827,22 @@ impl Grpc {
             Some(c) => tracing::info!(code = ?c, micros, "rpc refused"),
         });
         resp.headers_mut().insert("x-request-id", id.header());
+        resp.headers_mut().insert("traceparent", ctx.header());
+        let ok = matches!(code, None | Some(Code::Ok));
+        if let Some(t) = crate::traces::Trace::finish(
+            ctx,
+            crate::traces::Origin {
+                request_id: id.to_string(),
+                transport: "grpc",
+                operation: "ModelInfer",
+            },
+            start,
+            &cell,
+            code.map_or(0, |c| c as u32),
+            !ok,
+        ) {
+            self.state.traces.record(t);
+        }
         resp
     }
 }

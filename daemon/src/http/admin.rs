@@ -45,6 +45,8 @@ pub struct AdminState {
     pub token_overlap: std::time::Duration,
     /// The local telemetry store.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The request traces.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 type S = State<Arc<AdminState>>;
@@ -895,6 +897,11 @@ pub fn routes() -> Vec<(
             "/telemetry/query",
             rule(Viewer, "read telemetry"),
             get(telemetry::query),
+        ),
+        (
+            "/telemetry/traces",
+            rule(Viewer, "read telemetry"),
+            get(telemetry::traces),
         ),
         ("/tokens", rule(Admin, "list tokens"), get(tokens_list)),
         (

@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Token records to authenticate against; `None` only in `--dev` (no authentication).
     pub tokens: Option<Arc<crate::auth::Tokens>>,
+    /// The request traces.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 type S = State<Arc<AppState>>;
@@ -160,9 +162,15 @@ pub fn router(state: Arc<AppState>, admin: Option<Router>) -> Router {
         Some(a) => r.nest("/api/v1", a),
         None => r,
     };
-    r.route_layer(axum::middleware::from_fn_with_state(state, authorize))
-        .fallback(|| async { error(Class::NotFound, "no such endpoint") })
-        .layer(axum::middleware::from_fn(trace_request))
+    r.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authorize,
+    ))
+    .fallback(|| async { error(Class::NotFound, "no such endpoint") })
+    .layer(axum::middleware::from_fn_with_state(
+        state.traces.clone(),
+        trace_request,
+    ))
 }
 
 use crate::auth::Caller;
@@ -249,24 +257,32 @@ async fn authorize(
 /// Gives every request an id (echoed as `x-request-id`), a span carrying it and the client's
 /// W3C trace id, and one log line when it ends (errors at warn/info, successes at debug).
 /// Only the method, path, status and timing are logged — never headers or bodies.
-async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn trace_request(
+    State(traces): State<Arc<crate::traces::Traces>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     use tracing::Instrument;
     let id = crate::trace::RequestId::new();
-    let trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::trace::trace_id)
-        .map(str::to_string);
-    // The span carries only what every line of the request needs (its id and the client's
-    // trace id; an absent trace id records no field): method and path go on the closing line.
+    // The client's trace continued, or a new one: its id is on every line of the request and
+    // in the answer's `traceparent`.
+    let ctx = crate::traces::Context::from_header(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let cell = Arc::new(crate::traces::Cell::default());
+    req.extensions_mut().insert(cell.clone());
+    let trace = ctx.trace_hex();
+    // The span carries only what every line of the request needs (its id and the trace id):
+    // method and path go on the closing line.
     // The `/v2` handlers write no line of their own while they run (the engine's lines come
     // from its session threads) and authorisation writes only debug lines, so their span waits
     // for the closing line unless debug lines are on ([`crate::trace::RequestSpan`]). Every
     // other route (the admin API logs as it works) opens its span at once.
     let span = crate::trace::RequestSpan::new(
         req.uri().path().starts_with("/v2/") && !tracing::enabled!(tracing::Level::DEBUG),
-        || tracing::info_span!("request", id = %id, trace_id = trace.as_deref()),
+        || tracing::info_span!("request", id = %id, trace_id = %trace),
     );
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -280,6 +296,21 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
         _ => tracing::debug!(status, micros, %method, path = uri.path(), "request"),
     });
     resp.headers_mut().insert("x-request-id", id.header());
+    resp.headers_mut().insert("traceparent", ctx.header());
+    if let Some(t) = crate::traces::Trace::finish(
+        ctx,
+        crate::traces::Origin {
+            request_id: id.to_string(),
+            transport: "http",
+            operation: "infer",
+        },
+        start,
+        &cell,
+        u32::from(status),
+        status >= 400,
+    ) {
+        traces.record(t);
+    }
     resp
 }
 
@@ -546,10 +577,20 @@ async fn infer(State(s): S, m: String, v: Option<String>, req: axum::extract::Re
     // The request itself, not a `HeaderMap` extractor (which copies every header).
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
+    let cell = parts.extensions.get::<Arc<crate::traces::Cell>>();
     let mut call = match s.infer.route(&m, v.as_deref()) {
         Ok(c) => c,
-        Err(e) => return infer_error(e),
+        Err(e) => {
+            if let Some(c) = cell {
+                c.with(|_| {});
+            }
+            return infer_error(e);
+        }
     };
+    if let Some(c) = cell {
+        let m = call.model();
+        c.with(|d| d.model = Some((m.name.clone(), m.version.to_string())));
+    }
     let body = match read_body(s.max_body, headers, body).await {
         Ok(b) => b,
         Err(r) => {
@@ -589,6 +630,9 @@ async fn infer(State(s): S, m: String, v: Option<String>, req: axum::extract::Re
     };
     // (Raw tensors are slices of the body: it is freed when the answer is.)
     drop(body);
+    if let Some(c) = cell {
+        c.with(|d| d.decoded = Some(std::time::Instant::now()));
+    }
     let answer = match call
         .infer(req.inputs, req.timeout_us.map(Duration::from_micros))
         .await
@@ -596,6 +640,12 @@ async fn infer(State(s): S, m: String, v: Option<String>, req: axum::extract::Re
         Ok(a) => a,
         Err(e) => return infer_error(e),
     };
+    if let Some(c) = cell {
+        c.with(|d| {
+            d.answered = Some(std::time::Instant::now());
+            d.engine = Some((answer.queue, answer.compute, answer.batch_rows));
+        });
+    }
     let version = model.version.to_string();
     let who = wire::Answering {
         model: &model.name,

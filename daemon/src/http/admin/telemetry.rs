@@ -274,6 +274,118 @@ pub async fn query(State(s): State<Arc<AdminState>>, _: Who, q: Params) -> Respo
     }
 }
 
+/// Traces when a query does not say, and at most.
+const DEFAULT_TRACES: usize = 100;
+const MAX_TRACES: usize = 1000;
+
+/// `GET /telemetry/traces?trace_id=…&model=…&from=…&to=…&status=ok|error&min_duration_ms=…&limit=N`:
+/// the newest matching traces (at most 1000).
+pub async fn traces(State(s): State<Arc<AdminState>>, _: Who, q: Params) -> Response {
+    let p = match params(
+        &q,
+        &[
+            "trace_id",
+            "model",
+            "from",
+            "to",
+            "status",
+            "min_duration_ms",
+            "limit",
+        ],
+    ) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut f = crate::traces::Filter::default();
+    if let Some(t) = p.get("trace_id") {
+        match (t.len() == 32)
+            .then(|| u128::from_str_radix(t, 16).ok())
+            .flatten()
+        {
+            Some(id) => f.trace = Some(id),
+            None => return error(Class::BadRequest, "trace_id must be 32 hex digits"),
+        }
+    }
+    if let Some(m) = p.get("model") {
+        f.model = Some((*m).to_string());
+    }
+    for (k, slot) in [("from", &mut f.from_us), ("to", &mut f.to_us)] {
+        if let Some(v) = p.get(k) {
+            match parse_time(k, v, now) {
+                Ok(t) => *slot = Some(t.saturating_mul(1_000_000)),
+                Err(r) => return r,
+            }
+        }
+    }
+    match p.get("status").copied() {
+        None => {}
+        Some("ok") => f.failed = Some(false),
+        Some("error") => f.failed = Some(true),
+        Some(_) => return error(Class::BadRequest, "status must be ok or error"),
+    }
+    if let Some(v) = p.get("min_duration_ms") {
+        match v.parse::<u64>() {
+            Ok(ms) => f.min_duration_us = Some(ms.saturating_mul(1000)),
+            Err(_) => return error(Class::BadRequest, "min_duration_ms must be a number"),
+        }
+    }
+    let limit = match p.get("limit").map(|v| v.parse::<usize>()) {
+        None => DEFAULT_TRACES,
+        Some(Ok(n)) if (1..=MAX_TRACES).contains(&n) => n,
+        Some(_) => {
+            return error(
+                Class::BadRequest,
+                format!("limit must be a number from 1 to {MAX_TRACES}"),
+            )
+        }
+    };
+    let found = s.traces.query(&f, limit);
+    Json(api::TraceList {
+        recorded: s.traces.recorded(),
+        traces: found.iter().map(|t| trace_record(t)).collect(),
+    })
+    .into_response()
+}
+
+/// A trace as the API shows it.
+pub fn trace_record(t: &crate::traces::Trace) -> api::TraceRecord {
+    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.start_unix_us) * 1000)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    api::TraceRecord {
+        trace_id: t.ctx.trace_hex(),
+        span_id: format!("{:016x}", t.ctx.span),
+        parent_span_id: t.ctx.parent.map(|p| format!("{p:016x}")),
+        request_id: t.request_id.clone(),
+        transport: t.transport.into(),
+        operation: t.operation.into(),
+        model: t.model.as_ref().map(|m| m.0.clone()),
+        version: t.model.as_ref().map(|m| m.1.clone()),
+        start,
+        start_unix_us: t.start_unix_us,
+        duration_us: t.duration_us,
+        status: if t.failed { "error" } else { "ok" }.into(),
+        code: t.code,
+        spans: t
+            .spans
+            .iter()
+            .map(|s| api::TraceSpan {
+                name: s.name.into(),
+                start_us: s.start_us,
+                duration_us: s.duration_us,
+                rows: s.rows,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

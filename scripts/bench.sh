@@ -4,6 +4,9 @@
 #   scripts/bench.sh [import] [ARGS]   bundle import vs zstd|tee|sha256sum (airlock-bench: --size 512MiB --runs 1 --no-doc)
 #   scripts/bench.sh serve [ARGS]      serving vs raw ONNX Runtime, and airlockd CPU per request over HTTP
 #                                      and gRPC (airlock-serve-bench: --seconds N --no-doc --cpu-only)
+#   scripts/bench.sh telemetry [ARGS]  the telemetry store (7 d and 1 y warped, bytes per sample, queries)
+#                                      and serving with telemetry off vs on (airlock-telemetry-bench:
+#                                      --seconds N --rounds N --no-doc --store-only)
 #   scripts/bench.sh instructions [CONNS] [SECONDS]
 #                                      user-space instructions per inference request under callgrind
 #                                      (bench-tiny, HTTP, wrk; run `serve` once first for its fixtures)
@@ -30,6 +33,11 @@ case $what in
     cargo build --release --locked -q -p airlockd --bin airlockd
     cargo build --release --locked -q -p airlock-tests --bin airlock-serve-bench
     exec target/release/airlock-serve-bench "$@" ;;
+  telemetry)
+    command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
+    cargo build --release --locked -q -p airlockd --bin airlockd
+    cargo build --release --locked -q -p airlock-tests --bin airlock-telemetry-bench
+    exec target/release/airlock-telemetry-bench "$@" ;;
   instructions)
     # Instruction counts reproduce where this VM's timings do not. airlockd runs under callgrind
     # with instrumentation off until it is ready and warmed up, then counts one wrk run.
@@ -57,5 +65,5 @@ case $what in
     f=$(ls -S "$out"/cg.* | head -1)
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "bench-tiny, HTTP, $conns connections: $n requests, $ir instructions, $((ir / n)) per request (profile: $f)" ;;
-  *) echo "usage: scripts/bench.sh [import|serve|instructions] [ARGS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [import|serve|telemetry|instructions] [ARGS]" >&2; exit 2 ;;
 esac

@@ -300,6 +300,69 @@ fn tier_rows(store: &Store) -> Vec<String> {
         .collect()
 }
 
+/// Each codec's bytes per stored sample on the same pages: 24 tier-0 pages (300 s) and 2 tier-1
+/// pages (60 slots of 60 s each) of every series, from the generator.
+fn codec_rows() -> String {
+    use airlock_telemetry::{codec, Agg};
+    let mut gens = series_set();
+    let mut rng = Rng(0x1234_5678);
+    let n = gens.len();
+    // tier-0 pages: [series][slot]
+    let mut t0: Vec<Vec<Vec<Agg>>> = vec![Vec::new(); n];
+    let mut t1: Vec<Vec<Vec<Agg>>> = vec![Vec::new(); n];
+    for _page in 0..24 {
+        let mut page = vec![Vec::with_capacity(300); n];
+        for _ in 0..300 {
+            for (i, v) in sample(&mut gens, &mut rng).into_iter().enumerate() {
+                page[i].push(Agg::one(v));
+            }
+        }
+        for (i, p) in page.into_iter().enumerate() {
+            t0[i].push(p);
+        }
+    }
+    for _page in 0..2 {
+        let mut page = vec![Vec::with_capacity(60); n];
+        for _ in 0..60 {
+            let mut slot = vec![Agg::default(); n];
+            for _ in 0..60 {
+                for (i, v) in sample(&mut gens, &mut rng).into_iter().enumerate() {
+                    slot[i].merge(&Agg::one(v));
+                }
+            }
+            for (i, a) in slot.into_iter().enumerate() {
+                page[i].push(a);
+            }
+        }
+        for (i, p) in page.into_iter().enumerate() {
+            t1[i].push(p);
+        }
+    }
+    let mut rows = String::from("Codecs on the same pages (bytes per stored sample; the store keeps the smallest per chunk):\n\n| pages | varints | zstd | pco | smallest of the three |\n|---|---|---|---|---|\n");
+    for (label, pages) in [("tier 0, 24 pages × 300 s", &t0), ("tier 1, 2 pages × 60 min", &t1)] {
+        let mut sums = [0usize; 4];
+        let mut slots = 0usize;
+        for series in pages.iter() {
+            for page in series {
+                slots += page.len();
+                for (k, c) in [codec::RAW, codec::ZSTD, codec::PCO].into_iter().enumerate() {
+                    sums[k] += codec::encode_with(c, page).map_or(usize::MAX / 64, |b| b.len());
+                }
+                sums[3] += codec::encode(page).1.len();
+            }
+        }
+        let per = |b: usize| b as f64 / slots.max(1) as f64;
+        rows.push_str(&format!(
+            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            per(sums[0]),
+            per(sums[1]),
+            per(sums[2]),
+            per(sums[3])
+        ));
+    }
+    rows
+}
+
 /// The store's figures (markdown).
 fn store_bench(dir: &Path) -> anyhow::Result<String> {
     let _ = std::fs::remove_dir_all(dir);
@@ -419,6 +482,8 @@ fn store_bench(dir: &Path) -> anyhow::Result<String> {
         on_disk as f64 / 1048576.0,
         h.bytes_used as f64 / 1048576.0
     ));
+    out.push_str(&codec_rows());
+    out.push('\n');
     out.push_str("Queries at 2000 points (median of 7, files in the page cache):\n\n| store | window | series | tier | points per series | time |\n|---|---|---|---|---|---|\n");
     out.push_str(&q.join("\n"));
     out.push('\n');

@@ -426,3 +426,86 @@ fn traces_carry_the_clients_trace_id_across_http_and_grpc_with_their_spans() {
     );
     assert!(d.stop(), "a clean stop");
 }
+
+#[test]
+fn no_token_secret_or_key_reaches_the_history_or_the_traces() {
+    let (d, sock, token) = airlock_tests::production_server(
+        &[("uid:0", "admin")],
+        "mode = \"unattended-dev\"",
+        "",
+        &[],
+    );
+    let secret = token.rsplit('_').next().unwrap().to_string();
+    assert!(secret.len() >= 16, "{token}");
+    for _ in 0..5 {
+        assert_eq!(iris_infer(&d.addr, &token).0, 200);
+    }
+    // A wrong token, and one that names another model, are refused and recorded as nothing.
+    assert_eq!(iris_infer(&d.addr, &format!("{token}x")).0, 401);
+    wait_until("the requests are in the history", || {
+        let (code, out, _) = airlockctl_as(
+            None,
+            &sock,
+            &[
+                "--json",
+                "telemetry",
+                "query",
+                "airlock_inference_requests_total*",
+                "--from",
+                "-5m",
+            ],
+        );
+        code == 0 && out.contains("\"success\"") && out.contains("\"sum\":")
+    });
+    let (_, traces, _) = airlockctl_as(
+        None,
+        &sock,
+        &["--json", "telemetry", "traces", "--limit", "1000"],
+    );
+    let (_, series, _) = airlockctl_as(None, &sock, &["--json", "telemetry", "series"]);
+    let (_, _, metrics) = http(
+        &d.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    // Every file of the store, as bytes.
+    let mut stored = Vec::new();
+    fn walk(p: &std::path::Path, out: &mut Vec<u8>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.extend(std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    walk(&d.dir.path().join("airlock-dev/telemetry"), &mut stored);
+    assert!(!stored.is_empty());
+    let keys: Vec<String> = ["dev-root.key", "dev-bundle.key"]
+        .iter()
+        .map(|k| {
+            let v: Value = serde_json::from_slice(
+                &std::fs::read(d.dir.path().join("airlock-dev/dev").join(k)).unwrap(),
+            )
+            .unwrap();
+            v["private_key"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let stored = String::from_utf8_lossy(&stored).into_owned();
+    for (what, text) in [
+        ("the store's files", stored.as_str()),
+        ("the traces", traces.as_str()),
+        ("the catalog", series.as_str()),
+        ("/metrics", &String::from_utf8_lossy(&metrics)),
+        ("the log", &d.log()),
+    ] {
+        assert!(!text.contains(&secret), "a token secret in {what}");
+        for k in &keys {
+            assert!(!text.contains(k.as_str()), "key bytes in {what}");
+        }
+    }
+    assert!(traces.contains("demo-iris"), "{traces}");
+    assert!(d.stop(), "a clean stop");
+}

@@ -339,13 +339,19 @@ fn codec_rows() -> String {
         }
     }
     let mut rows = String::from("Codecs on the same pages (bytes per stored sample; the store keeps the smallest per chunk):\n\n| pages | varints | zstd | pco | smallest of the three |\n|---|---|---|---|---|\n");
-    for (label, pages) in [("tier 0, 24 pages × 300 s", &t0), ("tier 1, 2 pages × 60 min", &t1)] {
+    for (label, pages) in [
+        ("tier 0, 24 pages × 300 s", &t0),
+        ("tier 1, 2 pages × 60 min", &t1),
+    ] {
         let mut sums = [0usize; 4];
         let mut slots = 0usize;
         for series in pages.iter() {
             for page in series {
                 slots += page.len();
-                for (k, c) in [codec::RAW, codec::ZSTD, codec::PCO].into_iter().enumerate() {
+                for (k, c) in [codec::RAW, codec::ZSTD, codec::PCO]
+                    .into_iter()
+                    .enumerate()
+                {
                     sums[k] += codec::encode_with(c, page).map_or(usize::MAX / 64, |b| b.len());
                 }
                 sums[3] += codec::encode(page).1.len();
@@ -511,6 +517,12 @@ fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// The release airlockd, as an absolute path (the runs start it in their own directory).
+fn airlockd() -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize("target/release/airlockd")
+        .context("target/release/airlockd (cargo build --release -p airlockd)")
+}
+
 fn ort_library() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
         return Ok(p.into());
@@ -528,7 +540,7 @@ fn serve_run(dir: &Path, telemetry: bool, secs: u64, conns: usize) -> anyhow::Re
         &config,
         format!("[telemetry]\nenabled = {telemetry}\n[models.\"demo-iris\"]\nmax_batch_size = 8\n"),
     )?;
-    let mut child = Command::new("target/release/airlockd")
+    let mut child = Command::new(airlockd()?)
         .args([
             "--dev",
             "--listen",
@@ -602,7 +614,7 @@ fn serve_bench(secs: u64, rounds: usize) -> anyhow::Result<String> {
     let dir = std::fs::canonicalize("target")?.join("bench/telemetry-serve");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let st = Command::new("target/release/airlockd")
+    let st = Command::new(airlockd()?)
         .args(["--dev", "--once"])
         .current_dir(&dir)
         .env("ORT_DYLIB_PATH", ort_library()?)

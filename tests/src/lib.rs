@@ -757,3 +757,57 @@ pub fn wait_until(what: &str, f: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// What the bench commands share (`airlock-serve-bench`, `airlock-telemetry-bench`).
+pub mod bench {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use anyhow::{bail, Context};
+
+    /// The ONNX Runtime library: `ORT_DYLIB_PATH`, the image's, or the one `scripts/setup.sh`
+    /// unpacked.
+    pub fn ort_library() -> anyhow::Result<PathBuf> {
+        let explicit = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+        let home = PathBuf::from(std::env::var_os("HOME").context("HOME")?);
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or(home.join(".cache"));
+        for p in explicit.into_iter().chain([
+            PathBuf::from("/usr/lib/airlock/libonnxruntime.so"),
+            cache.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1"),
+        ]) {
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        bail!("ONNX Runtime not found: run scripts/setup.sh or set ORT_DYLIB_PATH")
+    }
+
+    /// A process's CPU time (user + system) from `/proc/PID/stat`.
+    pub fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name may hold spaces: the fields start after its closing parenthesis.
+        let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
+    /// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in `doc`
+    /// (appends the block when it is not there yet).
+    pub fn write_block(doc: &Path, name: &str, table: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(doc).unwrap_or_default();
+        let (start, end) = (
+            format!("<!-- bench:{name} -->"),
+            format!("<!-- /bench:{name} -->"),
+        );
+        let new = match (text.find(&start), text.find(&end)) {
+            (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
+            _ => format!("{text}\n{start}\n{table}{end}\n"),
+        };
+        std::fs::write(doc, new)?;
+        eprintln!("wrote {} ({name})", doc.display());
+        Ok(())
+    }
+}

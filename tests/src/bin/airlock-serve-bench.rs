@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_tests::bench::{cpu_of, ort_library, write_block};
 use anyhow::{bail, Context};
 
 struct BenchModel {
@@ -58,23 +59,6 @@ const MODELS: [BenchModel; 2] = [
         concurrency: &[1, 8],
     },
 ];
-
-fn ort_library() -> anyhow::Result<PathBuf> {
-    let explicit = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let home = PathBuf::from(std::env::var_os("HOME").context("HOME")?);
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or(home.join(".cache"));
-    for p in explicit.into_iter().chain([
-        PathBuf::from("/usr/lib/airlock/libonnxruntime.so"),
-        cache.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1"),
-    ]) {
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!("ONNX Runtime not found: run scripts/setup.sh or set ORT_DYLIB_PATH")
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
@@ -353,17 +337,6 @@ fn kserve_peer(
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-/// CPU time (user + system) `pid` has used, from `/proc/PID/stat` (fields 14 and 15, in clock
-/// ticks of 10 ms).
-fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may hold spaces: the fields start after its closing parenthesis.
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// A child's CPU time, read every 20 ms until it exits (the last reading, taken just before it
@@ -926,22 +899,5 @@ fn main() -> anyhow::Result<()> {
         write_block(&doc, "cpu", &cpu_table)?;
         write_block(&doc, "client", &client_table)?;
     }
-    Ok(())
-}
-
-/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in `doc` (appends
-/// the block when it is not there yet).
-fn write_block(doc: &Path, name: &str, table: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let (start, end) = (
-        format!("<!-- bench:{name} -->"),
-        format!("<!-- /bench:{name} -->"),
-    );
-    let new = match (text.find(&start), text.find(&end)) {
-        (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
-        _ => format!("{text}\n{start}\n{table}{end}\n"),
-    };
-    std::fs::write(doc, new)?;
-    eprintln!("wrote {} ({name})", doc.display());
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_telemetry::{Kind, Selector, SeriesDef, Store};
+use airlock_tests::bench::{cpu_of, ort_library, write_block};
 use anyhow::{bail, Context};
 
 /// A deterministic noise source (xorshift64*).
@@ -509,28 +510,10 @@ fn walk(dir: &Path) -> u64 {
         .sum()
 }
 
-fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
-}
-
 /// The release airlockd, as an absolute path (the runs start it in their own directory).
 fn airlockd() -> anyhow::Result<PathBuf> {
     std::fs::canonicalize("target/release/airlockd")
         .context("target/release/airlockd (cargo build --release -p airlockd)")
-}
-
-fn ort_library() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
-        return Ok(p.into());
-    }
-    let cache = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Ok(cache.join("airlock/onnxruntime/1.31.1/libonnxruntime.so.1.31.1"))
 }
 
 /// One serving run: (req/s, airlockd CPU µs per request) under wrk at `conns` connections.
@@ -650,21 +633,6 @@ fn serve_bench(secs: u64, rounds: usize) -> anyhow::Result<String> {
             .collect::<Vec<_>>()
             .join("; ")
     ))
-}
-
-fn write_block(doc: &Path, name: &str, table: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let (start, end) = (
-        format!("<!-- bench:{name} -->"),
-        format!("<!-- /bench:{name} -->"),
-    );
-    let new = match (text.find(&start), text.find(&end)) {
-        (Some(s), Some(e)) => format!("{}{start}\n{table}{}", &text[..s], &text[e..]),
-        _ => format!("{text}\n{start}\n{table}{end}\n"),
-    };
-    std::fs::write(doc, new)?;
-    eprintln!("wrote {} ({name})", doc.display());
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

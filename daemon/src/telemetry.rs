@@ -373,9 +373,7 @@ impl Sampler {
                                 Err(_) => continue,
                             }
                         };
-                        let key = SeriesDef::new(&f.name, Kind::Gauge, "")
-                            .with_labels(&labels)
-                            .key();
+                        let key = series(&f.name, &labels, Kind::Gauge, "").key();
                         by_labels
                             .entry(key)
                             .or_insert_with(|| (labels, Vec::new()))
@@ -467,18 +465,10 @@ impl Sampler {
     }
 }
 
-fn series(name: &str, labels: &BTreeMap<String, String>, kind: Kind, unit: &str) -> SeriesDef {
-    SeriesDef::new(name, kind, unit).with_labels(labels)
-}
-
-trait WithLabels {
-    fn with_labels(self, labels: &BTreeMap<String, String>) -> Self;
-}
-
-impl WithLabels for SeriesDef {
-    fn with_labels(mut self, labels: &BTreeMap<String, String>) -> SeriesDef {
-        self.labels = labels.clone();
-        self
+fn series(name: &str, labels: &Labels, kind: Kind, unit: &str) -> SeriesDef {
+    SeriesDef {
+        labels: labels.clone(),
+        ..SeriesDef::new(name, kind, unit)
     }
 }
 

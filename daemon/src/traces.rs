@@ -58,7 +58,25 @@ impl Context {
 
     /// The trace id as 32 hex digits.
     pub fn trace_hex(&self) -> String {
-        format!("{:032x}", self.trace)
+        self.trace_id().to_string()
+    }
+
+    /// The trace id, shown as 32 hex digits without allocating (for a span's field).
+    pub fn trace_id(&self) -> TraceId {
+        TraceId(self.trace)
+    }
+
+    /// The context of a request (from its `traceparent` HTTP header or gRPC metadata), and the
+    /// cell its handler fills, put into the request's extensions.
+    pub fn begin<B>(req: &mut axum::http::Request<B>) -> (Context, Arc<Cell>) {
+        let ctx = Context::from_header(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let cell = Arc::new(Cell::default());
+        req.extensions_mut().insert(cell.clone());
+        (ctx, cell)
     }
 
     /// The `traceparent` to answer with (this daemon's span as the parent of what follows).
@@ -68,6 +86,16 @@ impl Context {
             self.trace, self.span, self.flags
         );
         axum::http::HeaderValue::from_str(&s).unwrap_or_else(|_| unreachable!("hex digits"))
+    }
+}
+
+/// A trace id, shown as 32 hex digits.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceId(pub u128);
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 

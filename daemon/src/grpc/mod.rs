@@ -754,19 +754,12 @@ impl Grpc {
             .unwrap_or("(other)")
             .to_string();
         let id = crate::trace::RequestId::new();
-        let ctx = crate::traces::Context::from_header(
-            req.headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-        );
-        let cell = Arc::new(crate::traces::Cell::default());
-        req.extensions_mut().insert(cell.clone());
-        let trace = ctx.trace_hex();
+        let (ctx, cell) = crate::traces::Context::begin(&mut req);
         // As for HTTP's `/v2` routes: the RPC handlers write no line of their own while they
         // run, so the span waits for the closing line unless debug lines are on.
         let span = crate::trace::RequestSpan::new(
             !tracing::enabled!(tracing::Level::DEBUG),
-            || tracing::info_span!("rpc", id = %id, trace_id = %trace, method = %method),
+            || tracing::info_span!("rpc", id = %id, trace_id = %ctx.trace_id(), method = %method),
         );
         let start = Instant::now();
         let open = method == "ServerLive" || method == "ServerReady";

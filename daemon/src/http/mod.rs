@@ -266,14 +266,7 @@ async fn trace_request(
     let id = crate::trace::RequestId::new();
     // The client's trace continued, or a new one: its id is on every line of the request and
     // in the answer's `traceparent`.
-    let ctx = crate::traces::Context::from_header(
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
-    let cell = Arc::new(crate::traces::Cell::default());
-    req.extensions_mut().insert(cell.clone());
-    let trace = ctx.trace_hex();
+    let (ctx, cell) = crate::traces::Context::begin(&mut req);
     // The span carries only what every line of the request needs (its id and the trace id):
     // method and path go on the closing line.
     // The `/v2` handlers write no line of their own while they run (the engine's lines come
@@ -282,7 +275,7 @@ async fn trace_request(
     // other route (the admin API logs as it works) opens its span at once.
     let span = crate::trace::RequestSpan::new(
         req.uri().path().starts_with("/v2/") && !tracing::enabled!(tracing::Level::DEBUG),
-        || tracing::info_span!("request", id = %id, trace_id = %trace),
+        || tracing::info_span!("request", id = %id, trace_id = %ctx.trace_id()),
     );
     let method = req.method().clone();
     let uri = req.uri().clone();

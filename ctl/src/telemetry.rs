@@ -65,24 +65,14 @@ pub fn key(s: &api::TelemetrySeries) -> String {
 
 /// Unix seconds as RFC 3339 UTC (`2026-12-04T17:00:00Z`).
 pub fn utc(t: u64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = (t / 86_400) as i64;
-    let secs = t % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    i64::try_from(t)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 fn seconds(s: u64) -> String {
@@ -237,6 +227,16 @@ fn query(c: &Client, series: &str, from: &str, points: u32) -> Result<api::Telem
     typed(&c.get(&paths::telemetry_query(series, from, "now", points))?)
 }
 
+/// The mean of a series' values over the window (for a counter: its rate per second), `None`
+/// when it has none.
+fn window_mean(s: &api::TelemetrySeriesPoints) -> Option<f64> {
+    let (sum, count) = s
+        .points
+        .iter()
+        .fold((0i64, 0u32), |(s, c), p| (s + p.sum, c + p.count));
+    (count > 0).then(|| sum as f64 / f64::from(count))
+}
+
 /// Per label value of `label`: the mean over the window (for a counter: per second) and the
 /// newest bucket's mean.
 fn by_label(a: &api::TelemetryAnswer, label: &str) -> BTreeMap<String, (f64, f64)> {
@@ -245,15 +245,7 @@ fn by_label(a: &api::TelemetryAnswer, label: &str) -> BTreeMap<String, (f64, f64
         let Some(v) = s.series.labels.get(label) else {
             continue;
         };
-        let (sum, count) = s
-            .points
-            .iter()
-            .fold((0i64, 0u32), |(s, c), p| (s + p.sum, c + p.count));
-        let mean = if count > 0 {
-            sum as f64 / f64::from(count)
-        } else {
-            0.0
-        };
+        let mean = window_mean(s).unwrap_or(0.0);
         let last = s.points.last().map_or(0.0, |p| p.avg);
         let e = out.entry(v.clone()).or_default();
         if s.series.kind == "counter" {
@@ -282,15 +274,7 @@ fn frame(c: &Client, window: &str) -> Result<String, Fail> {
         else {
             continue;
         };
-        let (sum, count) = s
-            .points
-            .iter()
-            .fold((0i64, 0u32), |(s, c), p| (s + p.sum, c + p.count));
-        let rate = if count > 0 {
-            sum as f64 / f64::from(count)
-        } else {
-            0.0
-        };
+        let rate = window_mean(s).unwrap_or(0.0);
         *rps.entry(m.clone()).or_default() += rate;
         if o != "success" {
             *errs.entry(m.clone()).or_default() += rate;
@@ -299,13 +283,7 @@ fn frame(c: &Client, window: &str) -> Result<String, Fail> {
     let mut out = String::new();
     let process = |name: &str| -> Result<Option<f64>, Fail> {
         let a = query(c, name, window, 1)?;
-        Ok(a.series.first().and_then(|s| {
-            let (sum, count) = s
-                .points
-                .iter()
-                .fold((0i64, 0u32), |(a, b), p| (a + p.sum, b + p.count));
-            (count > 0).then(|| sum as f64 / f64::from(count))
-        }))
+        Ok(a.series.first().and_then(window_mean))
     };
     let cpu = process("airlock_process_cpu")?;
     let rss = process("airlock_process_resident_memory")?;
